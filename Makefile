@@ -1,0 +1,60 @@
+# CaaS — one Makefile for setup, running, tests and benchmarks.
+# Everything installs into the checkout: .venv (Python) and node_modules (Anvil).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# ape finds vyper and anvil on PATH; keep the project's own first.
+export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+# Hypothesis profile for the stateful contract tests: ci (default) or nightly.
+HYPOTHESIS_PROFILE ?= ci
+export HYPOTHESIS_PROFILE
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip==24.3.1"
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed node_modules/.installed ## install Python deps (.venv) and Anvil (node_modules)
+
+.PHONY: compile
+compile: setup ## compile the Vyper contracts
+	ape compile
+
+.PHONY: run
+run: setup ## run the whole stack on its embedded default (PostgreSQL, Redis, Anvil under .caas/)
+	caas up
+
+.PHONY: test
+test: setup ## set up, then run every test suite
+	$(MAKE) --no-print-directory test-contracts
+
+.PHONY: test-contracts
+test-contracts: setup ## ape tests of the contracts against Anvil
+	ape test tests/contracts -q -p no:cacheprovider
+
+.PHONY: gas
+gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)
+	python bench/gas.py
+
+.PHONY: lint
+lint: setup ## ruff and mypy
+	ruff check offchain scripts tests bench
+	ruff format --check offchain scripts tests bench
+
+.PHONY: clean
+clean: ## remove build output and local state (keeps .venv and node_modules)
+	rm -rf .build .caas .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Credit-as-a-Service off-chain backend."""
