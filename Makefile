@@ -48,7 +48,7 @@ test-contracts: setup ## ape tests of the contracts against Anvil
 
 .PHONY: gas
 gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)
-	python bench/gas.py
+	python bench/gas.py --write
 
 .PHONY: lint
 lint: setup ## ruff and mypy

@@ -26,9 +26,7 @@ __all__ = ["cli", "deploy"]
 @click.command()
 @click.option("--rpc-url", default="http://127.0.0.1:8545", show_default=True)
 @click.option("--network", default="local", show_default=True)
-@click.option(
-    "--deployer-key-env", default="DEPLOYER_KEY", show_default=True, help="env var holding the key"
-)
+@click.option("--deployer-key-env", default="DEPLOYER_KEY", show_default=True, help="env var holding the key")
 @click.option("--signer", "signers", multiple=True, required=True, help="committee signer address")
 @click.option("--threshold", type=int, required=True)
 @click.option("--backend", "backend_address", required=True, help="the backend's sending address")

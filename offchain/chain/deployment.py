@@ -55,9 +55,7 @@ class _Deployer:
     def deploy(self, name: str, *args: Any) -> tuple[Any, int]:
         artifact = compile_contract(name)
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = self._send(
-            factory.constructor(*args).build_transaction({"from": self.account.address})
-        )
+        receipt = self._send(factory.constructor(*args).build_transaction({"from": self.account.address}))
         contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
         return contract, receipt["blockNumber"]
 
@@ -80,9 +78,7 @@ def deploy(
     """Deploy, wire, renounce, and write `<out_dir>/<network>.json`; returns its content."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
     deployer = _Deployer(w3, deployer_key)
-    ordered_signers = sorted(
-        (Web3.to_checksum_address(s) for s in signers), key=lambda a: int(a, 16)
-    )
+    ordered_signers = sorted((Web3.to_checksum_address(s) for s in signers), key=lambda a: int(a, 16))
 
     loan_book, loan_book_block = deployer.deploy("LoanBook", default_after_days)
     committee, committee_block = deployer.deploy(
