@@ -139,7 +139,11 @@ def active_loan(create_loan, loan_book, approver, servicer):
         loan_book.approve_loan(loan_id, sender=approver)
         terms = default_terms(**overrides)
         loan_book.record_disbursement(
-            loan_id, terms["principal"], terms["payout_ref"], ref(f"paystack:TRF_{loan_id.hex()[:8]}"), sender=servicer
+            loan_id,
+            terms["principal"],
+            terms["payout_ref"],
+            ref(f"paystack:TRF_{loan_id.hex()[:8]}"),
+            sender=servicer,
         )
         return loan_id
 

@@ -93,7 +93,10 @@ def test_create_loan__not_originator__reverts(loan_book, stranger, servicer):
         ({"max_late_fees": 2**80}, "loan_book: late fee cap too large"),
         ({"installment_count": 0}, "loan_book: no installments"),
         ({"installment_interval": 0}, "loan_book: interval is zero"),
-        ({"principal": 3, "total_due": 3, "installment_count": 4}, "loan_book: installment below one unit"),
+        (
+            {"principal": 3, "total_due": 3, "installment_count": 4},
+            "loan_book: installment below one unit",
+        ),
         ({"payout_ref": b"\x00" * 32}, "loan_book: payout_ref missing"),
         ({"terms_hash": b"\x00" * 32}, "loan_book: terms_hash missing"),
     ],
@@ -163,7 +166,9 @@ def test_approve_loan__while_paused__reverts(loan_book, approver, pauser, create
 
 
 @pytest.mark.parametrize("approve_first", [False, True])
-def test_cancel_loan__pending_or_approved(loan_book, originator, approver, create_loan, approve_first):
+def test_cancel_loan__pending_or_approved(
+    loan_book, originator, approver, create_loan, approve_first
+):
     loan_id = create_loan()
     if approve_first:
         loan_book.approve_loan(loan_id, sender=approver)
@@ -218,14 +223,18 @@ def test_record_disbursement__pending__reverts(loan_book, servicer, create_loan)
     loan_id = create_loan()
     terms = default_terms()
     with ape.reverts("loan_book: not approved"):
-        loan_book.record_disbursement(loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=servicer)
+        loan_book.record_disbursement(
+            loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=servicer
+        )
 
 
 def test_record_disbursement__twice__reverts(loan_book, servicer, active_loan):
     loan_id = active_loan()
     terms = default_terms()
     with ape.reverts("loan_book: not approved"):
-        loan_book.record_disbursement(loan_id, terms["principal"], terms["payout_ref"], ref("t2"), sender=servicer)
+        loan_book.record_disbursement(
+            loan_id, terms["principal"], terms["payout_ref"], ref("t2"), sender=servicer
+        )
 
 
 @pytest.mark.parametrize(
@@ -246,7 +255,9 @@ def test_record_disbursement__wrong_values__revert(
     payout_ref = ref(payout) if payout else terms["payout_ref"]
     rail_ref = ref(rail) if rail else b"\x00" * 32
     with ape.reverts(reason):
-        loan_book.record_disbursement(loan_id, terms["principal"] + amount_delta, payout_ref, rail_ref, sender=servicer)
+        loan_book.record_disbursement(
+            loan_id, terms["principal"] + amount_delta, payout_ref, rail_ref, sender=servicer
+        )
 
 
 def test_record_disbursement__not_servicer__reverts(loan_book, approver, originator, create_loan):
@@ -254,7 +265,9 @@ def test_record_disbursement__not_servicer__reverts(loan_book, approver, origina
     loan_book.approve_loan(loan_id, sender=approver)
     terms = default_terms()
     with ape.reverts(MISSING_ROLE):
-        loan_book.record_disbursement(loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=originator)
+        loan_book.record_disbursement(
+            loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=originator
+        )
 
 
 def test_record_disbursement__paused__reverts(loan_book, approver, servicer, pauser, create_loan):
@@ -263,7 +276,9 @@ def test_record_disbursement__paused__reverts(loan_book, approver, servicer, pau
     loan_book.pause(sender=pauser)
     terms = default_terms()
     with ape.reverts(PAUSED):
-        loan_book.record_disbursement(loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=servicer)
+        loan_book.record_disbursement(
+            loan_id, terms["principal"], terms["payout_ref"], ref("t"), sender=servicer
+        )
 
 
 # -- record_repayment -------------------------------------------------------------------
@@ -314,7 +329,9 @@ def test_record_repayment__empty_ref__reverts(loan_book, servicer, active_loan):
 
 
 @pytest.mark.parametrize("stage", ["pending", "approved"])
-def test_record_repayment__before_disbursement__reverts(loan_book, servicer, approver, create_loan, stage):
+def test_record_repayment__before_disbursement__reverts(
+    loan_book, servicer, approver, create_loan, stage
+):
     loan_id = create_loan()
     if stage == "approved":
         loan_book.approve_loan(loan_id, sender=approver)
@@ -370,13 +387,19 @@ def test_record_repayment__pays_late_fees_first(loan_book, servicer, active_loan
 def test_reverse_repayment__restores_amounts(loan_book, servicer, active_loan):
     loan_id = active_loan()
     loan_book.record_repayment(loan_id, 10_000_00, ref("paystack:T1"), sender=servicer)
-    tx = loan_book.reverse_repayment(loan_id, ref("paystack:T1"), ref("reason:chargeback"), sender=servicer)
+    tx = loan_book.reverse_repayment(
+        loan_id, ref("paystack:T1"), ref("reason:chargeback"), sender=servicer
+    )
     assert loan_book.outstanding(loan_id) == 112_000_00
     assert loan_book.is_payment_recorded(ref("paystack:T1"))
     assert loan_book.is_payment_reversed(ref("paystack:T1"))
     event = tx.events[0]
     assert event.event_name == "RepaymentReversed"
-    assert (event.amount, event.scheduled_part, event.outstanding_after) == (10_000_00, 10_000_00, 112_000_00)
+    assert (event.amount, event.scheduled_part, event.outstanding_after) == (
+        10_000_00,
+        10_000_00,
+        112_000_00,
+    )
     assert event.state_after == STATE["ACTIVE"]
 
 
@@ -386,7 +409,9 @@ def test_reverse_repayment__reopens_repaid_loan_as_active(loan_book, servicer, a
     loan_book.record_repayment(loan_id, 100_000_00, ref("paystack:T1"), sender=servicer)
     assert loan_book.loan_state(loan_id) == STATE["REPAID"]
     # reversing an earlier (not the closing) payment reopens the loan too
-    loan_book.reverse_repayment(loan_id, ref("paystack:T0"), ref("reason:chargeback"), sender=servicer)
+    loan_book.reverse_repayment(
+        loan_id, ref("paystack:T0"), ref("reason:chargeback"), sender=servicer
+    )
     assert loan_book.loan_state(loan_id) == STATE["ACTIVE"]
     assert loan_book.outstanding(loan_id) == 12_000_00
 
@@ -456,7 +481,11 @@ def test_assess_late_fee__past_grace__charges(loan_book, servicer, active_loan, 
     tx = loan_book.assess_late_fee(loan_id, 1_00, ref("late_fee:1"), sender=servicer)
     assert loan_book.is_fee_assessed(ref("late_fee:1"))
     event = tx.events[0]
-    assert (event.amount, event.late_fees_assessed, event.outstanding_after) == (1_00, 1_00, 112_001_00)
+    assert (event.amount, event.late_fees_assessed, event.outstanding_after) == (
+        1_00,
+        1_00,
+        112_001_00,
+    )
 
 
 def test_assess_late_fee__after_catching_up__reverts(loan_book, servicer, active_loan, chain):
@@ -489,11 +518,15 @@ def test_assess_late_fee__duplicate_ref__reverts(loan_book, servicer, active_loa
     ("amount", "fee_ref", "reason"),
     [(0, "late_fee:1", "loan_book: amount is zero"), (1, None, "loan_book: fee_ref missing")],
 )
-def test_assess_late_fee__bad_input__reverts(loan_book, servicer, active_loan, chain, amount, fee_ref, reason):
+def test_assess_late_fee__bad_input__reverts(
+    loan_book, servicer, active_loan, chain, amount, fee_ref, reason
+):
     loan_id = active_loan()
     chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 40 * DAY
     with ape.reverts(reason):
-        loan_book.assess_late_fee(loan_id, amount, ref(fee_ref) if fee_ref else b"\x00" * 32, sender=servicer)
+        loan_book.assess_late_fee(
+            loan_id, amount, ref(fee_ref) if fee_ref else b"\x00" * 32, sender=servicer
+        )
 
 
 def test_assess_late_fee__not_active__reverts(loan_book, servicer, create_loan):
@@ -617,7 +650,9 @@ def test_mark_default__paused__reverts(loan_book, servicer, pauser, active_loan)
 def defaulted_loan(loan_book, servicer, active_loan, chain):
     def _defaulted() -> bytes:
         loan_id = active_loan()
-        chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 30 * DAY + DEFAULT_AFTER_DAYS * DAY
+        chain.pending_timestamp = (
+            disbursed_at(loan_book, loan_id) + 30 * DAY + DEFAULT_AFTER_DAYS * DAY
+        )
         loan_book.mark_default(loan_id, sender=servicer)
         return loan_id
 
@@ -691,7 +726,9 @@ def test_event_chain__recomputes_from_raw_logs(loan_book, servicer, approver, cr
     loan_id = create_loan()
     loan_book.approve_loan(loan_id, sender=approver)
     terms = default_terms()
-    loan_book.record_disbursement(loan_id, terms["principal"], terms["payout_ref"], ref("paystack:TRF"), sender=servicer)
+    loan_book.record_disbursement(
+        loan_id, terms["principal"], terms["payout_ref"], ref("paystack:TRF"), sender=servicer
+    )
     chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 40 * DAY
     loan_book.assess_late_fee(loan_id, 1_00, ref("late_fee:1"), sender=servicer)
     loan_book.record_repayment(loan_id, 50_000_00, ref("paystack:T1"), sender=servicer)
@@ -699,7 +736,12 @@ def test_event_chain__recomputes_from_raw_logs(loan_book, servicer, approver, cr
     loan_book.record_repayment(loan_id, 112_001_00, ref("paystack:T2"), sender=servicer)
 
     raw = chain.provider.web3.eth.get_logs(
-        {"address": loan_book.address, "fromBlock": 0, "toBlock": "latest", "topics": [None, loan_id]}
+        {
+            "address": loan_book.address,
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "topics": [None, loan_id],
+        }
     )
     raw.sort(key=lambda log: (log["blockNumber"], log["logIndex"]))
     assert len(raw) == 8  # created, approved, disbursed, fee, repay, reverse, repay, repaid
@@ -713,7 +755,12 @@ def test_event_chain__topic_constants_match_emitted_topics(loan_book, servicer, 
     loan_id = active_loan()
     loan_book.record_repayment(loan_id, 112_000_00, ref("paystack:T1"), sender=servicer)
     raw = chain.provider.web3.eth.get_logs(
-        {"address": loan_book.address, "fromBlock": 0, "toBlock": "latest", "topics": [None, loan_id]}
+        {
+            "address": loan_book.address,
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "topics": [None, loan_id],
+        }
     )
     known = {
         event_abi_to_log_topic(abi.model_dump(mode="json", by_alias=True)): abi.name
