@@ -41,10 +41,22 @@ run: setup ## run the whole stack on its embedded default (PostgreSQL, Redis, An
 .PHONY: test
 test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-contracts
+	$(MAKE) --no-print-directory test-offchain
 
 .PHONY: test-contracts
 test-contracts: setup ## ape tests of the contracts against Anvil
 	ape test tests/contracts -q -p no:cacheprovider
+
+# ape's pytest plugin would start an Anvil of its own for every backend test session.
+OFFCHAIN_PYTEST := pytest -p no:ape_test -p no:cacheprovider -q
+
+.PHONY: test-offchain
+test-offchain: setup ## backend tests on the real PostgreSQL (127.0.0.1:5432) and Redis (:6379)
+	$(OFFCHAIN_PYTEST) tests/offchain -m "not stack"
+
+.PHONY: test-stack
+test-stack: setup ## `caas up` end to end in a scratch dir (embedded default; needs ports 8000-8010)
+	$(OFFCHAIN_PYTEST) tests/offchain -m stack -s
 
 .PHONY: gas
 gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)

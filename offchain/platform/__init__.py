@@ -1,0 +1,1 @@
+"""Runtime foundation shared by every service: settings, logging, db, redis, probes, metrics."""

@@ -1,0 +1,205 @@
+"""The shared app factory: every service is a FastAPI app with the same operational surface.
+
+    /health/live   the process answers
+    /health/ready  its dependencies answer (SELECT 1, PING, eth_blockNumber); 503 with details if not
+    /metrics       Prometheus, this service's own registry
+plus X-Request-ID handling, JSON access logs and problem+json errors. Connections are opened
+lazily, so a service starts (and says "not ready") while a dependency is still coming up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from offchain.platform.db import Database
+from offchain.platform.logging import configure_logging, get_logger
+from offchain.platform.metrics import ServiceMetrics
+from offchain.platform.middleware import RequestContextMiddleware
+from offchain.platform.probes import (
+    NOT_CONFIGURED,
+    ProbeResult,
+    probe_chain,
+    probe_database,
+    probe_redis,
+    resolved,
+)
+from offchain.platform.problems import install_problem_handlers
+from offchain.platform.redis import create_redis
+from offchain.platform.service import Dependency, ServiceSpec
+from offchain.platform.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class AppResources:
+    """What a running service holds: created in the lifespan, closed when it ends."""
+
+    spec: ServiceSpec
+    settings: Settings
+    http: httpx.AsyncClient
+    db: Database | None = None
+    redis: Redis | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # for services to hang their own on
+
+    @classmethod
+    def open(cls, spec: ServiceSpec, settings: Settings) -> AppResources:
+        application_name = f"caas-{spec.name}"
+        return cls(
+            spec=spec,
+            settings=settings,
+            # Every outbound call has a timeout; probes pass tighter ones.
+            http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)),
+            db=Database.from_settings(settings.database, application_name=application_name)
+            if spec.uses_database and settings.database.url
+            else None,
+            redis=create_redis(settings.redis, client_name=application_name)
+            if spec.uses_redis and settings.redis.url
+            else None,
+        )
+
+    async def readiness(self) -> dict[str, ProbeResult]:
+        timeout = self.settings.services.probe_timeout_s
+        slow_ms = self.settings.services.slow_probe_ms
+        checks: dict[str, Awaitable[ProbeResult]] = {}
+        for dependency in sorted(self.spec.dependencies):
+            if dependency is Dependency.DATABASE:
+                checks["database"] = (
+                    probe_database(self.db.engine, timeout_s=timeout, slow_ms=slow_ms)
+                    if self.db
+                    else resolved(NOT_CONFIGURED)
+                )
+            elif dependency is Dependency.REDIS:
+                checks["redis"] = (
+                    probe_redis(self.redis, timeout_s=timeout, slow_ms=slow_ms)
+                    if self.redis
+                    else resolved(NOT_CONFIGURED)
+                )
+            elif dependency is Dependency.CHAIN:
+                rpc = self.settings.chain.rpc_url
+                checks["blockchain"] = (
+                    probe_chain(self.http, rpc, timeout_s=timeout, slow_ms=slow_ms)
+                    if rpc
+                    else resolved(NOT_CONFIGURED)
+                )
+        results = await asyncio.gather(*checks.values())
+        return dict(zip(checks, results, strict=True))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.db is not None:
+            await self.db.dispose()
+
+
+# A long-running job of a service (outbox relay, indexer, sender, consumers); it returns when
+# `stop` is set. The factory restarts it with backoff if it raises.
+BackgroundTask = Callable[[AppResources, asyncio.Event], Awaitable[None]]
+
+
+async def _supervise(name: str, task: BackgroundTask, res: AppResources, stop: asyncio.Event) -> None:
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await task(res, stop)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background.crashed", task=name, restart_in_s=delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 60.0)
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health/live")
+    async def live(request: Request) -> dict[str, str]:
+        return {"status": "alive", "service": request.app.state.spec.name}
+
+    @router.get("/health/ready")
+    async def ready(request: Request) -> JSONResponse:
+        resources: AppResources = request.app.state.resources
+        results = await resources.readiness()
+        ok = all(result.status != "down" for result in results.values())
+        body = {
+            "status": "ready" if ok else "not_ready",
+            "service": resources.spec.name,
+            "checks": {name: result.as_dict() for name, result in results.items()},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        service_metrics: ServiceMetrics = request.app.state.metrics
+        return Response(service_metrics.render(), media_type=service_metrics.content_type)
+
+    return router
+
+
+def create_service_app(
+    spec: ServiceSpec,
+    settings: Settings | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    background: dict[str, BackgroundTask] | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log.level, settings.log.format)
+    tasks = dict(background or {})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The lifespan runs in its own task: this binding reaches its logs and background jobs.
+        structlog.contextvars.bind_contextvars(service=spec.name)
+        resources = AppResources.open(spec, settings)
+        app.state.resources = resources
+        stop = asyncio.Event()
+        running = [
+            asyncio.create_task(_supervise(name, job, resources, stop), name=f"{spec.name}:{name}")
+            for name, job in tasks.items()
+        ]
+        log.info("service.started", port=spec.port, background=sorted(tasks))
+        try:
+            yield
+        finally:
+            stop.set()
+            if running:
+                _, pending = await asyncio.wait(running, timeout=10)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            await resources.close()
+            log.info("service.stopped")
+
+    app = FastAPI(
+        title=f"CaaS {spec.name}",
+        description=spec.owns,
+        version="0.1.0",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.spec = spec
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics(spec.name)
+    app.add_middleware(RequestContextMiddleware, service=spec.name, metrics=app.state.metrics)
+    install_problem_handlers(app)
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app

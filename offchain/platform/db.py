@@ -1,0 +1,110 @@
+"""PostgreSQL access: async engine, sessions, and the partner scope that row-level security reads.
+
+Every connection runs as the application role (`caas_app` by default, set in the startup packet),
+which owns no table: the RLS policies of migration 0001 therefore apply to everything the
+services do. Two scopes open on top of that:
+
+- `partner_session(pid)`: sets `caas.partner_id` for the transaction; partner-owned tables show
+  only that partner's rows (and none when no partner is set).
+- `worker_session()`: `SET LOCAL ROLE caas_worker` for trusted background work that acts for all
+  partners (indexer, sender, outbox relay); the role is reset when the transaction ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from offchain.platform.settings import DatabaseSettings
+
+_DRIVERLESS = {"postgres", "postgresql"}
+
+
+def _with_driver(url: str, driver: str) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _DRIVERLESS:
+        raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got scheme {backend!r}")
+    return parsed.set(drivername=f"postgresql+{driver}")
+
+
+def async_url(url: str) -> URL:
+    """`postgresql://...` (what people and pgserver write) -> the asyncpg dialect."""
+    return _with_driver(url, "asyncpg")
+
+
+def sync_url(url: str) -> URL:
+    """The psycopg2 URL alembic runs migrations with."""
+    return _with_driver(url, "psycopg2")
+
+
+def redacted(url: str | URL) -> str:
+    return make_url(url).render_as_string(hide_password=True) if url else ""
+
+
+def create_engine(
+    settings: DatabaseSettings, *, application_name: str = "caas", role: str | None = None
+) -> AsyncEngine:
+    if not settings.url:
+        raise ValueError("DATABASE_URL is not set")
+    server_settings = {
+        "application_name": application_name,
+        "statement_timeout": str(settings.statement_timeout_ms),
+    }
+    role = settings.app_role if role is None else role
+    if role:
+        # Set at connection start-up: RESET ALL / DISCARD ALL return to it, never to the login role.
+        server_settings["role"] = role
+    return create_async_engine(
+        async_url(settings.url),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_pre_ping=True,
+        connect_args={"timeout": settings.connect_timeout_s, "server_settings": server_settings},
+    )
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    worker_role: str = "caas_worker"
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings, *, application_name: str = "caas") -> Database:
+        engine = create_engine(settings, application_name=application_name)
+        return cls(
+            engine=engine,
+            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            worker_role=settings.worker_role,
+        )
+
+    @asynccontextmanager
+    async def partner_session(self, partner_id: uuid.UUID | str) -> AsyncIterator[AsyncSession]:
+        """A transaction that sees only `partner_id`'s rows; commits on success."""
+        pid = str(uuid.UUID(str(partner_id)))  # reject anything that is not a UUID
+        async with self.sessionmaker() as session, session.begin():
+            await set_partner(session, pid)
+            yield session
+
+    @asynccontextmanager
+    async def worker_session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for trusted background work across partners; commits on success."""
+        async with self.sessionmaker() as session, session.begin():
+            # worker_role is validated as a plain identifier by DatabaseSettings.
+            await session.execute(text(f"SET LOCAL ROLE {self.worker_role}"))
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def set_partner(session: AsyncSession, partner_id: str | uuid.UUID) -> None:
+    """Scope the current transaction to a partner (`SET LOCAL caas.partner_id`)."""
+    await session.execute(select(func.set_config("caas.partner_id", str(partner_id), True)))

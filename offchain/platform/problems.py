@@ -1,0 +1,134 @@
+"""Errors as `application/problem+json` (RFC 9457).
+
+Every error body has `type, title, status, detail, instance`; validation errors add
+`errors: [{"field", "reason"}]`. Use cases raise `Problem` for domain refusals; FastAPI's own
+HTTP and validation errors and unexpected exceptions are converted here. 5xx bodies never carry
+exception text: the request id in the body and the logs joins the two.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from offchain.platform.logging import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+VALIDATION_ERROR = "urn:caas:problem:validation-error"
+
+log = get_logger(__name__)
+
+
+class Problem(Exception):
+    """A refusal with a stable type URI, e.g. `Problem(409, "urn:caas:problem:offer-expired")`."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str = "about:blank",
+        *,
+        title: str | None = None,
+        detail: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title or type)
+        self.status = status
+        self.type = type
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+        self.extensions = extensions
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    *,
+    type: str = "about:blank",
+    title: str | None = None,
+    detail: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type,
+        # RFC 9457 §4.2.1: with about:blank the title is the status phrase
+        "title": title if title and type != "about:blank" else _phrase(status),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+        headers = {**(headers or {}), "X-Request-ID": request_id}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request,
+        exc.status,
+        type=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        **exc.extensions,
+    )
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(request, exc.status_code, detail=detail, headers=headers)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": _field(err["loc"]), "reason": err["msg"]} for err in exc.errors()]
+    return problem_response(
+        request,
+        422,
+        type=VALIDATION_ERROR,
+        title="Request validation failed",
+        detail=f"{len(errors)} field(s) failed validation",
+        errors=errors,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unhandled_exception", path=request.url.path, exc_info=exc)
+    return problem_response(request, 500, detail="An unexpected error occurred.")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""collections service (DESIGN §4)."""

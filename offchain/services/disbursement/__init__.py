@@ -1,0 +1,1 @@
+"""disbursement service (DESIGN §4)."""

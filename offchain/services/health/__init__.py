@@ -1,0 +1,1 @@
+"""health service (DESIGN §4)."""

@@ -1,0 +1,19 @@
+"""health:8010 routes: GET /v1/health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from offchain.platform.deps import ResourcesDep
+from offchain.services.health.schemas import HealthStatus
+from offchain.services.health.status import platform_health
+
+router = APIRouter(prefix="/v1", tags=["health"])
+
+
+@router.get("/health", response_model=HealthStatus)
+async def get_health(resources: ResourcesDep) -> dict[str, Any]:
+    """Status of SME services, CaaS services and dependencies (always 200; read the statuses)."""
+    return await platform_health(resources)

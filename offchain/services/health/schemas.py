@@ -1,0 +1,35 @@
+"""HealthStatus as DESIGN §4 fixes it (plus an overall `status` and `checkedAt`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+Status = Literal["healthy", "degraded", "down"]
+
+
+class Check(BaseModel):
+    status: Status
+    latency_ms: float | None
+    detail: str | None
+
+
+class SmeServices(BaseModel):
+    auth: Check
+    kyc: Check
+    payments: Check
+
+
+class Dependencies(BaseModel):
+    database: Check
+    redis: Check
+    blockchain: Check
+
+
+class HealthStatus(BaseModel):
+    status: Status
+    checkedAt: str
+    smeServices: SmeServices
+    caasServices: dict[str, Check]  # one entry per service of the port map
+    dependencies: Dependencies

@@ -1,0 +1,1 @@
+"""ledger service (DESIGN §4)."""

@@ -1,0 +1,1 @@
+"""notifications service (DESIGN §4)."""

@@ -1,0 +1,1 @@
+"""offers service (DESIGN §4)."""

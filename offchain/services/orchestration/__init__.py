@@ -1,0 +1,1 @@
+"""orchestration service (DESIGN §4)."""

@@ -1,0 +1,1 @@
+"""repayment service (DESIGN §4)."""

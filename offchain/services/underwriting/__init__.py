@@ -1,0 +1,1 @@
+"""underwriting service (DESIGN §4)."""
