@@ -157,8 +157,9 @@ class Loan:
         self.disbursed_at = at
 
     def repay(self, amount: int) -> Allocation:
-        self._require(self.state in IN_REPAYMENT, "not repayable")
+        # the contract's check order, so a refusal names the same reason
         self._require(amount != 0, "amount is zero")
+        self._require(self.state in IN_REPAYMENT, "not repayable")
         self._require(amount <= self.outstanding, "amount exceeds outstanding")
         allocation = self.allocate(amount)
         self.late_fees_paid += allocation.fee_part

@@ -1,0 +1,463 @@
+"""LoanBook + DisbursementCommittee against the plain-Python model, as a Hypothesis state machine.
+
+Every rule performs the action on chain and in `offchain.domain.loan_book` (the model); where the
+model refuses, the chain must revert with the same reason. Invariants, named for what they guard:
+
+- `state_transitions_legal`: every observed state change is in LEGAL_TRANSITIONS;
+- `books_match_model`: outstanding == total_due + fees - repaid, never negative, every field equal;
+- `payment_refs_recorded_once`: a reference is recorded at most once, reversed at most once;
+- `nothing_approved_below_threshold`: a loan leaves PENDING only with >= threshold approvals;
+- `schedule_views_match_model`: amount_due and days_past_due equal the model at several `at`;
+- `only_the_right_role_changes_anything`: a stranger's call reverts and changes nothing.
+
+Profiles: HYPOTHESIS_PROFILE=ci (default: 100 examples x 30 steps), nightly (1,000 x 50).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from eth_utils import keccak
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from web3.exceptions import ContractLogicError
+
+from offchain.chain.contracts import sign_approval, sort_signatures
+from offchain.domain.approvals import approval_typed_data
+from offchain.domain.loan_book import LEGAL_TRANSITIONS, Allocation, Loan, LoanRuleViolation, LoanState
+
+DAY = 86_400
+DEFAULT_AFTER_DAYS = 90
+THRESHOLD = 2
+MAX_LOANS = 4
+MISSING_ROLE = "access_control: account is missing role"
+WRITE_OFF = 5  # DisbursementCommittee.ACTION_WRITE_OFF
+ZERO_ADDRESS = "0x" + "00" * 20
+
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "nightly",
+    max_examples=1_000,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _ref(text: str) -> bytes:
+    return keccak(text=text)
+
+
+def _abi(contract) -> list[dict]:
+    return [item.model_dump(mode="json", by_alias=True) for item in contract.contract_type.abi]
+
+
+@pytest.mark.stateful
+def test_loan_book_state_machine(
+    chain, loan_book, committee, originator, servicer, stranger, signers, signer_keys
+):
+    # Transactions go straight through web3 to ape's Anvil (its accounts are unlocked there):
+    # ape's per-transaction tracing would make 3,000 steps take many minutes.
+    w3 = chain.provider.web3
+    book = w3.eth.contract(address=loan_book.address, abi=_abi(loan_book))
+    board = w3.eth.contract(address=committee.address, abi=_abi(committee))
+    rpc = w3.provider.make_request
+
+    def send(fn, sender):
+        tx_hash = fn.transact({"from": sender.address, "gas": 2_000_000})
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1, f"{fn.fn_name} reverted unexpectedly"
+        return receipt
+
+    def expect_revert(fn, sender, reason: str):
+        """The call must revert with `reason` at the current block time, and is not mined."""
+        rpc("evm_mine", [])
+        try:
+            fn.call({"from": sender.address})
+        except ContractLogicError as error:
+            assert reason in str(error), f"expected {reason!r}, got {error}"
+        else:
+            raise AssertionError(f"{fn.fn_name} did not revert (expected {reason!r})")
+
+    class Machine(RuleBasedStateMachine):
+        loans = Bundle("loans")
+        payments = Bundle("payments")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.snapshot = rpc("evm_snapshot", [])["result"]
+            self.now = w3.eth.get_block("latest")["timestamp"] + 1
+            self.model: dict[bytes, Loan] = {}
+            self.approvals: dict[bytes, set[int]] = {}
+            self.payments_made: dict[bytes, tuple[bytes, Allocation]] = {}
+            self.reversed: set[bytes] = set()
+            self.seen_states: dict[bytes, LoanState] = {}
+            self.counter = 0
+            self.touched: bytes | None = None
+
+        def teardown(self) -> None:
+            rpc("evm_revert", [self.snapshot])
+
+        # -- helpers --------------------------------------------------------------------
+
+        def _tick(self, seconds: int = 1) -> int:
+            """The next block's timestamp, fixed so the model sees the same clock."""
+            self.now += seconds
+            rpc("evm_setNextBlockTimestamp", [self.now])
+            return self.now
+
+        def _next(self, prefix: str) -> bytes:
+            self.counter += 1
+            return _ref(f"{prefix}:{self.counter}:{self.snapshot}")
+
+        def _expect(self, model_action, fn, sender) -> bool:
+            """Run the model action at the next block time; the chain must agree, reason included."""
+            self._tick()
+            try:
+                model_action()
+            except LoanRuleViolation as violation:
+                expect_revert(fn, sender, str(violation))
+                return False
+            send(fn, sender)
+            return True
+
+        # -- rules ----------------------------------------------------------------------
+
+        @initialize()
+        def start(self) -> None:
+            pass
+
+        @precondition(lambda self: len(self.model) < MAX_LOANS)
+        @rule(
+            target=loans,
+            principal=st.integers(min_value=1, max_value=10**12),
+            markup_bps=st.integers(min_value=0, max_value=5_000),
+            count=st.integers(min_value=1, max_value=12),
+            interval_days=st.sampled_from([7, 14, 30]),
+            grace_days=st.integers(min_value=0, max_value=5),
+            max_fees=st.integers(min_value=0, max_value=10**9),
+        )
+        def create(self, principal, markup_bps, count, interval_days, grace_days, max_fees):
+            total_due = max(principal + principal * markup_bps // 10_000, count)
+            loan_id = self._next("loan")
+            terms = (
+                _ref("borrower"),
+                _ref("partner"),
+                566,
+                principal,
+                total_due,
+                count,
+                interval_days * DAY,
+                grace_days * DAY,
+                max_fees,
+                _ref(f"payout:{loan_id.hex()}"),
+                _ref(f"terms:{loan_id.hex()}"),
+            )
+            self._tick()
+            send(book.functions.create_loan(loan_id, terms), originator)
+            self.model[loan_id] = Loan(
+                currency=566,
+                principal=principal,
+                total_due=total_due,
+                installment_count=count,
+                installment_interval=interval_days * DAY,
+                grace_period=grace_days * DAY,
+                max_late_fees=max_fees,
+            )
+            self.approvals[loan_id] = set()
+            self.touched = loan_id
+            return loan_id
+
+        def _approve_model(self, loan_id: bytes, signer_index: int):
+            loan = self.model[loan_id]
+
+            def act():
+                if loan.state != LoanState.PENDING:
+                    raise LoanRuleViolation("committee: loan not pending")
+                if signer_index in self.approvals[loan_id]:
+                    raise LoanRuleViolation("committee: already approved")
+                self.approvals[loan_id].add(signer_index)
+                if len(self.approvals[loan_id]) >= THRESHOLD:
+                    loan.approve()
+
+            return act
+
+        @rule(loan_id=loans, signer_index=st.integers(min_value=0, max_value=2))
+        def approve_on_chain(self, loan_id, signer_index):
+            self.touched = loan_id
+            self._expect(
+                self._approve_model(loan_id, signer_index),
+                board.functions.approve(loan_id),
+                signers[signer_index],
+            )
+
+        @rule(loan_id=loans, signer_index=st.integers(min_value=0, max_value=2))
+        def approve_by_signature(self, loan_id, signer_index):
+            self.touched = loan_id
+            loan = self.model[loan_id]
+            if loan.state != LoanState.PENDING or signer_index in self.approvals[loan_id]:
+                return  # covered by approve_on_chain; a signature adds nothing new here
+            deadline = self.now + 3_600
+            typed = approval_typed_data(
+                chain_id=w3.eth.chain_id,
+                committee=committee.address,
+                loan_id=loan_id,
+                terms_hash=_ref(f"terms:{loan_id.hex()}"),
+                principal=loan.principal,
+                payout_ref=_ref(f"payout:{loan_id.hex()}"),
+                epoch=board.functions.epoch().call(),
+                deadline=deadline,
+            )
+            signature = sort_signatures([sign_approval(typed, signer_keys[signer_index])])
+
+            def act():
+                # signatures either complete the approval in this call or change nothing
+                if len(self.approvals[loan_id]) + 1 < THRESHOLD:
+                    raise LoanRuleViolation("committee: below threshold")
+                self._approve_model(loan_id, signer_index)()
+
+            self._expect(act, board.functions.approve_with_signatures(loan_id, deadline, signature), stranger)
+
+        @rule(loan_id=loans)
+        def cancel(self, loan_id):
+            self.touched = loan_id
+            self._expect(
+                self.model[loan_id].cancel, book.functions.cancel_loan(loan_id, _ref("reason")), originator
+            )
+
+        @rule(loan_id=loans)
+        def disburse(self, loan_id):
+            self.touched = loan_id
+            loan = self.model[loan_id]
+            self._expect(
+                lambda: loan.disburse(self.now),
+                book.functions.record_disbursement(
+                    loan_id, loan.principal, _ref(f"payout:{loan_id.hex()}"), _ref("rail")
+                ),
+                servicer,
+            )
+
+        @rule(
+            target=payments,
+            loan_id=loans,
+            how=st.sampled_from(["part", "part", "all", "over", "zero"]),
+            fraction=st.floats(min_value=0.01, max_value=1.0),
+        )
+        def repay(self, loan_id, how, fraction):
+            self.touched = loan_id
+            loan = self.model[loan_id]
+            outstanding = loan.outstanding
+            amount = {
+                "part": max(1, int(outstanding * fraction)),
+                "all": outstanding,
+                "over": outstanding + 1,
+                "zero": 0,
+            }[how]
+            payment_ref = self._next("paystack")
+            allocation: list[Allocation] = []
+            recorded = self._expect(
+                lambda: allocation.append(loan.repay(amount)),
+                book.functions.record_repayment(loan_id, amount, payment_ref),
+                servicer,
+            )
+            if recorded:
+                self.payments_made[payment_ref] = (loan_id, allocation[0])
+            return payment_ref
+
+        @rule(payment_ref=payments)
+        def repay_with_used_ref(self, payment_ref):
+            if payment_ref not in self.payments_made:
+                return
+            loan_id, _ = self.payments_made[payment_ref]
+            self.touched = loan_id
+            self._tick()
+            expect_revert(
+                book.functions.record_repayment(loan_id, 1, payment_ref),
+                servicer,
+                "loan_book: payment already recorded",
+            )
+
+        @rule(payment_ref=payments)
+        def reverse(self, payment_ref):
+            if payment_ref not in self.payments_made:
+                return
+            loan_id, allocation = self.payments_made[payment_ref]
+            self.touched = loan_id
+            loan = self.model[loan_id]
+
+            def act():
+                if payment_ref in self.reversed:
+                    raise LoanRuleViolation("loan_book: payment already reversed")
+                loan.reverse(allocation)
+                self.reversed.add(payment_ref)
+
+            self._expect(
+                act, book.functions.reverse_repayment(loan_id, payment_ref, _ref("chargeback")), servicer
+            )
+
+        @rule(days=st.integers(min_value=0, max_value=60), seconds=st.integers(min_value=0, max_value=DAY))
+        def advance_time(self, days, seconds):
+            self.now += days * DAY + seconds
+
+        @rule(loan_id=loans, amount=st.integers(min_value=0, max_value=10**9))
+        def assess_late_fee(self, loan_id, amount):
+            self.touched = loan_id
+            fee_ref = self._next("late_fee")
+            self._expect(
+                lambda: self.model[loan_id].assess_late_fee(amount, self.now),
+                book.functions.assess_late_fee(loan_id, amount, fee_ref),
+                servicer,
+            )
+
+        @rule(loan_id=loans)
+        def mark_default(self, loan_id):
+            self.touched = loan_id
+            self._expect(
+                lambda: self.model[loan_id].mark_default(self.now, DEFAULT_AFTER_DAYS),
+                book.functions.mark_default(loan_id),
+                servicer,
+            )
+
+        @rule(loan_id=loans)
+        def write_off_by_committee(self, loan_id):
+            self.touched = loan_id
+            loan = self.model[loan_id]
+            self._tick()
+            send(
+                board.functions.propose(WRITE_OFF, ZERO_ADDRESS, loan_id, 0, self.now + 7 * DAY),
+                signers[0],
+            )
+            proposal_id = board.functions.proposal_count().call()
+            self._tick()
+            send(board.functions.confirm(proposal_id), signers[1])
+            self._expect(loan.write_off, board.functions.execute(proposal_id), signers[2])
+
+        @rule(
+            loan_id=loans,
+            action=st.sampled_from(
+                ["create", "approve", "disburse", "repay", "fee", "default", "write_off", "pause"]
+            ),
+        )
+        def stranger_is_refused(self, loan_id, action):
+            """only_the_right_role_changes_anything: a stranger reverts, and nothing moves."""
+            self.touched = loan_id
+            before = book.functions.loans(loan_id).call()
+            calls = {
+                "create": lambda: book.functions.create_loan(
+                    self._next("loan"), (_ref("b"), _ref("p"), 566, 1, 1, 1, 1, 0, 0, _ref("x"), _ref("y"))
+                ),
+                "approve": lambda: book.functions.approve_loan(loan_id),
+                "disburse": lambda: book.functions.record_disbursement(loan_id, 1, _ref("x"), _ref("y")),
+                "repay": lambda: book.functions.record_repayment(loan_id, 1, self._next("paystack")),
+                "fee": lambda: book.functions.assess_late_fee(loan_id, 1, self._next("fee")),
+                "default": lambda: book.functions.mark_default(loan_id),
+                "write_off": lambda: book.functions.write_off(loan_id),
+                "pause": lambda: book.functions.pause(),
+            }
+            self._tick()
+            expect_revert(calls[action](), stranger, MISSING_ROLE)
+            assert book.functions.loans(loan_id).call() == before
+
+        # -- invariants -----------------------------------------------------------------
+
+        @invariant()
+        def state_transitions_legal(self):
+            for loan_id, loan in self.model.items():
+                previous = self.seen_states.get(loan_id, LoanState.NONE)
+                if loan.state != previous:
+                    assert (previous, loan.state) in LEGAL_TRANSITIONS, (previous, loan.state)
+                    self.seen_states[loan_id] = loan.state
+
+        @invariant()
+        def books_match_model(self):
+            loan_id = self.touched
+            if loan_id is None:
+                return
+            loan = self.model[loan_id]
+            onchain = book.functions.loans(loan_id).call()
+            (
+                state,
+                ever_defaulted,
+                _cur,
+                principal,
+                total_due,
+                _n,
+                _i,
+                _g,
+                _max,
+                _p,
+                _t,
+                disbursed_at,
+                scheduled_repaid,
+                fees_assessed,
+                fees_paid,
+                repaid,
+                outstanding,
+            ) = onchain
+            assert outstanding >= 0
+            assert outstanding == total_due + fees_assessed - repaid
+            assert (state, ever_defaulted, principal, total_due) == (
+                loan.state,
+                loan.ever_defaulted,
+                loan.principal,
+                loan.total_due,
+            )
+            assert (disbursed_at, scheduled_repaid, fees_assessed, fees_paid, outstanding) == (
+                loan.disbursed_at,
+                loan.scheduled_repaid,
+                loan.late_fees_assessed,
+                loan.late_fees_paid,
+                loan.outstanding,
+            )
+
+        @invariant()
+        def payment_refs_recorded_once(self):
+            for payment_ref in list(self.payments_made)[-3:]:
+                assert book.functions.is_payment_recorded(payment_ref).call()
+                assert book.functions.is_payment_reversed(payment_ref).call() == (
+                    payment_ref in self.reversed
+                )
+
+        @invariant()
+        def nothing_approved_below_threshold(self):
+            loan_id = self.touched
+            if loan_id is None:
+                return
+            if self.model[loan_id].state == LoanState.PENDING:
+                assert len(self.approvals[loan_id]) < THRESHOLD
+                assert board.functions.approvals(loan_id).call() == len(self.approvals[loan_id])
+
+        @invariant()
+        def schedule_views_match_model(self):
+            loan_id = self.touched
+            if loan_id is None:
+                return
+            loan = self.model[loan_id]
+            ats = [self.now, self.now + 3 * DAY + 17, self.now + 95 * DAY]
+            due = loan.oldest_unpaid_due_at() if loan.state in (LoanState.ACTIVE, LoanState.DEFAULTED) else None
+            if due is not None:
+                # the boundaries where an off-by-one would hide: due date, end of grace, a day later
+                grace_end = due + loan.grace_period
+                ats += [due - 1, due, grace_end, grace_end + 1, grace_end + DAY, due + DAY - 1, due + DAY]
+            for at in ats:
+                assert book.functions.amount_due(loan_id, at).call() == loan.amount_due(at)
+                assert book.functions.days_past_due(loan_id, at).call() == loan.days_past_due(at)
+
+    run_state_machine_as_test(Machine, settings=PROFILE)
