@@ -1,0 +1,109 @@
+"""offers:8002 request and response bodies. Amounts are `{"value": <int minor units>, "currency"}`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from offchain.domain.offers import Basis, Frequency, Method, Refusal
+
+MinorUnits = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)]
+
+
+class Amount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: MinorUnits = Field(description="integer minor units (kobo for NGN); never a float")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["NGN"])
+
+
+class AffordabilityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_amount: Amount | None = None
+    max_monthly_installment: Amount | None = Field(
+        default=None, description="weekly schedules are held to 12/52 of it"
+    )
+
+
+class QuoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rating: str = Field(min_length=1, max_length=16, examples=["B"])
+    amount: Amount
+    tenor_months: Annotated[StrictInt, Field(ge=1, le=60)]
+    frequency: Frequency = Frequency.MONTHLY
+    method: Method | None = Field(default=None, description="defaults to the pricing policy's method")
+    affordability: AffordabilityIn | None = None
+
+
+class InstallmentOut(BaseModel):
+    index: int
+    due_offset: int = Field(description="seconds after disbursement: index * installment_interval")
+    amount: Amount
+    principal: Amount
+    interest: Amount
+    fee: Amount
+
+
+class ScheduleOut(BaseModel):
+    method: Method
+    frequency: Frequency
+    installment_count: int
+    installment_interval: int = Field(description="seconds; monthly = 30 days, weekly = 7 days")
+    apr_bps: int
+    ear_bps: int
+    ear: str = Field(description="effective annual rate of the cash flows, decimal fraction")
+    principal: Amount
+    interest: Amount
+    fees: Amount
+    total_due: Amount
+    installments: list[InstallmentOut]
+
+
+class OfferOut(BaseModel):
+    rating: str
+    basis: Basis
+    amount: Amount
+    tenor_months: int
+    frequency: Frequency
+    method: Method
+    apr_bps: int
+    ear_bps: int
+    origination_fee: Amount
+    total_due: Amount
+    installment_count: int
+    installment_interval: int
+    grace_period: int = Field(description="seconds after a due date before it is late")
+    max_late_fees: Amount
+    expires_at: str
+    pricing_version: str
+    schedule: ScheduleOut
+
+
+class QuoteResponse(BaseModel):
+    offers: list[OfferOut]
+    refusals: list[Refusal] = Field(description="why there is no offer, when there is none")
+
+
+class RatePlanOut(BaseModel):
+    apr_bps: int
+    origination_fee_bps: int
+    origination_fee_floor: Amount
+    origination_fee_cap: Amount
+    min_amount: Amount
+    max_amount: Amount
+    max_tenor_months: int
+
+
+class PricingOut(BaseModel):
+    version: str
+    currency: str
+    method: Method
+    late_fee_cap_bps: int
+    late_fee_cap_max: Amount
+    grace_days: int
+    offer_ttl_seconds: int
+    amount_step: Amount
+    plans: dict[str, RatePlanOut]
