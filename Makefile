@@ -42,6 +42,7 @@ run: setup ## run the whole stack on its embedded default (PostgreSQL, Redis, An
 test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-contracts
 	$(MAKE) --no-print-directory test-offchain
+	$(MAKE) --no-print-directory test-stack
 
 .PHONY: test-contracts
 test-contracts: setup ## ape tests of the contracts against Anvil
@@ -61,6 +62,13 @@ test-stack: setup ## `caas up` end to end in a scratch dir (embedded default; ne
 .PHONY: gas
 gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)
 	python bench/gas.py --write
+
+.PHONY: bench
+bench: setup ## every benchmark; each writes its section of docs/BENCHMARKS.md
+	python bench/gas.py --write
+	python bench/scorecard.py --write
+	python bench/indexer.py --write
+	python bench/sender.py --write
 
 .PHONY: lint
 lint: setup ## ruff and mypy

@@ -4,6 +4,9 @@
                                migrations, `.caas/dev.env`, all eleven services
     caas serve <service>       one service on its port
     caas migrate               apply the caas_ migrations (alembic upgrade head)
+    caas simulator             the SME platform + Paystack simulator on :8100 (`caas up` runs it too)
+    caas index [--once]        index chain events into the caas_ tables (the orchestration
+                               service runs the same indexer in the background)
 
 `caas serve` and `caas migrate` read `.caas/dev.env` when it exists, for the variables not set
 in the environment, so they find a stack started by `caas up`. `caas up` never reads it: it
@@ -15,8 +18,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from offchain.platform.runner import InProcessServers
 
 STATE_DIR = Path(".caas")
 
@@ -62,6 +69,13 @@ def main() -> None:
 @click.option(
     "--block-time", type=float, default=None, help="Anvil block time in seconds (default: automine)."
 )
+@click.option(
+    "--simulator/--no-simulator",
+    default=True,
+    show_default=True,
+    help="Serve the SME platform + Paystack simulator (skipped when SIMULATOR_URL is set).",
+)
+@click.option("--simulator-port", type=int, default=8100, show_default=True)
 def up(
     processes: bool,
     host: str,
@@ -69,6 +83,8 @@ def up(
     deployment_file: Path,
     anvil_port: int,
     block_time: float | None,
+    simulator: bool,
+    simulator_port: int,
 ) -> None:
     """Start the whole stack; embedded PostgreSQL/Redis/Anvil for whichever URL is not set."""
     from offchain.platform.devstack import StackOptions, run_stack
@@ -83,6 +99,8 @@ def up(
         processes=processes,
         anvil_port=anvil_port,
         block_time=block_time,
+        simulator=simulator,
+        simulator_port=simulator_port,
     )
     sys.exit(_run(run_stack(options)))
 
@@ -149,5 +167,165 @@ def migrate(revision: str, state_dir: Path) -> None:
     click.echo(f"migrated {redacted(url)} to {revision}")
 
 
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default: CAAS_BIND_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=8100, show_default=True)
+@click.option(
+    "--gateway-url",
+    default=None,
+    help="Where Paystack webhooks and SME events go (default: CAAS_GATEWAY_URL, GATEWAY_URL, :8000).",
+)
+@click.option("--transfer-delay", type=float, default=None, help="Seconds until a transfer settles (0.2).")
+@click.option("--otp/--no-otp", "otp", default=None, help="Transfers wait for an OTP (123456).")
+@click.option(
+    "--state-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the simulated world in this JSON file across restarts (default: memory only).",
+)
+@click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
+def simulator(
+    host: str | None,
+    port: int,
+    gateway_url: str | None,
+    transfer_delay: float | None,
+    otp: bool | None,
+    state_file: Path | None,
+    state_dir: Path,
+) -> None:
+    """Serve the SME platform + Paystack simulator (development and tests; outside the port map)."""
+    from offchain.platform.logging import configure_logging
+    from offchain.platform.runner import InProcessServers, NamedApp
+    from offchain.platform.settings import get_settings
+    from offchain.rails.simulator.app import create_app
+    from offchain.rails.simulator.config import SimulatorConfig
+
+    _load_dev_env(state_dir)
+    settings = get_settings()
+    configure_logging(settings.log.level, settings.log.format)
+    config = SimulatorConfig.from_env(
+        settings,
+        gateway_url=gateway_url,
+        transfer_delay_s=transfer_delay,
+        otp_required=otp,
+        state_file=state_file,
+    )
+    servers = InProcessServers(
+        [NamedApp("simulator", create_app(config), port)], host=host or settings.services.bind_host
+    )
+    click.echo(f"caas: simulator on http://{host or settings.services.bind_host}:{port}", err=True)
+    sys.exit(_run(_serve_until_signal(servers)))
+
+
+async def _serve_until_signal(servers: InProcessServers) -> int:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hits = 0
+
+    def on_signal() -> None:
+        nonlocal hits
+        hits += 1
+        stop.set()
+        servers.request_stop(force=hits > 1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    await servers.start()
+    await servers.wait()
+    await servers.stop()
+    return 0 if stop.is_set() else 1
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One catch-up pass up to head - confirmations, then exit.")
+@click.option(
+    "--wait/--no-wait",
+    "wait",
+    default=None,
+    help="If another indexer holds the chain's lock: wait for it, or exit at once "
+    "(default: INDEXER__WAIT_FOR_LOCK).",
+)
+@click.option(
+    "--confirmations", type=int, default=None, help="Blocks behind the head (INDEXER__CONFIRMATIONS)."
+)
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
+def index(
+    once: bool, wait: bool | None, confirmations: int | None, metrics_port: int | None, state_dir: Path
+) -> None:
+    """Index LoanBook and committee events into the caas_ tables (until Ctrl-C, or --once).
+
+    Exit status: 0 done, 1 misconfigured, 2 reorg deeper than the window (re-index needed),
+    3 another indexer holds the lock (with --no-wait).
+    """
+    _load_dev_env(state_dir)
+    sys.exit(_run(_index(once=once, wait=wait, confirmations=confirmations, metrics_port=metrics_port)))
+
+
+async def _index(
+    *, once: bool, wait: bool | None, confirmations: int | None, metrics_port: int | None
+) -> int:
+    import signal
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from offchain.chain.indexer import IndexerError, IndexerLockHeldError, ReorgTooDeepError, run_indexer
+    from offchain.chain.indexer_metrics import IndexerMetrics
+    from offchain.chain.jsonrpc import RpcError
+    from offchain.platform.logging import configure_logging
+    from offchain.platform.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log.level, settings.log.format)
+    overrides = {
+        key: value
+        for key, value in (("wait_for_lock", wait), ("confirmations", confirmations))
+        if value is not None
+    }
+    if overrides:
+        settings = settings.model_copy(update={"indexer": settings.indexer.model_copy(update=overrides)})
+    metrics = IndexerMetrics()
+    if metrics_port:
+        registry = CollectorRegistry()
+        metrics.register(registry)
+        start_http_server(metrics_port, registry=registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        summary = await run_indexer(settings=settings, stop=stop, metrics=metrics, once=once)
+    except ReorgTooDeepError as exc:
+        click.echo(f"caas index: {exc}", err=True)
+        return 2
+    except IndexerLockHeldError as exc:
+        click.echo(f"caas index: {exc}", err=True)
+        return 3
+    except IndexerError as exc:
+        click.echo(f"caas index: {exc}", err=True)
+        return 1
+    except RpcError as exc:
+        click.echo(f"caas index: the node at CHAIN_RPC_URL failed: {exc}", err=True)
+        return 1
+    if summary is not None:
+        click.echo(
+            f"indexed to block {summary.checkpoint}: {summary.inserted} new events in {summary.batches} "
+            f"batches, {summary.reorgs} reorgs, {summary.seconds:.2f} s"
+        )
+    return 0
+
+
 if __name__ == "__main__":
     main()
+
+
+def _register_tools() -> None:
+    from offchain.cli_tools import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_tools()

@@ -1,6 +1,7 @@
 """Event bus: transactional outbox in PostgreSQL, fanned out on Redis Streams consumer groups.
 
 publish(session, "credit.loan.repaid", {...}, key=loan_id)      # in your transaction
+publish_many(session, [OutgoingEvent(topic, payload, key=...), ...])  # bulk, one statement
 run_relay(db, redis, settings.events, stop)                      # orchestration runs it
 StreamConsumer(redis, group=..., name=..., topics=[...],
                handler=idempotent(db, "ledger.repayments", handle)).run(stop)
@@ -10,16 +11,18 @@ replay(db, redis, names, first_id=..., last_id=...)             # send a range a
 from offchain.eventbus.consumer import StreamConsumer
 from offchain.eventbus.idempotent import claim_event, idempotent
 from offchain.eventbus.messages import Event, StreamNames
-from offchain.eventbus.outbox import publish
+from offchain.eventbus.outbox import OutgoingEvent, publish, publish_many
 from offchain.eventbus.relay import relay_batch, replay, run_relay
 
 __all__ = [
     "Event",
+    "OutgoingEvent",
     "StreamConsumer",
     "StreamNames",
     "claim_event",
     "idempotent",
     "publish",
+    "publish_many",
     "relay_batch",
     "replay",
     "run_relay",

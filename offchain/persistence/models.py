@@ -93,6 +93,7 @@ class ChainEvent(Base):
     args: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     topics: Mapped[list[str]] = mapped_column(ARRAY(String(66)))
     data: Mapped[str] = mapped_column(Text)
+    block_timestamp: Mapped[int | None] = mapped_column(BigInteger)  # unix seconds
     created_at: Mapped[datetime] = created_at()
 
 
@@ -130,6 +131,22 @@ class Loan(Base):
     __table_args__ = (
         CheckConstraint(bytes32_check("chain_loan_id"), name="chain_loan_id_hex"),
         CheckConstraint("chain_state BETWEEN 0 AND 7", name="chain_state_range"),
+        # the loans an auditor must look at: their indexed events disagree with the contract
+        Index(
+            "ix_caas_loans_event_chain_mismatch",
+            "chain_loan_id",
+            postgresql_where=text("event_chain_mismatch"),
+        ),
+        # loans with events not yet compared with the contract (indexed too deep for the node's
+        # state): the indexer's deferred check works through them once caught up
+        Index(
+            "ix_caas_loans_event_chain_unchecked",
+            "last_block_number",
+            postgresql_where=text(
+                "event_count > 0 AND (event_chain_checked_block IS NULL "
+                "OR event_chain_checked_block < last_block_number)"
+            ),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -153,6 +170,10 @@ class Loan(Base):
     repaid: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
     late_fees_assessed: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
     outstanding: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
+    # the rest of LoanBook.loans(), so the mirror can be compared with the contract field by field
+    scheduled_repaid: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
+    late_fees_paid: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
+    ever_defaulted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_on_chain_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disbursed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -160,6 +181,9 @@ class Loan(Base):
     # running keccak over the loan's indexed events, compared with LoanBook.event_chain(loan_id)
     event_chain: Mapped[str | None] = mapped_column(Bytes32Hex)
     event_chain_mismatch: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    event_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # LoanBook events folded
+    # block at which event_chain was last compared with LoanBook.event_chain(loan_id)
+    event_chain_checked_block: Mapped[int | None] = mapped_column(BigInteger)
     last_block_number: Mapped[int | None] = mapped_column(BigInteger)
     last_log_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = created_at()
@@ -169,9 +193,12 @@ class Loan(Base):
 class TxIntent(Base):
     """A transaction the backend means to send, durable before it is broadcast.
 
-    status: pending (no nonce yet) -> signed (raw_tx stored) -> broadcast -> mined -> confirmed,
-    or reverted / failed. A fee bump re-signs at the same nonce; earlier hashes stay in
-    `previous_tx_hashes` because any of them can still be the one that mines.
+    status: pending (no nonce yet) -> signed (nonce, raw_tx and tx_hash stored, maybe not yet
+    broadcast) -> broadcast -> mined (receipt seen, not yet `confirmations` deep) -> confirmed
+    or reverted; `failed` when the call would revert at gas estimation (it never got a nonce).
+    A fee bump re-signs at the same nonce; earlier hashes stay in `previous_tx_hashes` because
+    any of them can still be the one that mines. `chain_id` / `from_address` stay NULL until a
+    sending key's worker claims the intent (unless the submitter pinned a sender).
     """
 
     __tablename__ = "caas_tx_intents"
@@ -179,13 +206,26 @@ class TxIntent(Base):
         UniqueConstraint("chain_id", "from_address", "nonce"),
         Index(None, "status"),
         Index(None, "tx_hash"),
+        # what a worker claims next, in submission order
+        Index("ix_caas_tx_intents_pending_seq", "seq", postgresql_where=text("status = 'pending'")),
+        CheckConstraint(
+            "status IN ('pending', 'signed', 'broadcast', 'mined', 'confirmed', 'reverted', 'failed')",
+            name="status_known",
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'failed') OR (nonce IS NOT NULL AND raw_tx IS NOT NULL "
+            "AND tx_hash IS NOT NULL AND from_address IS NOT NULL AND chain_id IS NOT NULL)",
+            name="signed_has_nonce",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
+    # submission order: the order a sending key's worker takes intents in
+    seq: Mapped[int] = mapped_column(BigInteger, Identity())
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    chain_id: Mapped[int] = mapped_column(BigInteger)
-    from_address: Mapped[str] = mapped_column(AddressHex)
-    to_address: Mapped[str] = mapped_column(AddressHex)
+    chain_id: Mapped[int | None] = mapped_column(BigInteger)
+    from_address: Mapped[str | None] = mapped_column(AddressHex)  # lowercase 0x hex
+    to_address: Mapped[str] = mapped_column(AddressHex)  # lowercase 0x hex
     data: Mapped[str] = mapped_column(Text)  # 0x calldata
     value: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
     nonce: Mapped[int | None] = mapped_column(BigInteger)
@@ -202,9 +242,11 @@ class TxIntent(Base):
     effective_gas_price: Mapped[int | None] = mapped_column(Uint256)
     revert_reason: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # broadcasts sent
+    fee_bumps: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     broadcast_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

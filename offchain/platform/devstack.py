@@ -61,6 +61,20 @@ class StackOptions:
     processes: bool = False
     anvil_port: int = 8545
     block_time: float | None = None
+    # the SME platform + Paystack simulator, unless SIMULATOR_URL names one already running
+    simulator: bool = True
+    simulator_port: int = 8100
+
+
+# The demo partner of the embedded default: a fixed id so tokens survive restarts.
+DEV_PARTNER_ID = "00000000-0000-4000-8000-00000000d3e0"
+
+
+def dev_partner_token(settings: Settings) -> str:
+    """An HS256 partner token with every credit permission, as the SME auth service would issue."""
+    from offchain.platform.auth import issue_token
+
+    return issue_token(settings.auth.jwt_secret.get_secret_value(), partner_id=DEV_PARTNER_ID)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -140,6 +154,10 @@ def ensure_contracts_deployed(rpc_url: str, path: Path) -> str:
     return "deployed"
 
 
+def _public_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+
+
 def _deployment_path(options: StackOptions) -> Path:
     return Path(os.environ.get("DEPLOYMENT_FILE") or options.deployment_file).resolve()
 
@@ -148,6 +166,8 @@ def _deployment_path(options: StackOptions) -> Path:
 class DevStack:
     options: StackOptions
     _stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    # set by prepare() when this stack runs the simulator itself
+    simulator_url: str | None = None
 
     async def prepare(self) -> dict[str, str]:
         """Dependencies up, contracts deployed, schema migrated; returns the stack's env."""
@@ -178,6 +198,9 @@ class DevStack:
             if pg_task is not None:
                 env["DATABASE_URL"] = await pg_task
         env = {**{k: v for k, v in given.items() if v}, **env}
+        if opts.simulator and not os.environ.get("SIMULATOR_URL", "").strip():
+            self.simulator_url = f"http://{_public_host(opts.host)}:{opts.simulator_port}"
+            env["SIMULATOR_URL"] = self.simulator_url
 
         roles = dev_roles()
         os.environ.setdefault("SENDER_PRIVATE_KEY", roles.sender.private_key)
@@ -199,7 +222,7 @@ class DevStack:
         return env
 
     def write_dev_env(self, settings: Settings) -> Path:
-        public_host = "127.0.0.1" if self.options.host in ("0.0.0.0", "::") else self.options.host  # noqa: S104
+        public_host = _public_host(self.options.host)
         values = {
             "GATEWAY_URL": f"http://{public_host}:8000",
             "CHAIN_RPC_URL": settings.chain.rpc_url or "",
@@ -208,8 +231,7 @@ class DevStack:
             "REDIS_URL": settings.redis.url or "",
             "PAYSTACK_SECRET_KEY": settings.rails.paystack_secret_key.get_secret_value(),
             "SME_EVENTS_SECRET": settings.rails.sme_events_secret.get_secret_value(),
-            # empty until the gateway's JWT issuing exists (`caas token`)
-            "DEMO_PARTNER_TOKEN": os.environ.get("DEMO_PARTNER_TOKEN", ""),
+            "DEMO_PARTNER_TOKEN": os.environ.get("DEMO_PARTNER_TOKEN") or dev_partner_token(settings),
             "SIGNER_KEYS": ",".join(k.get_secret_value() for k in settings.chain.signer_keys),
             "SIMULATOR_URL": settings.rails.simulator_url or "",
             "CAAS_ENV": settings.env.value,
@@ -252,6 +274,20 @@ async def _wait_live(urls: list[str], within_s: float) -> None:
                 await asyncio.sleep(0.2)
 
 
+def _simulator_app(settings: Settings, options: StackOptions) -> Any:
+    from offchain.rails.simulator.app import create_app, default_state_file
+    from offchain.rails.simulator.config import SimulatorConfig
+    from offchain.services.registry import SERVICES
+
+    gateway = os.environ.get("CAAS_GATEWAY_URL") or (
+        f"http://{_public_host(options.host)}:{SERVICES['gateway'].port}"
+    )
+    config = SimulatorConfig.from_env(
+        settings, gateway_url=gateway, state_file=default_state_file(options.state_dir)
+    )
+    return create_app(config)
+
+
 def _say(message: str) -> None:
     # A human line on stderr; stdout carries the JSON logs.
     print(f"caas: {message}", file=sys.stderr, flush=True)
@@ -285,6 +321,7 @@ async def run_stack(options: StackOptions) -> int:
         loop.add_signal_handler(sig, on_signal)
 
     supervisor: ProcessSupervisor | None = None
+    simulator: InProcessServers | None = None
     try:
         env = await stack.prepare()
         if stop.is_set():
@@ -292,6 +329,14 @@ async def run_stack(options: StackOptions) -> int:
         settings = Settings()
         configure_logging(settings.log.level, settings.log.format)
         dev_env = stack.write_dev_env(settings)
+        if stack.simulator_url is not None:
+            # first, so the services' SME probes and the first webhooks find it
+            simulator = InProcessServers(
+                [NamedApp("simulator", _simulator_app(settings, options), options.simulator_port)],
+                host=options.host,
+            )
+            await simulator.start()
+            log.info("stack.simulator_ready", url=stack.simulator_url)
 
         if options.processes:
             # a child that cannot bind would only crash-loop: say which port, up front
@@ -339,6 +384,8 @@ async def run_stack(options: StackOptions) -> int:
             await servers.stop()
         if supervisor is not None:
             await supervisor.stop()
+        if simulator is not None:
+            await simulator.stop()
         stack.stop_dependencies()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -116,6 +116,63 @@ class ChainSettings(_Group):
         return value
 
 
+class SenderSettings(_Group):
+    """The transaction sender (offchain.chain.sender): one worker per sending key."""
+
+    enabled: bool = True
+    # A receipt this many blocks deep (1 = in the head block) makes an intent final.
+    confirmations: int = Field(default=1, ge=1)
+    # Intents estimated, signed and broadcast per round, and the cap on unmined ones in flight.
+    batch_size: int = Field(default=500, ge=1)
+    max_in_flight: int = Field(default=2_000, ge=1)
+    # ... and their gas limits together within this many blocks' worth of the block gas limit.
+    in_flight_blocks: float = Field(default=1.0, gt=0)
+    idle_poll_s: float = 0.1
+    gas_margin_percent: int = Field(default=20, ge=0)
+    # Unmined this long after its last broadcast: re-sign the same nonce with higher fees.
+    bump_after_s: float = 60.0
+    # Fee increase per bump in basis points; nodes refuse replacements below +10 %.
+    bump_bps: int = Field(default=1_250, ge=1_000)
+    # None: ask the node (eth_maxPriorityFeePerGas).
+    priority_fee_wei: int | None = None
+    max_fee_per_gas_wei: int = 500 * 10**9
+    # A broadcast the node refused is tried again after this long.
+    rebroadcast_after_s: float = 5.0
+    rpc_batch_size: int = Field(default=500, ge=1)
+
+
+class IndexerSettings(_Group):
+    """The chain indexer (offchain.chain.indexer): LoanBook + committee logs into caas_ tables."""
+
+    enabled: bool = True
+    # checkpoint name in caas_indexer_checkpoints
+    name: str = "loanbook"
+    # Blocks behind the head the indexer stays. 0 indexes the head itself (dev); reorgs are
+    # repaired either way, a depth only makes them rarer for consumers to see.
+    confirmations: int = Field(default=0, ge=0)
+    # Recent block headers kept to find the common ancestor of a reorg; a deeper reorg stops
+    # the indexer (ReorgTooDeepError) rather than leave rows of an abandoned chain behind.
+    reorg_window: int = Field(default=128, ge=2)
+    # eth_getLogs block range: starts here, doubles while answers stay small, halves when the
+    # node refuses (too many results, response too large, timeout).
+    initial_block_range: int = Field(default=1_000, ge=1)
+    max_block_range: int = Field(default=10_000, ge=1)
+    # logs per database transaction the range adapts towards
+    target_logs_per_batch: int = Field(default=5_000, ge=1)
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    rpc_batch_size: int = Field(default=500, ge=1)
+    # compare each touched loan's event chain with LoanBook.event_chain at the batch's last block
+    verify_event_chain: bool = True
+    # ... when that block is at most this deep: a non-archive node keeps state for only the last
+    # ~128 blocks (Anvil fewer), so backfill batches leave the check to a sweep once caught up
+    verify_event_chain_within: int = Field(default=64, ge=0)
+    # loans the caught-up sweep checks per poll
+    verify_sweep_batch: int = Field(default=1_000, ge=1)
+    # a second indexer on the same chain waits for the lock (True) or exits at once (False)
+    wait_for_lock: bool = True
+    lock_poll_s: float = Field(default=5.0, gt=0)
+
+
 class RailsSettings(_Group):
     paystack_secret_key: SecretStr = Field(
         default=SecretStr("dev-paystack-secret-key"),
@@ -132,6 +189,24 @@ class RailsSettings(_Group):
     sme_payments_url: OptionalStr = Field(
         default=None, validation_alias=_flat("sme_payments_url", "SME_PAYMENTS_URL")
     )
+    # Paystack's API (https://api.paystack.co in production); defaults to the simulator.
+    paystack_base_url: OptionalStr = Field(
+        default=None, validation_alias=_flat("paystack_base_url", "PAYSTACK_BASE_URL")
+    )
+    # Source addresses or CIDR ranges Paystack webhooks may come from (comma-separated); empty
+    # accepts any source, the signature being the check that always applies.
+    paystack_webhook_ips: list[str] = Field(
+        default_factory=list, validation_alias=_flat("paystack_webhook_ips", "PAYSTACK_WEBHOOK_IPS")
+    )
+    # How old (or how far in the future) a signed SME event's timestamp may be.
+    sme_events_tolerance_s: int = Field(default=300, ge=1)
+
+    @field_validator("paystack_webhook_ips", mode="before")
+    @classmethod
+    def _ip_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def sme_service_urls(self) -> dict[str, str | None]:
         return {
@@ -142,8 +217,24 @@ class RailsSettings(_Group):
 
 
 class AuthSettings(_Group):
+    # HS256 secret shared with the SME auth service (empty: HS256 tokens are refused).
     jwt_secret: SecretStr = Field(
-        default=SecretStr("dev-jwt-secret"), validation_alias=_flat("jwt_secret", "JWT_SECRET")
+        default=SecretStr("dev-jwt-secret-local-development-only-0001"),
+        validation_alias=_flat("jwt_secret", "JWT_SECRET"),
+    )
+    # RS256 via the SME auth service's JWKS (None: RS256 tokens are refused).
+    jwks_url: OptionalStr = Field(default=None, validation_alias=_flat("jwks_url", "JWKS_URL"))
+    jwks_cache_s: float = 300.0
+    audience: OptionalStr = None
+    issuer: OptionalStr = None
+    # Key of the keyed hashes that stand for borrowers and partners on chain (no PII on chain).
+    ref_secret: SecretStr = Field(
+        default=SecretStr("dev-ref-secret-local-development-only"),
+        validation_alias=_flat("ref_secret", "REF_HASH_SECRET"),
+    )
+    # Per partner, per route class, in `limits` notation.
+    rate_limits: dict[str, str] = Field(
+        default_factory=lambda: {"read": "6000/minute", "write": "1200/minute"}
     )
 
 
@@ -216,6 +307,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     chain: ChainSettings = Field(default_factory=ChainSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
     rails: RailsSettings = Field(default_factory=RailsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     events: EventBusSettings = Field(default_factory=EventBusSettings)

@@ -1,13 +1,59 @@
-"""gateway service: the ASGI app. Its business routes are added here as they are built."""
+"""gateway service (8000): the partner REST API /v1."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI
 
 from offchain.platform.app import create_service_app
-from offchain.platform.settings import Settings
+from offchain.platform.auth import JwtVerifier
+from offchain.platform.ratelimit import PartnerRateLimiter
+from offchain.platform.settings import Settings, get_settings
+from offchain.rails.sme.auth import JwksClient
+from offchain.services.gateway.routes import router
 from offchain.services.registry import SERVICES
 
 
+class RateLimitHeaders:
+    """Adds the caller's RateLimit-* headers (set by the route's dependency) to every answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                quota = scope.get("state", {}).get("rate_quota")
+                if quota is not None:
+                    headers = list(message.get("headers", []))
+                    existing = {name.lower() for name, _ in headers}
+                    for name, value in quota.headers().items():
+                        if name.lower().encode() not in existing:
+                            headers.append((name.lower().encode(), value.encode()))
+                    message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SERVICES["gateway"], settings)
+    settings = settings or get_settings()
+    app = create_service_app(SERVICES["gateway"], settings, routers=[router])
+    # HS256 with the shared secret, and RS256 against the SME auth service's JWKS when one is
+    # configured (JWKS_URL, or the SME auth/simulator URL); keys are cached and refetched on rotation.
+    app.state.jwt_verifier = JwtVerifier(
+        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
+        jwks=JwksClient.from_settings(settings),
+        audience=settings.auth.audience,
+        issuer=settings.auth.issuer,
+    )
+    app.state.rate_limiter = (
+        PartnerRateLimiter(settings.redis.url, settings.auth.rate_limits) if settings.redis.url else None
+    )
+    app.add_middleware(RateLimitHeaders)
+    return app

@@ -25,6 +25,7 @@ REAL = {
     "PAYSTACK_SECRET_KEY": "sk_live_0123456789abcdef",
     "SME_EVENTS_SECRET": "7f1c2b9a0e6d4c3b8a7f6e5d4c3b2a19",
     "JWT_SECRET": "b2f0c8e1d7a6954e3c2b1a0f9e8d7c6b",
+    "REF_HASH_SECRET": "9d8c7b6a5f4e3d2c1b0a99887766554433",
 }
 
 

@@ -1,0 +1,116 @@
+"""`caas token`, `caas audit`, `caas deploy`: operator and auditor commands beside the server ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import click
+
+from offchain.platform.auth import ALL_PERMISSIONS, issue_token
+
+DEV_ENV = Path(".caas/dev.env")
+
+
+def _dev_env() -> None:
+    """Commands run beside `caas up` pick up its settings; explicit environment wins."""
+    from offchain.platform.devstack import load_env_file_defaults
+
+    load_env_file_defaults(DEV_ENV)
+
+
+@click.command()
+@click.option("--partner-id", default=None, help="partner UUID (default: the dev partner of `caas up`)")
+@click.option("--permission", "permissions", multiple=True, help="repeat; default: every credit permission")
+@click.option("--credit-limit", type=int, default=None, help="creditLimit claim, minor units")
+@click.option("--risk-rating", default=None)
+@click.option("--ttl", default=30 * 86_400, show_default=True, help="seconds")
+def token(partner_id, permissions, credit_limit, risk_rating, ttl) -> None:
+    """Print a partner JWT signed with JWT_SECRET (development and tests)."""
+    from offchain.platform.devstack import DEV_PARTNER_ID
+    from offchain.platform.settings import Settings
+
+    _dev_env()
+    settings = Settings()
+    click.echo(
+        issue_token(
+            settings.auth.jwt_secret.get_secret_value(),
+            partner_id=uuid.UUID(partner_id or DEV_PARTNER_ID),
+            permissions=tuple(permissions) or ALL_PERMISSIONS,
+            credit_limit=credit_limit,
+            risk_rating=risk_rating,
+            ttl_s=ttl,
+        )
+    )
+
+
+@click.command()
+@click.argument("loan")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def audit(loan: str, as_json: bool) -> None:
+    """A loan's state read straight from the chain, its event chain recomputed from the logs,
+    and the backend's copy compared. LOAN is the chain loan id (0x...) or the backend loan UUID."""
+    from offchain.platform.settings import Settings
+    from offchain.services.gateway.audit import audit_report_sync
+
+    _dev_env()
+    report = audit_report_sync(Settings(), loan)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(f"loan {report['chain_loan_id']} ({report.get('loan_id') or 'not in the backend'})")
+        for key, value in report["onchain"].items():
+            click.echo(f"  {key:22} {value}")
+        chain = report["event_chain"]
+        click.echo(f"events on chain: {report['event_count']}")
+        click.echo(f"event_chain on chain        {chain['onchain']}")
+        click.echo(f"event_chain from logs       {chain['recomputed_from_logs']}")
+        click.echo(f"event_chain backend copy    {chain['backend']}")
+        for mismatch in report["mismatches"]:
+            click.echo(
+                f"MISMATCH {mismatch['field']}: chain={mismatch['onchain']} backend={mismatch['backend']}"
+            )
+        click.echo("OK: chain, logs and backend agree" if report["consistent"] else "NOT CONSISTENT")
+    sys.exit(0 if report["consistent"] else 1)
+
+
+@click.command()
+@click.option("--network", default="local", show_default=True)
+@click.option("--threshold", type=int, default=2, show_default=True)
+def deploy(network: str, threshold: int) -> None:
+    """Deploy and wire the contracts to CHAIN_RPC_URL (keys from DEPLOYER_KEY / settings)."""
+    from offchain.chain.deployment import deploy as deploy_contracts
+    from offchain.platform.devkeys import dev_roles
+    from offchain.platform.settings import Settings
+
+    _dev_env()
+    settings = Settings()
+    roles = dev_roles()
+    deployer_key = os.environ.get("DEPLOYER_KEY") or roles.deployer.private_key
+    sender = settings.chain.sender_private_key
+    from eth_account import Account
+
+    backend = Account.from_key(sender.get_secret_value()).address if sender else roles.sender.address
+    signers = [Account.from_key(k.get_secret_value()).address for k in settings.chain.signer_keys] or [
+        s.address for s in roles.signers
+    ]
+    out = (
+        Path(settings.chain.deployment_file).parent if settings.chain.deployment_file else Path("deployments")
+    )
+    result = deploy_contracts(
+        rpc_url=settings.chain.rpc_url or "http://127.0.0.1:8545",
+        deployer_key=deployer_key,
+        signers=signers,
+        threshold=threshold,
+        backend_address=backend,
+        network=network,
+        out_dir=out,
+    )
+    for name, info in result["contracts"].items():
+        click.echo(f"{name}: {info['address']} (block {info['block']})")
+
+
+COMMANDS = (token, audit, deploy)

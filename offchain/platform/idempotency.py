@@ -1,0 +1,168 @@
+"""`Idempotency-Key` on partner POSTs (same key + same body ⇒ the original response).
+
+- The first request with a key claims it (a committed row, state `in_flight`), runs, and stores
+  its response (`completed`) — 2xx and 4xx alike, since both are the answer to that request.
+- The same key with the same body gets the stored response again, marked
+  `Idempotent-Replayed: true`; with another body, 409; while the first is still running, 409.
+- A request that fails with a server error releases its claim so the client's retry can run.
+- Keys are kept for `ttl` (at least 72 hours) and are scoped to the partner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from offchain.persistence.credit import IdempotencyKey
+from offchain.platform.db import Database
+from offchain.platform.problems import Problem, problem_response
+
+HEADER = "Idempotency-Key"
+MIN_TTL = timedelta(hours=72)
+_KEY_REUSED = "urn:caas:problem:idempotency-key-reused"
+_IN_FLIGHT = "urn:caas:problem:idempotency-key-in-flight"
+_BAD_KEY = "urn:caas:problem:invalid-idempotency-key"
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    """Same JSON meaning ⇒ same fingerprint, whatever the key order or whitespace."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = body.decode("utf-8", "replace")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def _validated(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise Problem(
+            400,
+            _BAD_KEY,
+            title="Invalid Idempotency-Key",
+            detail="an Idempotency-Key is 1-255 printable characters",
+            errors=[{"field": HEADER, "reason": "must be 1-255 printable characters"}],
+        )
+    return key
+
+
+async def run_idempotent(
+    request: Request,
+    *,
+    db: Database,
+    partner_id: uuid.UUID,
+    handler: Callable[[], Awaitable[tuple[int, Any]]],
+    ttl: timedelta = MIN_TTL,
+) -> JSONResponse:
+    """Run `handler` (returning status and JSON body) at most once per partner key."""
+    raw_key = request.headers.get(HEADER)
+    if raw_key is None:
+        status, body = await _answer(request, handler)
+        return JSONResponse(jsonable_encoder(body), status_code=status, media_type=_media(status))
+    key = _validated(raw_key)
+    fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
+    now = datetime.now(UTC)
+    this_key = (IdempotencyKey.partner_id == partner_id) & (IdempotencyKey.key == key)
+
+    async with db.partner_session(partner_id) as session:
+        # A lapsed key is free again.
+        await session.execute(delete(IdempotencyKey).where(this_key & (IdempotencyKey.expires_at < now)))
+        claimed = await session.execute(
+            insert(IdempotencyKey)
+            .values(
+                partner_id=partner_id,
+                key=key,
+                method=request.method,
+                path=request.url.path,
+                request_hash=fingerprint,
+                expires_at=now + max(ttl, MIN_TTL),
+            )
+            .on_conflict_do_nothing()
+            .returning(IdempotencyKey.key)
+        )
+        is_first = claimed.scalar_one_or_none() is not None
+        existing = None
+        if not is_first:
+            existing = (
+                await session.execute(
+                    select(IdempotencyKey).where(
+                        IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key
+                    )
+                )
+            ).scalar_one()
+
+    if existing is not None:
+        if existing.request_hash != fingerprint:
+            raise Problem(
+                409,
+                _KEY_REUSED,
+                title="Idempotency-Key reused",
+                detail="this Idempotency-Key was used with a different request",
+                errors=[{"field": HEADER, "reason": "already used with another method, path or body"}],
+            )
+        if existing.state != "completed":
+            raise Problem(
+                409,
+                _IN_FLIGHT,
+                title="Request in flight",
+                detail="a request with this Idempotency-Key is still being processed; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        status = existing.response_status or 200
+        return JSONResponse(
+            existing.response_body,
+            status_code=status,
+            media_type=_media(status),
+            headers={"Idempotent-Replayed": "true"},
+        )
+
+    try:
+        status, body = await _answer(request, handler)
+    except BaseException:
+        async with db.partner_session(partner_id) as session:
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.partner_id == partner_id, IdempotencyKey.key == key
+                )
+            )
+        raise
+    encoded = jsonable_encoder(body)
+    async with db.partner_session(partner_id) as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(this_key)
+            .values(state="completed", response_status=status, response_body=encoded)
+        )
+    return JSONResponse(encoded, status_code=status, media_type=_media(status))
+
+
+async def _answer(request: Request, handler: Callable[[], Awaitable[tuple[int, Any]]]) -> tuple[int, Any]:
+    """The handler's answer; a 4xx refusal is an answer too (stored and replayed)."""
+    try:
+        return await handler()
+    except Problem as problem:
+        if problem.status >= 500:
+            raise
+        response = problem_response(
+            request,
+            problem.status,
+            type=problem.type,
+            title=problem.title,
+            detail=problem.detail,
+            errors=problem.errors,
+            **problem.extensions,
+        )
+        return problem.status, json.loads(response.body)
+
+
+def _media(status: int) -> str:
+    return "application/problem+json" if status >= 400 else "application/json"

@@ -1,0 +1,1 @@
+"""Adapters to external systems: the SME platform (auth, KYC, payments) and Paystack."""

@@ -1,0 +1,1 @@
+"""Paystack adapter: the REST client (transfers, verification, dedicated accounts) and webhooks."""

@@ -1,0 +1,1 @@
+"""Adapters to the SME platform's services (auth, KYC, payments)."""

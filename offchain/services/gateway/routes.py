@@ -1,0 +1,266 @@
+"""Partner REST API routes (DESIGN §4): authenticate, rate-limit, then call a use case."""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from offchain.persistence.models import Loan
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep, SettingsDep
+from offchain.platform.idempotency import run_idempotent
+from offchain.services.gateway import approvals, schemas, usecases
+from offchain.services.gateway.audit import audit_report
+from offchain.services.gateway.pagination import MAX_LIMIT
+
+router = APIRouter(prefix="/v1")
+
+PROBLEM = {"content": {"application/problem+json": {}}}
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token", **PROBLEM},
+    403: {"description": "the token lacks the permission this call needs", **PROBLEM},
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+    429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
+}
+
+
+def limited(permission: str, route_class: str):
+    """Dependency: the principal holding `permission`, counted against its partner's quota."""
+    require = auth.require(permission)
+
+    async def dependency(request: Request, principal: Annotated[Principal, Depends(require)]) -> Principal:
+        limiter = request.app.state.rate_limiter
+        if limiter is not None:
+            request.state.rate_quota = await limiter.hit(route_class, str(principal.partner_id))
+        return principal
+
+    return dependency
+
+
+CreateApplication = Annotated[Principal, Depends(limited(auth.APPLICATION_CREATE, "write"))]
+ReadApplications = Annotated[Principal, Depends(limited(auth.APPLICATION_READ, "read"))]
+ReadLoans = Annotated[Principal, Depends(limited(auth.LOAN_READ, "read"))]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@router.post(
+    "/applications",
+    status_code=201,
+    response_model=schemas.ApplicationOut,
+    responses={
+        409: {"description": "external_id already used, or Idempotency-Key conflict", **PROBLEM},
+        **COMMON_ERRORS,
+    },
+    summary="Submit a credit application (Idempotency-Key supported)",
+)
+async def submit_application(
+    request: Request,
+    body: schemas.ApplicationIn,
+    principal: CreateApplication,
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            view = await usecases.submit_application(
+                session=session,
+                principal=principal,
+                body=body,
+                ref_secret=settings.auth.ref_secret.get_secret_value(),
+            )
+        return 201, view.model_dump(mode="json")
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+
+
+@router.get(
+    "/applications/{application_id}",
+    response_model=schemas.ApplicationOut,
+    responses={404: {"description": "no such application for this partner", **PROBLEM}, **COMMON_ERRORS},
+)
+async def get_application(
+    application_id: uuid.UUID, principal: ReadApplications, db: DatabaseDep
+) -> schemas.ApplicationOut:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.get_application(session=session, application_id=application_id)
+
+
+@router.get("/applications", response_model=schemas.Page, responses=COMMON_ERRORS)
+async def list_applications(
+    principal: ReadApplications,
+    db: DatabaseDep,
+    limit: Limit = 20,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> schemas.Page:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.list_applications(session=session, limit=limit, cursor=cursor, status=status)
+
+
+@router.get("/loans", response_model=schemas.Page, responses=COMMON_ERRORS)
+async def list_loans(
+    principal: ReadLoans,
+    db: DatabaseDep,
+    limit: Limit = 20,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> schemas.Page:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.list_loans(session=session, limit=limit, cursor=cursor, status=status)
+
+
+@router.get(
+    "/loans/{loan_id}",
+    response_model=schemas.LoanOut,
+    responses={404: {"description": "no such loan for this partner", **PROBLEM}, **COMMON_ERRORS},
+)
+async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep) -> schemas.LoanOut:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.get_loan(session=session, loan_id=loan_id)
+
+
+@router.get("/loans/{loan_id}/schedule", response_model=list[schemas.ScheduleItem], responses=COMMON_ERRORS)
+async def get_loan_schedule(
+    loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep
+) -> list[schemas.ScheduleItem]:
+    async with db.partner_session(principal.partner_id) as session:
+        return (await usecases.get_loan(session=session, loan_id=loan_id, with_transactions=False)).schedule
+
+
+@router.get(
+    "/loans/{loan_id}/repayments", response_model=list[schemas.LoanTransaction], responses=COMMON_ERRORS
+)
+async def get_loan_repayments(
+    loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep
+) -> list[schemas.LoanTransaction]:
+    async with db.partner_session(principal.partner_id) as session:
+        loan = await usecases.get_loan(session=session, loan_id=loan_id)
+    return [t for t in loan.transactions if t.event in ("RepaymentRecorded", "RepaymentReversed")]
+
+
+AuditLoans = Annotated[Principal, Depends(limited(auth.AUDIT_READ, "read"))]
+
+
+@router.get(
+    "/audit/loans/{loan_id}",
+    responses={404: {"description": "no such loan for this partner", **PROBLEM}, **COMMON_ERRORS},
+    summary="On-chain state beside the backend's copy, with every mismatch and the event chain recomputed",
+)
+async def audit_loan(
+    loan_id: uuid.UUID, principal: AuditLoans, db: DatabaseDep, settings: SettingsDep
+) -> dict:
+    async with db.partner_session(principal.partner_id) as session:
+        loan = await session.get(Loan, loan_id)
+        if loan is None:
+            raise usecases.not_found("loan", loan_id)
+    return await audit_report(settings, loan)
+
+
+AcceptOffers = Annotated[Principal, Depends(limited(auth.APPLICATION_CREATE, "write"))]
+ApproveLoans = Annotated[Principal, Depends(limited(auth.APPLICATION_APPROVE, "write"))]
+ReadApprovals = Annotated[Principal, Depends(limited(auth.LOAN_READ, "read"))]
+
+
+def _chain(request: Request):
+    """The deployment and an async web3 client, made once per app (settings name both)."""
+    state = request.app.state
+    if getattr(state, "chain", None) is None:
+        settings = request.app.state.settings
+        if not settings.chain.rpc_url or not settings.chain.deployment_file:
+            from offchain.platform.problems import Problem
+
+            raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+        from web3 import AsyncHTTPProvider, AsyncWeb3
+
+        from offchain.chain.contracts import Deployment
+
+        state.chain = (
+            Deployment.load(settings.chain.deployment_file),
+            AsyncWeb3(
+                AsyncHTTPProvider(
+                    settings.chain.rpc_url, request_kwargs={"timeout": settings.chain.rpc_timeout_s}
+                )
+            ),
+        )
+    return state.chain
+
+
+@router.post(
+    "/offers/{offer_id}/accept",
+    status_code=201,
+    response_model=schemas.AcceptOfferOut,
+    responses={
+        404: {"description": "no such offer for this partner", **PROBLEM},
+        409: {"description": "the offer is no longer open, or expired", **PROBLEM},
+        **COMMON_ERRORS,
+    },
+    summary="Accept an offer: agreement hashed, loan created on chain (Idempotency-Key supported)",
+)
+async def accept_offer(
+    request: Request,
+    offer_id: uuid.UUID,
+    body: schemas.AcceptOfferIn,
+    principal: AcceptOffers,
+    db: DatabaseDep,
+) -> JSONResponse:
+    deployment, _ = _chain(request)
+    settings = request.app.state.settings
+
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            accepted = await usecases.accept_offer(
+                session=session,
+                principal=principal,
+                offer_id=offer_id,
+                body=body,
+                ref_secret=settings.auth.ref_secret.get_secret_value(),
+                deployment=deployment,
+            )
+        return 201, accepted.model_dump(mode="json")
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+
+
+@router.get(
+    "/loans/{loan_id}/approval-request",
+    response_model=schemas.ApprovalRequestOut,
+    responses={409: {"description": "the loan is not awaiting approval", **PROBLEM}, **COMMON_ERRORS},
+    summary="The EIP-712 typed data committee signers sign (as eth_account / wallets sign it)",
+)
+async def approval_request(
+    request: Request, loan_id: uuid.UUID, principal: ReadApprovals, db: DatabaseDep
+) -> schemas.ApprovalRequestOut:
+    deployment, w3 = _chain(request)
+    async with db.partner_session(principal.partner_id) as session:
+        return await approvals.approval_request(
+            session=session, w3=w3, deployment=deployment, loan_id=loan_id
+        )
+
+
+@router.post(
+    "/loans/{loan_id}/approvals",
+    responses={409: {"description": "the loan is not awaiting approval", **PROBLEM}, **COMMON_ERRORS},
+    summary="Add a signer's EIP-712 approval; at the threshold one approve_with_signatures is sent",
+)
+async def add_approval(
+    request: Request, loan_id: uuid.UUID, body: schemas.ApprovalIn, principal: ApproveLoans, db: DatabaseDep
+) -> JSONResponse:
+    deployment, w3 = _chain(request)
+
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            result = await approvals.add_approval(
+                session=session,
+                w3=w3,
+                deployment=deployment,
+                partner_id=principal.partner_id,
+                loan_id=loan_id,
+                body=body,
+            )
+        return 200, result
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)

@@ -1,0 +1,156 @@
+"""Request and response shapes of the partner API (DESIGN §4; fields added, none removed)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+CURRENCIES = ("NGN", "USD")
+
+
+class Amount(BaseModel):
+    """Money: integer minor units (kobo for NGN) and an ISO 4217 code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: StrictInt = Field(gt=0, description="minor units, e.g. kobo")
+    currency: Literal["NGN", "USD"]
+
+
+class Borrower(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sme_user_id: str = Field(min_length=1, max_length=200)
+
+
+class ApplicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=200, description="your reference, unique per partner")
+    borrower: Borrower
+    amount: Amount
+    tenor_months: int = Field(ge=1, le=60)
+    purpose: str = Field(min_length=1, max_length=500)
+
+
+class Reason(BaseModel):
+    code: str
+    message: str
+
+
+class Decision(BaseModel):
+    score: int | None = None
+    risk_rating: str | None = None
+    reasons: list[Reason] = []
+    model_version: str | None = None
+    max_amount: Amount | None = None
+
+
+class ScheduleItem(BaseModel):
+    installment: int
+    due_offset_s: int | None = None
+    due_at: datetime | None = None
+    amount: StrictInt
+    principal: StrictInt | None = None
+    interest: StrictInt | None = None
+
+
+class OfferOut(BaseModel):
+    id: uuid.UUID
+    amount: Amount
+    tenor_months: int
+    apr_bps: int
+    total_due: Amount
+    fees: Amount | None = None
+    effective_annual_rate_bps: int | None = None
+    frequency: str | None = None
+    installment_count: int | None = None
+    schedule: list[ScheduleItem]
+    status: str
+    expires_at: datetime
+
+
+class ApplicationOut(BaseModel):
+    id: uuid.UUID
+    external_id: str
+    status: Literal["submitted", "underwriting", "offered", "declined", "accepted", "referred"]
+    borrower: Borrower
+    amount: Amount
+    tenor_months: int
+    purpose: str
+    decision: Decision | None = None
+    offers: list[OfferOut] = []
+    created_at: datetime
+    decided_at: datetime | None = None
+
+
+class Page(BaseModel):
+    data: list[Any]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+
+
+class PayoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["bank_transfer", "virtual_account", "wallet"]
+    account_number: str = Field(min_length=1, max_length=32)
+    bank_code: str = Field(min_length=3, max_length=16, description="CBN bank code (or the wallet provider code)")
+
+
+class AcceptOfferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payout: PayoutIn
+
+
+class AcceptOfferOut(BaseModel):
+    loan_id: uuid.UUID
+    chain_loan_id: str
+    status: Literal["pending_approval"]
+    terms_hash: str
+
+
+class LoanTransaction(BaseModel):
+    event: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+    args: dict[str, Any]
+
+
+class LoanOut(BaseModel):
+    id: uuid.UUID
+    chain_loan_id: str
+    status: str
+    chain_state: str
+    principal: Amount | None = None
+    total_due: Amount | None = None
+    outstanding: Amount | None = None
+    repaid: Amount | None = None
+    late_fees_assessed: Amount | None = None
+    installment_count: int | None = None
+    installment_interval_s: int | None = None
+    grace_period_s: int | None = None
+    disbursed_at: datetime | None = None
+    schedule: list[ScheduleItem] = []
+    transactions: list[LoanTransaction] = []
+    event_chain_verified: bool | None = None
+
+
+class ApprovalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{128,130}$")
+    deadline: int | None = Field(None, description="the deadline the signature was made for")
+
+
+class ApprovalRequestOut(BaseModel):
+    typed_data: dict[str, Any]
+    required: int
+    approvals: int
+    signers: list[str]
+    epoch: int

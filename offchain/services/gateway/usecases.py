@@ -1,0 +1,440 @@
+"""Use cases of the partner API. Routes stay thin: they authenticate, then call these.
+
+Sessions passed in are partner-scoped (row-level security), so another partner's resource is
+simply not found: a 404, never a 403 that would confirm it exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
+
+from offchain.chain.contracts import Deployment
+from offchain.chain.sender import submit
+from offchain.domain.loan_book import LoanState
+from offchain.domain.money import from_iso_numeric
+from offchain.domain.offers.agreement import AgreementError, PayoutAccount, build_agreement, to_chain_terms
+from offchain.domain.offers.agreement import borrower_ref as keyed_borrower_ref
+from offchain.domain.offers.agreement import partner_ref as keyed_partner_ref
+from offchain.domain.offers.pricing import OfferTerms
+from offchain.eventbus.outbox import publish
+from offchain.persistence.credit import Application, Offer, Origination
+from offchain.persistence.models import ChainEvent, Loan, Partner
+from offchain.platform.auth import Principal
+from offchain.platform.problems import Problem
+from offchain.services.gateway import schemas
+from offchain.services.gateway.pagination import MAX_LIMIT, decode_cursor, encode_cursor
+
+NOT_FOUND = "urn:caas:problem:not-found"
+DUPLICATE = "urn:caas:problem:duplicate-external-id"
+
+
+def not_found(kind: str, resource_id: Any) -> Problem:
+    return Problem(
+        404, NOT_FOUND, title=f"{kind} not found", detail=f"no {kind} {resource_id} for this partner"
+    )
+
+
+async def ensure_partner(session: AsyncSession, principal: Principal, ref_secret: str) -> None:
+    """Partners are provisioned on first use: the SME platform's token is the source of truth."""
+    await session.execute(
+        insert(Partner)
+        .values(
+            id=principal.partner_id,
+            name=f"partner {principal.partner_id}",
+            chain_ref="0x" + keyed_partner_ref(ref_secret, str(principal.partner_id)).hex(),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+# -- applications ------------------------------------------------------------------------------
+
+
+async def submit_application(
+    *, session: AsyncSession, principal: Principal, body: schemas.ApplicationIn, ref_secret: str
+) -> schemas.ApplicationOut:
+    await ensure_partner(session, principal, ref_secret)
+    inserted = await session.execute(
+        insert(Application)
+        .values(
+            partner_id=principal.partner_id,
+            external_id=body.external_id,
+            sme_user_id=body.borrower.sme_user_id,
+            borrower_ref="0x" + keyed_borrower_ref(ref_secret, body.borrower.sme_user_id).hex(),
+            amount=body.amount.value,
+            currency=body.amount.currency,
+            tenor_months=body.tenor_months,
+            purpose=body.purpose,
+            status="submitted",
+        )
+        .on_conflict_do_nothing(index_elements=["partner_id", "external_id"])
+        .returning(Application)
+    )
+    application = inserted.scalar_one_or_none()
+    if application is None:
+        existing = await _application_by_external_id(session, body.external_id)
+        raise Problem(
+            409,
+            DUPLICATE,
+            title="Application already exists",
+            detail=f"external_id {body.external_id!r} was already submitted",
+            errors=[{"field": "external_id", "reason": "already used by application " + str(existing.id)}],
+            existing_id=str(existing.id),
+        )
+    view = application_view(application, [])
+    await publish(
+        session,
+        "credit.application.submitted",
+        {
+            "application": view.model_dump(mode="json"),
+            # what underwriting needs beyond the public view
+            "partner_claims": {"creditLimit": principal.credit_limit, "riskRating": principal.risk_rating},
+        },
+        key=str(application.id),
+        partner_id=principal.partner_id,
+    )
+    return view
+
+
+async def _application_by_external_id(session: AsyncSession, external_id: str) -> Application:
+    return (
+        await session.execute(select(Application).where(Application.external_id == external_id))
+    ).scalar_one()
+
+
+async def get_application(*, session: AsyncSession, application_id: uuid.UUID) -> schemas.ApplicationOut:
+    application = await session.get(Application, application_id)
+    if application is None:
+        raise not_found("application", application_id)
+    offers = (
+        (
+            await session.execute(
+                select(Offer).where(Offer.application_id == application_id).order_by(Offer.amount.desc())
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return application_view(application, list(offers))
+
+
+async def list_applications(
+    *, session: AsyncSession, limit: int, cursor: str | None, status: str | None
+) -> schemas.Page:
+    query = (
+        select(Application).order_by(Application.created_at.desc(), Application.id.desc()).limit(limit + 1)
+    )
+    if status:
+        query = query.where(Application.status == status)
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        query = query.where(tuple_(Application.created_at, Application.id) < tuple_(created_at, row_id))
+    rows = list((await session.execute(query)).scalars().all())
+    page, more = rows[:limit], len(rows) > limit
+    return schemas.Page(
+        data=[application_view(row, []) for row in page],
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
+    )
+
+
+def application_view(application: Application, offers: list[Offer]) -> schemas.ApplicationOut:
+    decision = application.decision or None
+    return schemas.ApplicationOut(
+        id=application.id,
+        external_id=application.external_id,
+        status=application.status,  # type: ignore[arg-type]
+        borrower=schemas.Borrower(sme_user_id=application.sme_user_id),
+        amount=schemas.Amount(value=application.amount, currency=application.currency),  # type: ignore[arg-type]
+        tenor_months=application.tenor_months,
+        purpose=application.purpose,
+        decision=schemas.Decision.model_validate(decision) if decision else None,
+        offers=[offer_view(offer) for offer in offers],
+        created_at=application.created_at,
+        decided_at=application.decided_at,
+    )
+
+
+def _value(money: dict[str, Any] | None) -> int | None:
+    return None if money is None else int(money["value"])
+
+
+def offer_view(offer: Offer) -> schemas.OfferOut:
+    """The stored quote (offchain.domain.offers.pricing.OfferTerms.to_json) as the API shows it."""
+    terms, currency = offer.terms, offer.currency
+    installments = terms.get("schedule", {}).get("installments", [])
+    return schemas.OfferOut(
+        id=offer.id,
+        amount=schemas.Amount(value=offer.amount, currency=currency),  # type: ignore[arg-type]
+        tenor_months=offer.tenor_months,
+        apr_bps=offer.apr_bps,
+        total_due=schemas.Amount(value=offer.total_due, currency=currency),  # type: ignore[arg-type]
+        fees=schemas.Amount(value=_value(terms["origination_fee"]), currency=currency)  # type: ignore[arg-type]
+        if _value(terms.get("origination_fee"))
+        else None,
+        effective_annual_rate_bps=terms.get("ear_bps"),
+        frequency=terms.get("frequency"),
+        installment_count=terms.get("installment_count"),
+        schedule=[
+            schemas.ScheduleItem(
+                installment=item["index"],
+                due_offset_s=item["due_offset"],
+                amount=_value(item["amount"]),
+                principal=_value(item["principal"]),
+                interest=_value(item["interest"]),
+            )
+            for item in installments
+        ],
+        status=offer.status,
+        expires_at=offer.expires_at,
+    )
+
+
+# -- accepting an offer ------------------------------------------------------------------------
+
+OFFER_NOT_OPEN = "urn:caas:problem:offer-not-open"
+OFFER_EXPIRED = "urn:caas:problem:offer-expired"
+INVALID_PAYOUT = "urn:caas:problem:invalid-payout"
+
+
+async def accept_offer(
+    *,
+    session: AsyncSession,
+    principal: Principal,
+    offer_id: uuid.UUID,
+    body: schemas.AcceptOfferIn,
+    ref_secret: str,
+    deployment: Deployment,
+    now: datetime | None = None,
+) -> schemas.AcceptOfferOut:
+    """Offer ⇒ canonical agreement ⇒ terms_hash ⇒ `create_loan` through the sender, atomically."""
+    now = now or datetime.now(UTC)
+    offer = (
+        await session.execute(select(Offer).where(Offer.id == offer_id).with_for_update())
+    ).scalar_one_or_none()
+    if offer is None:
+        raise not_found("offer", offer_id)
+    if offer.status != "open":
+        raise Problem(409, OFFER_NOT_OPEN, title="Offer is not open", detail=f"the offer is {offer.status}")
+    if offer.expires_at <= now:
+        offer.status = "expired"
+        raise Problem(
+            409, OFFER_EXPIRED, title="Offer expired", detail=f"the offer expired at {offer.expires_at}"
+        )
+    application = await session.get(Application, offer.application_id)
+    assert application is not None  # foreign key
+    try:
+        payout = PayoutAccount.parse(
+            body.payout.method, body.payout.bank_code or "", body.payout.account_number
+        )
+    except AgreementError as error:
+        raise Problem(
+            422,
+            INVALID_PAYOUT,
+            title="Invalid payout account",
+            detail=str(error),
+            errors=[{"field": "payout", "reason": str(error)}],
+        ) from error
+
+    loan_id = uuid.uuid4()
+    agreement = build_agreement(
+        loan_id=loan_id,
+        offer_id=str(offer.id),
+        offer=OfferTerms.from_json(offer.terms),
+        borrower_id=application.sme_user_id,
+        partner_id=str(principal.partner_id),
+        ref_secret=ref_secret,
+        payout=payout,
+        created_at=now,
+    )
+    terms = to_chain_terms(agreement)
+    chain_loan_id = "0x" + agreement.chain_loan_id.hex()
+    session.add(
+        Loan(
+            id=loan_id,
+            partner_id=principal.partner_id,
+            chain_loan_id=chain_loan_id,
+            borrower_ref="0x" + terms.borrower_ref.hex(),
+            partner_ref="0x" + terms.partner_ref.hex(),
+            currency=terms.currency,
+            principal=terms.principal,
+            total_due=terms.total_due,
+            installment_count=terms.installment_count,
+            installment_interval=terms.installment_interval,
+            grace_period=terms.grace_period,
+            max_late_fees=terms.max_late_fees,
+            payout_ref="0x" + terms.payout_ref.hex(),
+            terms_hash="0x" + terms.terms_hash.hex(),
+            outstanding=terms.total_due,
+        )
+    )
+    await session.flush()
+    session.add(
+        Origination(
+            loan_id=loan_id,
+            partner_id=principal.partner_id,
+            application_id=application.id,
+            offer_id=offer.id,
+            payout_method=payout.method.value,
+            payout_bank_code=payout.bank_code,
+            payout_account_number=payout.account_number,
+            agreement=agreement.document(),
+            terms_hash="0x" + terms.terms_hash.hex(),
+        )
+    )
+    offer.status = "accepted"
+    application.status = "accepted"
+    await session.execute(
+        update(Offer)
+        .where(Offer.application_id == application.id, Offer.id != offer.id, Offer.status == "open")
+        .values(status="withdrawn")
+    )
+    book = Web3().eth.contract(abi=deployment.loan_book_abi)
+    calldata = book.encode_abi("create_loan", args=[agreement.chain_loan_id, tuple(terms)])
+    await submit(
+        session,
+        idempotency_key=f"create_loan:{chain_loan_id}",
+        to=deployment.loan_book_address,
+        data=calldata,
+    )
+    await publish(
+        session,
+        "credit.offer.accepted",
+        {
+            "application_id": str(application.id),
+            "offer_id": str(offer.id),
+            "loan_id": str(loan_id),
+            "chain_loan_id": chain_loan_id,
+            "terms_hash": "0x" + terms.terms_hash.hex(),
+        },
+        key=str(loan_id),
+        partner_id=principal.partner_id,
+    )
+    return schemas.AcceptOfferOut(
+        loan_id=loan_id,
+        chain_loan_id=chain_loan_id,
+        status="pending_approval",
+        terms_hash="0x" + terms.terms_hash.hex(),
+    )
+
+
+# -- loans -------------------------------------------------------------------------------------
+
+_BACKEND_STATUS = {
+    LoanState.NONE: "pending_creation",
+    LoanState.PENDING: "pending_approval",
+    LoanState.APPROVED: "approved",
+    LoanState.ACTIVE: "active",
+    LoanState.REPAID: "repaid",
+    LoanState.DEFAULTED: "defaulted",
+    LoanState.WRITTEN_OFF: "written_off",
+    LoanState.CANCELLED: "cancelled",
+}
+
+
+def _money(value: int | None, currency: str) -> schemas.Amount | None:
+    if value is None:
+        return None
+    return schemas.Amount.model_construct(value=value, currency=currency)
+
+
+def loan_schedule(loan: Loan) -> list[schemas.ScheduleItem]:
+    """The schedule the chain enforces: n installments of total_due // n, the last takes the rest."""
+    if not loan.total_due or not loan.installment_count or not loan.installment_interval:
+        return []
+    count, base = loan.installment_count, loan.total_due // loan.installment_count
+    start = loan.disbursed_at
+    items = []
+    for index in range(1, count + 1):
+        amount = base if index < count else loan.total_due - base * (count - 1)
+        offset = index * loan.installment_interval
+        due_at = datetime.fromtimestamp(start.timestamp() + offset, tz=UTC) if start else None
+        items.append(
+            schemas.ScheduleItem(installment=index, due_offset_s=offset, due_at=due_at, amount=amount)
+        )
+    return items
+
+
+async def get_loan(
+    *, session: AsyncSession, loan_id: uuid.UUID, with_transactions: bool = True
+) -> schemas.LoanOut:
+    loan = await session.get(Loan, loan_id)
+    if loan is None:
+        raise not_found("loan", loan_id)
+    transactions: list[schemas.LoanTransaction] = []
+    if with_transactions:
+        transactions = await loan_transactions(session=session, chain_loan_id=loan.chain_loan_id)
+    return loan_view(loan, transactions)
+
+
+async def loan_transactions(*, session: AsyncSession, chain_loan_id: str) -> list[schemas.LoanTransaction]:
+    events = (
+        await session.execute(
+            select(ChainEvent)
+            .where(ChainEvent.loan_id == chain_loan_id)
+            .order_by(ChainEvent.block_number, ChainEvent.log_index)
+        )
+    ).scalars()
+    return [
+        schemas.LoanTransaction(
+            event=event.event,
+            block_number=event.block_number,
+            tx_hash=event.tx_hash,
+            log_index=event.log_index,
+            args=event.args,
+        )
+        for event in events
+    ]
+
+
+def loan_view(loan: Loan, transactions: list[schemas.LoanTransaction]) -> schemas.LoanOut:
+    currency = from_iso_numeric(loan.currency) if loan.currency else "NGN"
+    state = LoanState(loan.chain_state)
+    return schemas.LoanOut(
+        id=loan.id,
+        chain_loan_id=loan.chain_loan_id,
+        status=_BACKEND_STATUS[state],
+        chain_state=state.name,
+        principal=_money(loan.principal, currency),
+        total_due=_money(loan.total_due, currency),
+        outstanding=_money(loan.outstanding if loan.chain_state else loan.total_due, currency),
+        repaid=_money(loan.repaid, currency),
+        late_fees_assessed=_money(loan.late_fees_assessed, currency),
+        installment_count=loan.installment_count,
+        installment_interval_s=loan.installment_interval,
+        grace_period_s=loan.grace_period,
+        disbursed_at=loan.disbursed_at,
+        schedule=loan_schedule(loan),
+        transactions=transactions,
+        event_chain_verified=None if loan.event_chain is None else not loan.event_chain_mismatch,
+    )
+
+
+async def list_loans(
+    *, session: AsyncSession, limit: int, cursor: str | None, status: str | None
+) -> schemas.Page:
+    limit = min(limit, MAX_LIMIT)
+    # Only loans the backend originated for a partner: partner_id set (RLS also enforces it).
+    query = select(Loan).where(Loan.partner_id.is_not(None)).order_by(Loan.created_at.desc(), Loan.id.desc())
+    if status:
+        states = [state for state, name in _BACKEND_STATUS.items() if name == status]
+        query = query.where(Loan.chain_state.in_([int(s) for s in states]))
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        query = query.where(tuple_(Loan.created_at, Loan.id) < tuple_(created_at, row_id))
+    rows = list((await session.execute(query.limit(limit + 1))).scalars().all())
+    page, more = rows[:limit], len(rows) > limit
+    return schemas.Page(
+        data=[loan_view(row, []) for row in page],
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more and page else None,
+    )
+
+
+async def origination_of(session: AsyncSession, loan_id: uuid.UUID) -> Origination | None:
+    return await session.get(Origination, loan_id)

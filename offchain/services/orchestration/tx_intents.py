@@ -1,0 +1,129 @@
+"""orchestration:8008 transaction intents (internal: called by the other services, not partners).
+
+POST /v1/tx-intents             record an intent (idempotent on its key); 201 new, 200 existing
+GET  /v1/tx-intents/{key}       where it stands: nonce, hashes, block, revert reason
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from offchain.chain.sender import IdempotencyConflict, get_intent, submit_intent
+from offchain.persistence.models import TxIntent
+from offchain.platform.deps import DatabaseDep
+from offchain.platform.problems import Problem
+
+router = APIRouter(prefix="/v1/tx-intents", tags=["transactions"])
+
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+Key = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+class TxIntentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str = Field(min_length=1, max_length=200, examples=["record_repayment:0x1234…"])
+    to: str = Field(pattern=ADDRESS)
+    data: str = Field(pattern=r"^0x([0-9a-fA-F]{2})*$", description="ABI-encoded calldata")
+    value: int = Field(default=0, ge=0, lt=2**256, description="wei")
+    sender: str | None = Field(default=None, pattern=ADDRESS, description="pin a sending key")
+
+
+class TxIntentOut(BaseModel):
+    id: str
+    idempotency_key: str
+    status: str
+    chain_id: int | None
+    sender: str | None
+    to: str
+    data: str
+    value: int
+    nonce: int | None
+    gas_limit: int | None
+    max_fee_per_gas: int | None
+    max_priority_fee_per_gas: int | None
+    tx_hash: str | None
+    previous_tx_hashes: list[str]
+    block_number: int | None
+    block_hash: str | None
+    gas_used: int | None
+    effective_gas_price: int | None
+    revert_reason: str | None
+    last_error: str | None
+    attempts: int
+    fee_bumps: int
+    created_at: datetime
+    signed_at: datetime | None
+    broadcast_at: datetime | None
+    confirmed_at: datetime | None
+
+    @classmethod
+    def of(cls, intent: TxIntent) -> TxIntentOut:
+        return cls(
+            id=str(intent.id),
+            idempotency_key=intent.idempotency_key,
+            status=intent.status,
+            chain_id=intent.chain_id,
+            sender=intent.from_address,
+            to=intent.to_address,
+            data=intent.data,
+            value=intent.value,
+            nonce=intent.nonce,
+            gas_limit=intent.gas_limit,
+            max_fee_per_gas=intent.max_fee_per_gas,
+            max_priority_fee_per_gas=intent.max_priority_fee_per_gas,
+            tx_hash=intent.tx_hash,
+            previous_tx_hashes=list(intent.previous_tx_hashes or []),
+            block_number=intent.block_number,
+            block_hash=intent.block_hash,
+            gas_used=intent.gas_used,
+            effective_gas_price=intent.effective_gas_price,
+            revert_reason=intent.revert_reason,
+            last_error=intent.last_error,
+            attempts=intent.attempts,
+            fee_bumps=intent.fee_bumps,
+            created_at=intent.created_at,
+            signed_at=intent.signed_at,
+            broadcast_at=intent.broadcast_at,
+            confirmed_at=intent.confirmed_at,
+        )
+
+
+@router.post("", response_model=TxIntentOut, status_code=201)
+async def post_tx_intent(body: TxIntentIn, db: DatabaseDep, response: Response) -> TxIntentOut:
+    """Record the intent; the same key again returns the recorded one (200), never a second tx."""
+    async with db.worker_session() as session:
+        try:
+            intent, created = await submit_intent(
+                session,
+                idempotency_key=body.idempotency_key,
+                to=body.to,
+                data=body.data,
+                value=body.value,
+                sender=body.sender,
+            )
+        except IdempotencyConflict as exc:
+            raise Problem(
+                409,
+                "urn:caas:problem:idempotency-conflict",
+                title="Idempotency key already used",
+                detail="this idempotency key already names a transaction with a different call",
+                existing=TxIntentOut.of(exc.existing).model_dump(mode="json"),
+            ) from exc
+        out = TxIntentOut.of(intent)
+    if not created:
+        response.status_code = 200
+    return out
+
+
+@router.get("/{key}", response_model=TxIntentOut)
+async def get_tx_intent(key: Key, db: DatabaseDep) -> TxIntentOut:
+    async with db.worker_session() as session:
+        intent = await get_intent(session, key)
+    if intent is None:
+        raise Problem(404, "urn:caas:problem:tx-intent-not-found", title="No such transaction intent")
+    return TxIntentOut.of(intent)
