@@ -11,6 +11,7 @@ from offchain.platform.auth import JwtVerifier
 from offchain.platform.ratelimit import PartnerRateLimiter
 from offchain.platform.settings import Settings, get_settings
 from offchain.rails.sme.auth import JwksClient
+from offchain.services.gateway import sme_events
 from offchain.services.gateway.routes import router
 from offchain.services.registry import SERVICES
 
@@ -43,7 +44,7 @@ class RateLimitHeaders:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(SERVICES["gateway"], settings, routers=[router])
+    app = create_service_app(SERVICES["gateway"], settings, routers=[router, sme_events.router])
     # HS256 with the shared secret, and RS256 against the SME auth service's JWKS when one is
     # configured (JWKS_URL, or the SME auth/simulator URL); keys are cached and refetched on rotation.
     app.state.jwt_verifier = JwtVerifier(

@@ -97,7 +97,9 @@ class PayoutIn(BaseModel):
 
     method: Literal["bank_transfer", "virtual_account", "wallet"]
     account_number: str = Field(min_length=1, max_length=32)
-    bank_code: str = Field(min_length=3, max_length=16, description="CBN bank code (or the wallet provider code)")
+    bank_code: str = Field(
+        min_length=3, max_length=16, description="CBN bank code (or the wallet provider code)"
+    )
 
 
 class AcceptOfferIn(BaseModel):

@@ -13,6 +13,7 @@ from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.settings import Settings
 from offchain.services.registry import SERVICES
 from offchain.services.underwriting.applications import run_application_worker
+from offchain.services.underwriting.kyc_verified import run_kyc_verified_worker
 from offchain.services.underwriting.model_store import load_current
 from offchain.services.underwriting.routes import router
 
@@ -33,8 +34,15 @@ def create_app(
         resources.extras.update(scorecard=scorecard, policy=config, pricing=prices)
         await run_application_worker(resources, stop)
 
+    async def pre_assessments(resources: AppResources, stop) -> None:  # type: ignore[no-untyped-def]
+        resources.extras.update(scorecard=scorecard, policy=config, pricing=prices)
+        await run_kyc_verified_worker(resources, stop)
+
     app = create_service_app(
-        SERVICES["underwriting"], settings, routers=[router], background={"applications": applications}
+        SERVICES["underwriting"],
+        settings,
+        routers=[router],
+        background={"applications": applications, "pre_assessments": pre_assessments},
     )
     app.state.scorecard = scorecard
     app.state.policy = config

@@ -165,3 +165,63 @@ async def test_application_to_onchain_approved_loan(journey_settings: Settings, 
             audit = (await client.get(f"/v1/audit/loans/{loan_id}", headers=headers)).json()
             assert audit["event_chain"]["logs_complete"] is True
             assert audit["mismatches"] == [], audit["mismatches"]
+
+
+async def test_sme_kyc_verified__pre_assessment_notifies_the_platform_once(
+    journey_settings: Settings, free_port
+):
+    """Signed `sme.kyc.verified` ⇒ pre-assessment ⇒ the SME platform is told credit is available."""
+    from offchain.rails.simulator.app import create_app as simulator_app
+    from offchain.rails.simulator.config import SimulatorConfig
+    from offchain.rails.sme.events import encode_event, sign
+
+    config = SimulatorConfig(paystack_secret_key=PAYSTACK_SECRET, sme_events_secret=SME_SECRET)
+    with ServerThread(simulator_app(config), free_port()) as simulator:
+        settings = journey_settings.model_copy(
+            update={"rails": journey_settings.rails.model_copy(update={"simulator_url": simulator.url})}
+        )
+        # orchestration relays the outbox to the streams the underwriting consumer reads
+        apps = [gateway_app(settings), underwriting_app(settings), orchestration_app(settings)]
+        async with contextlib.AsyncExitStack() as stack:
+            for app in apps:
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[0]), base_url="http://gateway")
+            )
+            sme = await stack.enter_async_context(httpx.AsyncClient(base_url=simulator.url))
+            body = encode_event(
+                "sme.kyc.verified",
+                {"user_id": "bright-bakery-ltd", "kyc_status": "verified"},
+                event_id=f"evt-{uuid.uuid4()}",
+                created_at="2026-11-27T12:00:00Z",
+            )
+
+            def post(raw: bytes, signature: str):
+                return client.post(
+                    "/v1/events/sme",
+                    content=raw,
+                    headers={"content-type": "application/json", "x-sme-signature": signature},
+                )
+
+            tampered = await post(body.replace(b"bright", b"brighx"), sign(body, SME_SECRET))
+            assert tampered.status_code == 401
+            assert tampered.headers["content-type"] == "application/problem+json"
+            first = await post(body, sign(body, SME_SECRET))
+            assert first.status_code == 202, first.text
+            again = await post(body, sign(body, SME_SECRET))
+            assert again.status_code == 200 and again.json()["status"] == "duplicate"
+            unknown = encode_event(
+                "sme.user.renamed", {}, event_id="evt-x", created_at="2026-11-27T12:00:00Z"
+            )
+            ignored = await post(unknown, sign(unknown, SME_SECRET))
+            assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+
+            async def notified():
+                listed = (await sme.get("/simulate/sme/notifications")).json()
+                items = listed if isinstance(listed, list) else listed.get("notifications", [])
+                return [n for n in items if "bright-bakery-ltd" in str(n)]
+
+            notes = await _until(notified, timeout=30)
+            await asyncio.sleep(1.0)  # a duplicate would have arrived by now
+            assert len(await notified()) == 1, notes
+            assert "credit.available" in str(notes[0])
