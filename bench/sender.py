@@ -1,8 +1,8 @@
 """Transaction sender throughput on Anvil automine: `python bench/sender.py [--n 2000] [--write]`.
 
 The same call for every transaction (`LoanBook.create_loan` from the backend key, a new loan each),
-a fresh Anvil and a throwaway PostgreSQL database (on CAAS_BENCH_PG_URL, default the machine's
-127.0.0.1:5432) per Anvil. In one run:
+a fresh Anvil per path and a throwaway PostgreSQL database (on CAAS_BENCH_PG_URL, default the
+machine's 127.0.0.1:5432) for the sender's. In one run:
 
 - sender: N intents are submitted (one transaction), then the sender's worker runs until every
   intent is confirmed; the rate is N / (worker start -> last intent confirmed), with every nonce,
@@ -230,27 +230,27 @@ def _deploy(rpc_url: str, out: Path) -> tuple[Web3, object]:
 
 
 def measure(n: int) -> dict[str, float]:
+    """Each path on its own fresh Anvil and database, so none inherits another's chain or pool."""
     sender = dev_roles().sender.address
     figures: dict[str, float] = {}
-    # 1. all three paths on an Anvil whose blocks hold any burst (see _raw_batch)
     with anvil(BIG_BLOCK_GAS) as rpc_url, database() as db_url, tempfile.TemporaryDirectory() as out:
-        w3, book = _deploy(rpc_url, Path(out))
+        _, book = _deploy(rpc_url, Path(out))
         figures.update(asyncio.run(_through_sender(db_url, rpc_url, book, n)))
-        print(f"sender: {figures['sender_per_s']:.0f} tx/s", file=sys.stderr)
-        nonce = w3.eth.get_transaction_count(sender, "pending")
-        figures["raw_web3_sent_per_s"], figures["raw_web3_per_s"] = _raw_web3(
-            w3, _presigned(w3, book, n, "raw", nonce)
-        )
-        print(f"raw web3: {figures['raw_web3_per_s']:.0f} tx/s", file=sys.stderr)
-        nonce = w3.eth.get_transaction_count(sender, "pending")
-        figures["raw_batch_per_s"] = asyncio.run(
-            _raw_batch(rpc_url, w3, _presigned(w3, book, n, "batch", nonce))
-        )
-    # 2. the sender alone on a stock Anvil (30M gas blocks): its in-flight gas window at work
-    with anvil() as rpc_url, database() as db_url, tempfile.TemporaryDirectory() as out:
+    print(f"sender: {figures['sender_per_s']:.0f} tx/s", file=sys.stderr)
+    with anvil(BIG_BLOCK_GAS) as rpc_url, tempfile.TemporaryDirectory() as out:
         w3, book = _deploy(rpc_url, Path(out))
-        stock = asyncio.run(_through_sender(db_url, rpc_url, book, n))
-        figures["sender_stock_per_s"] = stock["sender_per_s"]
+        raws = _presigned(w3, book, n, "raw", w3.eth.get_transaction_count(sender, "pending"))
+        figures["raw_web3_sent_per_s"], figures["raw_web3_per_s"] = _raw_web3(w3, raws)
+    print(f"raw web3: {figures['raw_web3_per_s']:.0f} tx/s", file=sys.stderr)
+    with anvil(BIG_BLOCK_GAS) as rpc_url, tempfile.TemporaryDirectory() as out:
+        w3, book = _deploy(rpc_url, Path(out))
+        raws = _presigned(w3, book, n, "batch", w3.eth.get_transaction_count(sender, "pending"))
+        figures["raw_batch_per_s"] = asyncio.run(_raw_batch(rpc_url, w3, raws))
+    print(f"raw batch: {figures['raw_batch_per_s']:.0f} tx/s", file=sys.stderr)
+    # the sender alone on a stock Anvil (30M gas blocks): its in-flight gas window at work
+    with anvil() as rpc_url, database() as db_url, tempfile.TemporaryDirectory() as out:
+        _, book = _deploy(rpc_url, Path(out))
+        figures["sender_stock_per_s"] = asyncio.run(_through_sender(db_url, rpc_url, book, n))["sender_per_s"]
     return figures
 
 

@@ -1,0 +1,513 @@
+"""Partner API (gateway) throughput and latency next to a bare FastAPI app, in one run.
+
+    python bench/api.py [--duration 10] [--warmup 2] [--connections 32] [--write]
+
+Each app runs in its own subprocess under a real uvicorn (one worker, uvloop, httptools,
+`log_config=None`, access log off; the gateway keeps its own JSON request log, as deployed, sent
+to /dev/null). `wrk` (apt package `wrk`) drives it from a separate process with `--connections`
+keep-alive connections: a `--warmup` run whose figures are thrown away, then a `--duration` run.
+
+- gateway `GET /v1/loans/{id}`: one seeded loan of the token's partner with a few chain events;
+  JWT verification, rate limiting in Redis, a partner-scoped (RLS) session, two queries.
+- gateway `POST /v1/applications`: a fresh `Idempotency-Key` and `external_id` on every request
+  (wrk Lua), so each one takes the full path: key reservation, partner upsert, insert, outbox.
+- bare `GET /bare/{id}` returns a small dict; bare `POST /bare` validates and echoes the same
+  pydantic model the gateway takes (`ApplicationIn`), so the ratio shows what the gateway adds.
+
+A throwaway database `caas_bench_api_<random>` is created on CAAS_BENCH_PG_URL's server, migrated,
+seeded as the superuser and dropped at the end; Redis is CAAS_BENCH_REDIS_URL. Rate limits are
+raised out of the way (10,000,000/minute) so they are counted but never refuse.
+
+`--write` replaces the "Partner API (gateway)" section of docs/BENCHMARKS.md (between
+`<!-- api:start -->` and `<!-- api:end -->`, appended if missing).
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the bare app's closure annotations.
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/api.py` puts bench/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
+
+PG_URL = os.environ.get("CAAS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CAAS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DOC = REPO / "docs" / "BENCHMARKS.md"
+START, END = "<!-- api:start -->", "<!-- api:end -->"
+UNLIMITED = "10000000/minute"
+
+TARGET_READ_RPS = 1_000
+TARGET_READ_RATIO = 0.20
+TARGET_READ_P99_MS = 50.0
+TARGET_WRITE_RPS = 300
+
+APPLICATION_BODY = {
+    "borrower": {"sme_user_id": "sme-user-bench"},
+    "amount": {"value": 25_000_000, "currency": "NGN"},
+    "tenor_months": 6,
+    "purpose": "inventory for the festive season",
+}
+
+# Every request gets its own Idempotency-Key and external_id: `prefix` (unique per wrk run) plus
+# the thread's number and a counter, so warm-up and measured runs never collide either.
+POST_LUA = r"""
+local counter = 0
+local prefix = "bench"
+local thread_no = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_no", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  prefix = args[1]
+  thread_no = wrk.thread:get("thread_no") or 0
+end
+
+function request()
+  counter = counter + 1
+  local key = prefix .. "-" .. thread_no .. "-" .. counter
+  local body = string.format(BODY_TEMPLATE, key)
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["Authorization"] = AUTHORIZATION
+  headers["Idempotency-Key"] = key
+  return wrk.format("POST", PATH, headers, body)
+end
+"""
+
+GET_LUA = r"""
+wrk.method = "GET"
+wrk.headers["Authorization"] = AUTHORIZATION
+"""
+
+
+def _lua_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid Lua string literal for ASCII
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- servers (run in subprocesses) -------------------------------------------------------------
+
+
+def _settings(database_url: str, redis_url: str):
+    from offchain.platform.settings import Settings
+
+    return Settings(
+        env="test",
+        database={"url": database_url},
+        redis={"url": redis_url},
+        auth={"rate_limits": {"read": UNLIMITED, "write": UNLIMITED}},
+    )
+
+
+def _bare_app():
+    from fastapi import FastAPI
+
+    from offchain.services.gateway.schemas import ApplicationIn
+
+    app = FastAPI()
+
+    @app.get("/bare/{item_id}")
+    async def read(item_id: str) -> dict:
+        return {"id": item_id, "status": "active", "principal": {"value": 25_000_000, "currency": "NGN"}}
+
+    @app.post("/bare", status_code=201)
+    async def echo(body: ApplicationIn) -> ApplicationIn:
+        return body
+
+    return app
+
+
+def serve(kind: str, port: int, database_url: str, redis_url: str) -> None:
+    import uvicorn
+
+    if kind == "gateway":
+        from offchain.services.gateway.app import create_app
+
+        app = create_app(_settings(database_url, redis_url))
+    else:
+        app = _bare_app()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )
+
+
+@contextlib.contextmanager
+def server(kind: str, database_url: str, probe_path: str, headers: dict[str, str]) -> Iterator[str]:
+    import httpx
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database-url", database_url],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,  # the gateway's JSON request log: produced (as deployed), not kept
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(base + probe_path, headers=headers, timeout=2)
+                if response.status_code == 200:
+                    break
+                raise RuntimeError(f"{kind} {probe_path}: {response.status_code} {response.text[:300]}")
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} server did not start (exit {process.poll()})") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+def _admin(url: str, *statements: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[str]:
+    from sqlalchemy.engine import make_url
+
+    from offchain.persistence.migrate import upgrade
+
+    name = f"caas_bench_api_{uuid.uuid4().hex[:12]}"
+    _admin(PG_URL, f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+    finally:
+        _admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed(database_url: str, partner_id: uuid.UUID, ref_secret: str, events: int = 4) -> uuid.UUID:
+    """One partner, one active loan of theirs and its chain events (as the indexer would write)."""
+    import psycopg2
+    from psycopg2.extras import Json
+
+    from offchain.domain.offers.agreement import partner_ref as keyed_partner_ref
+
+    def h32() -> str:
+        return "0x" + os.urandom(32).hex()
+
+    chain_loan_id, partner_ref = h32(), "0x" + keyed_partner_ref(ref_secret, str(partner_id)).hex()
+    loan_id = uuid.uuid4()
+    conn = psycopg2.connect(database_url)  # the superuser: seeding bypasses row-level security
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO caas_partners (id, name, chain_ref) VALUES (%s, %s, %s)",
+                (str(partner_id), "bench partner", partner_ref),
+            )
+            cur.execute(
+                """INSERT INTO caas_loans (id, partner_id, chain_loan_id, borrower_ref, partner_ref,
+                       currency, principal, total_due, installment_count, installment_interval,
+                       grace_period, max_late_fees, payout_ref, terms_hash, chain_state, repaid,
+                       outstanding, scheduled_repaid, event_count)
+                   VALUES (%s, %s, %s, %s, %s, 566, 25000000, 27500000, 6, 2592000, 432000,
+                       1000000, %s, %s, 3, 9166666, 18333334, 9166666, %s)""",
+                (str(loan_id), str(partner_id), chain_loan_id, h32(), partner_ref, h32(), h32(), events),
+            )
+            names = ["LoanCreated", "LoanApproved", "LoanDisbursed"] + ["RepaymentRecorded"] * events
+            for i, event in enumerate(names[:events]):
+                cur.execute(
+                    """INSERT INTO caas_chain_events (chain_id, block_number, block_hash, tx_hash,
+                           tx_index, log_index, address, contract, event, loan_id, args, topics,
+                           data, block_timestamp)
+                       VALUES (31337, %s, %s, %s, 0, 0, %s, 'LoanBook', %s, %s, %s, %s, '0x', %s)""",
+                    (
+                        100 + i,
+                        h32(),
+                        h32(),
+                        "0x" + os.urandom(20).hex(),
+                        event,
+                        chain_loan_id,
+                        Json({"loan_id": chain_loan_id, "amount": 4583333}),
+                        [h32(), chain_loan_id],
+                        1_700_000_000 + i * 60,
+                    ),
+                )
+    finally:
+        conn.close()
+    return loan_id
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    endpoint: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx answers plus socket errors
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def wrk(url: str, script: str, *, connections: int, duration: float, args: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",  # one load thread: the machine has 2 cores and the server needs the other
+                f"-c{connections}",
+                f"-d{max(1, round(duration))}s",
+                "--timeout",
+                "10s",
+                "--latency",
+                "-s",
+                f.name,
+                url,
+                "--",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(percentiles["50"]),
+        "p99_ms": _ms(percentiles["99"]),
+        "requests": requests,
+        "errors": errors,
+        "raw": out,
+    }
+
+
+def measure(endpoint: str, url: str, script: str, opts: argparse.Namespace) -> Result:
+    run_id = uuid.uuid4().hex[:10]
+    if opts.warmup > 0:
+        wrk(url, script, connections=opts.connections, duration=opts.warmup, args=[f"warm-{run_id}"])
+    figures = wrk(url, script, connections=opts.connections, duration=opts.duration, args=[f"run-{run_id}"])
+    result = Result(endpoint, **{k: v for k, v in figures.items() if k != "raw"})
+    print(
+        f"  {endpoint}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+        f"{result.requests:,} requests, {result.errors} errors",
+        file=sys.stderr,
+    )
+    return result
+
+
+def _post_script(path: str, authorization: str | None) -> str:
+    # `%s` is replaced by the request's key; the rest of the body is fixed.
+    template = json.dumps({"external_id": "%s", **APPLICATION_BODY})
+    preamble = (
+        f"PATH = {_lua_string(path)}\n"
+        f"BODY_TEMPLATE = {_lua_string(template)}\n"
+        f"AUTHORIZATION = {_lua_string(authorization or '')}\n"
+    )
+    return preamble + POST_LUA
+
+
+def _get_script(authorization: str | None) -> str:
+    return f"AUTHORIZATION = {_lua_string(authorization or '')}\n" + GET_LUA
+
+
+def run(opts: argparse.Namespace) -> tuple[list[Result], dict]:
+    from offchain.platform.auth import issue_token
+
+    settings = _settings("postgresql://unused/unused", REDIS_URL)
+    partner_id = uuid.uuid4()
+    token = issue_token(settings.auth.jwt_secret.get_secret_value(), partner_id=partner_id)
+    auth_header = f"Bearer {token}"
+    # Other work on a shared machine moves every figure; the load average is recorded with them.
+    load_before = os.getloadavg()[0]
+    with throwaway_database() as database_url:
+        loan_id = seed(database_url, partner_id, settings.auth.ref_secret.get_secret_value())
+        with server("bare", database_url, "/bare/probe", {}) as base:
+            print("bare FastAPI:", file=sys.stderr)
+            bare_get = measure("bare `GET /bare/{id}`", f"{base}/bare/{loan_id}", _get_script(None), opts)
+            bare_post = measure("bare `POST /bare`", f"{base}/bare", _post_script("/bare", None), opts)
+        loan_path = f"/v1/loans/{loan_id}"
+        with server("gateway", database_url, loan_path, {"Authorization": auth_header}) as base:
+            print("gateway:", file=sys.stderr)
+            gw_get = measure("gateway `GET /v1/loans/{id}`", base + loan_path, _get_script(auth_header), opts)
+            gw_post = measure(
+                "gateway `POST /v1/applications`",
+                f"{base}/v1/applications",
+                _post_script("/v1/applications", auth_header),
+                opts,
+            )
+        import psycopg2
+
+        conn = psycopg2.connect(database_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM caas_applications")
+                applications = cur.fetchone()[0]
+        finally:
+            conn.close()
+    results = [gw_get, bare_get, gw_post, bare_post]
+    return results, {
+        "load": (load_before, os.getloadavg()[0]),
+        "bare_get": bare_get,
+        "bare_post": bare_post,
+        "applications": applications,
+    }
+
+
+def _machine() -> str:
+    return (
+        f"{platform.node() or 'machine'}, {os.cpu_count()} cores (shared), Python {platform.python_version()}"
+    )
+
+
+def render(results: list[Result], extra: dict, opts: argparse.Namespace, command: str) -> str:
+    gw_get, bare_get, gw_post, bare_post = results
+    ratio = {id(gw_get): gw_get.rps / bare_get.rps, id(gw_post): gw_post.rps / bare_post.rps}
+    read_target = (
+        f"≥ {TARGET_READ_RPS:,} req/s, ≥ {TARGET_READ_RATIO:.0%} of bare, p99 ≤ {TARGET_READ_P99_MS:.0f} ms"
+    )
+    targets = {
+        id(gw_get): read_target,
+        id(gw_post): f"≥ {TARGET_WRITE_RPS:,} req/s",
+    }
+    lines = [
+        f"Command: `{command}` — {_machine()}; uvicorn 1 worker (uvloop, httptools), "
+        f"wrk 1 thread × {opts.connections} connections, {opts.warmup:g} s warm-up then "
+        f"{opts.duration:g} s per endpoint; PostgreSQL and Redis on the same machine; "
+        f"1-min load average {extra['load'][0]:.1f} at the start, {extra['load'][1]:.1f} at the end.",
+        "",
+        "| endpoint | req/s | p50 | p99 | ratio to bare | errors | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.endpoint} | {r.rps:,.0f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | "
+            f"{ratio.get(id(r), 1.0):.2f}× | {r.errors} | {targets.get(id(r), '')} |"
+        )
+    read_ok = (
+        gw_get.rps >= TARGET_READ_RPS
+        and ratio[id(gw_get)] >= TARGET_READ_RATIO
+        and gw_get.p99_ms <= TARGET_READ_P99_MS
+    )
+    write_ok = gw_post.rps >= TARGET_WRITE_RPS
+    lines += [
+        "",
+        f"Reads: target {'met' if read_ok else 'NOT met'}. "
+        f"Submissions: target {'met' if write_ok else 'NOT met'}. "
+        f"{extra['applications']:,} applications were created by the POST runs (warm-up included), "
+        "one per request.",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(body: str) -> None:
+    text = DOC.read_text()
+    section = f"{START}\n{body}\n{END}"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: section, text, flags=re.DOTALL)
+    else:
+        text = (
+            text.rstrip("\n")
+            + "\n\n## Partner API (gateway) (`python bench/api.py --write`)\n\n"
+            + section
+            + "\n"
+        )
+    DOC.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per endpoint")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per endpoint")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--serve", choices=["gateway", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.serve:
+        serve(opts.serve, opts.port, opts.database_url, REDIS_URL)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    results, extra = run(opts)
+    command = "python bench/api.py" + "".join(
+        f" --{name} {value:g}" if isinstance(value, float) else f" --{name} {value}"
+        for name, value, default in (
+            ("duration", opts.duration, 10.0),
+            ("warmup", opts.warmup, 2.0),
+            ("connections", opts.connections, 32),
+        )
+        if value != default
+    )
+    body = render(results, extra, opts, command)
+    print(body)
+    if opts.write:
+        write_section(body)
+        print(f"\nwrote {DOC.relative_to(REPO)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
