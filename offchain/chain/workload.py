@@ -9,6 +9,7 @@ piece of history with a different one.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import time
@@ -200,7 +201,7 @@ class Workload:
         """Broadcast (in batches) and, with `check`, require every receipt to show success."""
         hashes = [str(h) for h in self.rpc.batch([("eth_sendRawTransaction", [raw]) for raw in raws])]
         if check:
-            self.check(hashes)
+            self.check(hashes, raws=dict(zip(hashes, raws, strict=True)))
         return hashes
 
     def send_in_blocks(self, raws: Sequence[str], *, per_block: int = 200) -> list[str]:
@@ -221,9 +222,16 @@ class Workload:
         """One transaction per block under automine (a batch may share blocks)."""
         return [self.send([raw])[0] for raw in raws]
 
-    def check(self, hashes: Sequence[str], *, timeout_s: float = 60.0) -> None:
-        """Wait for every receipt (Anvil mines asynchronously even under automine); all must succeed."""
+    def check(
+        self, hashes: Sequence[str], *, timeout_s: float = 60.0, raws: dict[str, str] | None = None
+    ) -> None:
+        """Wait for every receipt (Anvil mines asynchronously even under automine); all must succeed.
+
+        On a loaded machine Anvil occasionally leaves an accepted transaction in its pool: after a
+        couple of seconds the stragglers are sent again (same bytes, so at most one mines) and a
+        block is mined to pick them up."""
         deadline = time.monotonic() + timeout_s
+        nudge_at = time.monotonic() + 2.0
         pending = list(hashes)
         while pending:
             receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in pending])
@@ -238,6 +246,14 @@ class Workload:
                     raise RuntimeError(
                         f"{len(pending)} of {len(hashes)} transactions unmined after {timeout_s} s"
                     )
+                if time.monotonic() > nudge_at:
+                    nudge_at = time.monotonic() + 2.0
+                    for tx_hash in pending:
+                        if raws and tx_hash in raws:
+                            with contextlib.suppress(RuntimeError):  # "already known" is fine
+                                self.rpc.call("eth_sendRawTransaction", raws[tx_hash])
+                    with contextlib.suppress(RuntimeError):
+                        self.rpc.call("evm_mine")
                 time.sleep(0.01)
 
     def head(self) -> int:
