@@ -44,19 +44,18 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, keccak, to_checksum_address
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from offchain.chain.jsonrpc import JsonRpc, RpcError, hex_int
-from offchain.eventbus import publish
-from offchain.persistence.models import TxIntent
+from offchain.persistence.models import OutboxMessage, TxIntent
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.settings import Environment, SenderSettings, Settings
@@ -92,7 +91,7 @@ _ALREADY_SEEN = (
 # Rounds a consumed nonce may show no receipt of ours before we decide another tx took it.
 _FOREIGN_NONCE_ROUNDS = 3
 
-_t = TxIntent.__table__
+_t = cast(Table, TxIntent.__table__)
 
 
 def _now() -> datetime:
@@ -287,6 +286,24 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
     with suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
+
+
+async def publish_all(session: AsyncSession, events: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Platform-wide outbox events (topic, payload, key) in one INSERT, in the caller's transaction.
+
+    The same rows `offchain.eventbus.publish` writes (no partner, no request id: the sender acts
+    for nobody in particular), in one statement: a round finalizes hundreds of intents, and one
+    INSERT per event was most of its database time.
+    """
+    if events:
+        await session.execute(
+            insert(OutboxMessage).values(
+                [
+                    {"topic": topic, "key": key, "payload": payload, "headers": {}, "partner_id": None}
+                    for topic, payload, key in events
+                ]
+            )
+        )
 
 
 def _raise_first_error(results: Sequence[Any]) -> None:
@@ -680,27 +697,30 @@ class SenderWorker:
             ),
             params,
         )
+        events = []
         for (row, _), p in zip(finals, params, strict=True):
-            await publish(
-                session,
-                TOPICS[p["b_status"]],
-                {
-                    "idempotency_key": row.idempotency_key,
-                    "intent_id": str(row.id),
-                    "status": p["b_status"],
-                    "chain_id": self.chain_id,
-                    "from": self.address,
-                    "to": row.to_address,
-                    "nonce": row.nonce,
-                    "tx_hash": p["b_hash"],
-                    "block_number": p["b_block_number"],
-                    "block_hash": p["b_block_hash"],
-                    "gas_used": p["b_gas_used"],
-                    "revert_reason": p["b_reason"],
-                },
-                key=row.idempotency_key,
+            events.append(
+                (
+                    TOPICS[p["b_status"]],
+                    {
+                        "idempotency_key": row.idempotency_key,
+                        "intent_id": str(row.id),
+                        "status": p["b_status"],
+                        "chain_id": self.chain_id,
+                        "from": self.address,
+                        "to": row.to_address,
+                        "nonce": row.nonce,
+                        "tx_hash": p["b_hash"],
+                        "block_number": p["b_block_number"],
+                        "block_hash": p["b_block_hash"],
+                        "gas_used": p["b_gas_used"],
+                        "revert_reason": p["b_reason"],
+                    },
+                    row.idempotency_key,
+                )
             )
             self._retry_at.pop(row.id, None)
+        await publish_all(session, events)
 
     # 2. fee bumps --------------------------------------------------------------------------
 
@@ -942,26 +962,29 @@ class SenderWorker:
             ),
             [{"b_id": row.id, "b_reason": reason} for row, reason in failed],
         )
+        events = []
         for row, reason in failed:
-            await publish(
-                session,
-                TOPICS[FAILED],
-                {
-                    "idempotency_key": row.idempotency_key,
-                    "intent_id": str(row.id),
-                    "status": FAILED,
-                    "chain_id": self.chain_id,
-                    "from": self.address,
-                    "to": row.to_address,
-                    "nonce": None,
-                    "tx_hash": None,
-                    "block_number": None,
-                    "block_hash": None,
-                    "gas_used": None,
-                    "revert_reason": reason,
-                },
-                key=row.idempotency_key,
+            events.append(
+                (
+                    TOPICS[FAILED],
+                    {
+                        "idempotency_key": row.idempotency_key,
+                        "intent_id": str(row.id),
+                        "status": FAILED,
+                        "chain_id": self.chain_id,
+                        "from": self.address,
+                        "to": row.to_address,
+                        "nonce": None,
+                        "tx_hash": None,
+                        "block_number": None,
+                        "block_hash": None,
+                        "gas_used": None,
+                        "revert_reason": reason,
+                    },
+                    row.idempotency_key,
+                )
             )
+        await publish_all(session, events)
 
     def _sign(
         self,
@@ -975,19 +998,18 @@ class SenderWorker:
         tip: int,
         intent_id: uuid.UUID,
     ) -> SignedTx:
-        signed = self.account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": nonce,
-                "to": to_checksum_address(to),
-                "data": data,
-                "value": value,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": tip,
-            }
-        )
+        transaction: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "to": to_checksum_address(to),
+            "data": data,
+            "value": value,
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+        signed = self.account.sign_transaction(transaction)
         return SignedTx(
             id=intent_id,
             nonce=nonce,
@@ -1077,7 +1099,7 @@ class SenderWorker:
             return
         self._gauges_at = now
         async with self.db.worker_session() as session:
-            counts = dict(
+            counts: dict[str, int] = dict(
                 (
                     await session.execute(
                         select(_t.c.status, func.count())

@@ -127,7 +127,7 @@ class SenderSettings(_Group):
     max_in_flight: int = Field(default=2_000, ge=1)
     # ... and their gas limits together within this many blocks' worth of the block gas limit.
     in_flight_blocks: float = Field(default=1.0, gt=0)
-    idle_poll_s: float = 0.1
+    idle_poll_s: float = 0.25
     gas_margin_percent: int = Field(default=20, ge=0)
     # Unmined this long after its last broadcast: re-sign the same nonce with higher fees.
     bump_after_s: float = 60.0

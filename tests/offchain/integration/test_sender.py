@@ -421,6 +421,74 @@ async def test_restart__rebroadcasts_signed_but_unsent(
     assert all(chain.book.functions.loan_state(loan).call() == 1 for loan in loan_ids)
 
 
+# --- confirmations depth and a reorg ----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_confirmations_depth__reorged_out_tx_sent_again__one_effect(
+    db: Database, chain: Chain, worker: Callable[..., SenderWorker], rpc: JsonRpc
+) -> None:
+    loan_id = keccak(text=f"loan:{_tag()}")
+    key = f"create_loan:0x{loan_id.hex()}"
+    nonce_before = chain.sender_nonce()
+    snapshot = await rpc.call("evm_snapshot")
+    await _submit_all(db, chain.book_address, [(key, chain.create_loan_data(loan_id))])
+
+    async def state() -> TxIntent:
+        return (await _intents(db, [key]))[key]
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker(confirmations=3).run(stop))
+    try:
+        mined = await _wait_for(lambda: _status_is(state, "mined"))
+        assert (await state()).confirmed_at is None  # one block deep is not final at depth 3
+        # The block holding it disappears: the sender must notice at depth and send it again.
+        assert await rpc.call("evm_revert", snapshot)
+
+        async def confirmed_while_mining() -> TxIntent | None:
+            await rpc.call("evm_mine")
+            return await _status_is(state, "confirmed")
+
+        final = await _wait_for(confirmed_while_mining, within_s=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+    assert final.nonce == mined.nonce == nonce_before
+    block = chain.w3.eth.get_block(final.block_number)
+    assert "0x" + bytes(block["hash"]).hex() == final.block_hash
+    assert chain.w3.eth.block_number - final.block_number + 1 >= 3
+    assert chain.sender_nonce() == nonce_before + 1
+    assert chain.book.functions.loan_state(loan_id).call() == 1
+    [event] = await _outbox(db, key)
+    assert event.topic == "tx.confirmed" and event.payload["block_hash"] == final.block_hash
+
+
+# --- a burst bigger than a block ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_burst_beyond_one_block__all_confirmed_without_fee_bumps(
+    db: Database, chain: Chain, worker: Callable[..., SenderWorker]
+) -> None:
+    # ~400 create_loans need ~80M gas; Anvil's automine mines one 30M block per arrival and leaves
+    # the rest in its pool, so only a sender that keeps one block's worth in flight gets through
+    # without waiting for the (here disabled) fee bump to nudge the node.
+    loans = [keccak(text=f"loan:{_tag()}") for _ in range(400)]
+    calls = [(f"create_loan:0x{loan.hex()}", chain.create_loan_data(loan)) for loan in loans]
+    await _submit_all(db, chain.book_address, calls)
+    nonce_before = chain.sender_nonce()
+
+    await worker(bump_after_s=3_600).drain(within_s=60)
+
+    done = await _intents(db, [key for key, _ in calls])
+    assert {i.status for i in done.values()} == {"confirmed"}
+    assert sum(i.fee_bumps for i in done.values()) == 0
+    assert sorted(i.nonce for i in done.values()) == list(range(nonce_before, nonce_before + 400))
+    assert len({i.block_number for i in done.values()}) > 1  # it really took several blocks
+    assert chain.sender_nonce() == nonce_before + 400
+
+
 # --- the service: API, background worker, metrics ----------------------------------------------
 
 
