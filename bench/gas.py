@@ -18,6 +18,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_utils import keccak
+from report import write_section  # bench/ is on sys.path when run as a script
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment, approval_request, sign_approval, sort_signatures
@@ -161,22 +162,14 @@ def measure() -> list[tuple[str, int]]:
 
         # a loan's life
         payout = _terms(1)[9]
-        r = sender.send(
-            book.functions.record_disbursement(loan, 100_000_00, payout, keccak(text="TRF1"))
-        )
+        r = sender.send(book.functions.record_disbursement(loan, 100_000_00, payout, keccak(text="TRF1")))
         rows.append(("LoanBook.record_disbursement", r["gasUsed"]))
-        r = sender.send(
-            book.functions.record_repayment(loan, 28_000_00, keccak(text="paystack:T1"))
-        )
+        r = sender.send(book.functions.record_repayment(loan, 28_000_00, keccak(text="paystack:T1")))
         rows.append(("LoanBook.record_repayment (partial)", r["gasUsed"]))
-        r = sender.send(
-            book.functions.record_repayment(loan, 28_000_00, keccak(text="paystack:T2"))
-        )
+        r = sender.send(book.functions.record_repayment(loan, 28_000_00, keccak(text="paystack:T2")))
         rows.append(("LoanBook.record_repayment (second partial)", r["gasUsed"]))
         r = sender.send(
-            book.functions.reverse_repayment(
-                loan, keccak(text="paystack:T2"), keccak(text="chargeback")
-            )
+            book.functions.reverse_repayment(loan, keccak(text="paystack:T2"), keccak(text="chargeback"))
         )
         rows.append(("LoanBook.reverse_repayment", r["gasUsed"]))
         w3.provider.make_request("evm_increaseTime", [70 * DAY])
@@ -185,9 +178,7 @@ def measure() -> list[tuple[str, int]]:
         r = sender.send(book.functions.record_repayment(loan, 2_000_00, keccak(text="paystack:T3")))
         rows.append(("LoanBook.record_repayment (pays a late fee first)", r["gasUsed"]))
         outstanding = book.functions.outstanding(loan).call()
-        r = sender.send(
-            book.functions.record_repayment(loan, outstanding, keccak(text="paystack:T4"))
-        )
+        r = sender.send(book.functions.record_repayment(loan, outstanding, keccak(text="paystack:T4")))
         rows.append(("LoanBook.record_repayment (closing, emits LoanRepaid)", r["gasUsed"]))
 
         # default and write-off through governance
@@ -229,15 +220,7 @@ def main() -> None:
     rendered = table(measure())
     print(rendered)
     if args.write:
-        doc = REPO / "docs/BENCHMARKS.md"
-        text = doc.read_text()
-        start, end = "<!-- gas:start -->", "<!-- gas:end -->"
-        section = f"{start}\n{rendered}\n{end}"
-        if start in text:
-            text = text.split(start)[0] + section + text.split(end)[1]
-        else:
-            text += f"\n## Contract gas (`make gas`)\n\n{section}\n"
-        doc.write_text(text)
+        write_section("gas", "Contract gas (`make gas`)", rendered)
 
 
 if __name__ == "__main__":

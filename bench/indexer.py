@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import psycopg2
+from report import write_section  # bench/ is on sys.path when run as a script
 
 from offchain.chain.contracts import Deployment
 from offchain.chain.decoding import LogDecoder
@@ -383,15 +384,7 @@ def main() -> None:
     if lag["p99"] > TARGET_P99_S:
         print(f"\nBELOW TARGET: p99 lag {lag['p99']:.3f} s > {TARGET_P99_S} s")
     if args.write:
-        doc = REPO / "docs/BENCHMARKS.md"
-        text = doc.read_text()
-        start, end = "<!-- indexer:start -->", "<!-- indexer:end -->"
-        section = f"{start}\n{rendered}\n{end}"
-        if start in text:
-            text = text.split(start)[0] + section + text.split(end)[1]
-        else:
-            text += f"\n## Indexer\n\n{section}\n"
-        doc.write_text(text)
+        write_section("indexer", "Indexer", rendered)
 
 
 if __name__ == "__main__":

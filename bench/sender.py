@@ -42,6 +42,7 @@ from pathlib import Path
 import psycopg2
 from eth_account import Account
 from eth_utils import keccak
+from report import write_section  # bench/ is on sys.path when run as a script
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from web3 import Web3
@@ -294,15 +295,7 @@ def main() -> None:
     if min(figures["sender_per_s"], figures["sender_stock_per_s"]) < TARGET:
         print(f"\nBELOW TARGET ({TARGET:.0f} tx/s)")
     if args.write:
-        doc = REPO / "docs/BENCHMARKS.md"
-        text = doc.read_text()
-        start, end = "<!-- sender:start -->", "<!-- sender:end -->"
-        section = f"{start}\n{rendered}\n{end}"
-        if start in text:
-            text = text.split(start)[0] + section + text.split(end)[1]
-        else:
-            text += f"\n## Transaction sender (`python bench/sender.py --n 2000`)\n\n{section}\n"
-        doc.write_text(text)
+        write_section("sender", "Transaction sender (`python bench/sender.py --n 2000`)", rendered)
 
 
 if __name__ == "__main__":
