@@ -45,7 +45,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
+    # "heads": areas built side by side may each branch from the same revision until they are
+    # chained; upgrading to every head keeps both kinds of history working.
     command.upgrade(alembic_config(url), revision)
 
 
