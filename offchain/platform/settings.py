@@ -259,6 +259,25 @@ class ServicesSettings(_Group):
     slow_probe_ms: float = 1_000.0
 
 
+class HealthSettings(_Group):
+    """Thresholds at which health:8010 calls the platform degraded (and its monitor's cadence)."""
+
+    # Only meaningful when the chain makes blocks on a clock (a real network, Anvil --block-time):
+    # an automining Anvil with nothing to mine keeps an old head, so None judges the chain by
+    # reachability and the indexer's lag alone.
+    max_head_age_s: float | None = Field(default=None, gt=0)
+    # checkpoint further than this behind head - confirmations
+    max_indexer_lag_blocks: int = Field(default=20, ge=0)
+    # oldest outbox row the relay has not published yet
+    max_outbox_age_s: float = Field(default=30.0, gt=0)
+    # per consumer group: delivered-but-unacknowledged plus not-yet-delivered stream entries
+    max_stream_backlog: int = Field(default=1_000, ge=0)
+    # oldest transaction intent not final yet (pending, signed, broadcast or mined)
+    max_intent_age_s: float = Field(default=300.0, gt=0)
+    # how often the health service re-evaluates everything for its Prometheus gauges
+    monitor_interval_s: float = Field(default=15.0, gt=0)
+
+
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
     format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
@@ -313,6 +332,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     events: EventBusSettings = Field(default_factory=EventBusSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from offchain.platform.deps import ResourcesDep
 from offchain.services.health.schemas import HealthStatus
@@ -14,6 +14,6 @@ router = APIRouter(prefix="/v1", tags=["health"])
 
 
 @router.get("/health", response_model=HealthStatus)
-async def get_health(resources: ResourcesDep) -> dict[str, Any]:
-    """Status of SME services, CaaS services and dependencies (always 200; read the statuses)."""
-    return await platform_health(resources)
+async def get_health(resources: ResourcesDep, request: Request) -> dict[str, Any]:
+    """Status of SME services, CaaS services, dependencies and queues (always 200; read the statuses)."""
+    return await platform_health(resources, request.app.state.health_metrics)

@@ -1,4 +1,5 @@
-"""HealthStatus as DESIGN §4 fixes it (plus an overall `status` and `checkedAt`)."""
+"""HealthStatus as DESIGN §4 fixes it, plus an overall `status`, `checkedAt` and `queues` (whether
+work flows: indexer, outbox, streams, tx_intents)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,4 @@ class HealthStatus(BaseModel):
     smeServices: SmeServices
     caasServices: dict[str, Check]  # one entry per service of the port map
     dependencies: Dependencies
+    queues: dict[str, Check]  # indexer, outbox, streams, tx_intents
