@@ -80,14 +80,25 @@ def audit(loan: str, as_json: bool) -> None:
 @click.command()
 @click.option("--network", default="local", show_default=True)
 @click.option("--threshold", type=int, default=2, show_default=True)
-def deploy(network: str, threshold: int) -> None:
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Do nothing when DEPLOYMENT_FILE already names live contracts on this chain (compose re-runs).",
+)
+def deploy(network: str, threshold: int, if_missing: bool) -> None:
     """Deploy and wire the contracts to CHAIN_RPC_URL (keys from DEPLOYER_KEY / settings)."""
     from offchain.chain.deployment import deploy as deploy_contracts
     from offchain.platform.devkeys import dev_roles
+    from offchain.platform.devstack import deployment_is_live
     from offchain.platform.settings import Settings
 
     _dev_env()
     settings = Settings()
+    existing = settings.chain.deployment_file
+    rpc_url = settings.chain.rpc_url or "http://127.0.0.1:8545"
+    if if_missing and existing and deployment_is_live(rpc_url, Path(existing)):
+        click.echo(f"contracts of {existing} are live: nothing to deploy")
+        return
     roles = dev_roles()
     deployer_key = os.environ.get("DEPLOYER_KEY") or roles.deployer.private_key
     sender = settings.chain.sender_private_key
@@ -101,7 +112,7 @@ def deploy(network: str, threshold: int) -> None:
         Path(settings.chain.deployment_file).parent if settings.chain.deployment_file else Path("deployments")
     )
     result = deploy_contracts(
-        rpc_url=settings.chain.rpc_url or "http://127.0.0.1:8545",
+        rpc_url=rpc_url,
         deployer_key=deployer_key,
         signers=signers,
         threshold=threshold,
