@@ -15,6 +15,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, pool
 
+import offchain.persistence.collections  # noqa: F401 - COB runs, actions, promises, write-offs
 import offchain.persistence.credit  # noqa: F401 - registers the credit API tables on Base.metadata
 import offchain.persistence.ledger  # noqa: F401 - registers the ledger tables on Base.metadata
 from offchain.persistence.models import Base

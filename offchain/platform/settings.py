@@ -278,6 +278,52 @@ class HealthSettings(_Group):
     monitor_interval_s: float = Field(default=15.0, gt=0)
 
 
+class DunningStep(BaseModel):
+    """A borrower reminder sent once a delinquency reaches `dpd` days past due."""
+
+    dpd: int = Field(ge=1)
+    channel: Literal["sms", "email", "log"]
+    template: Literal["repayment_missed", "collection_initiated"]
+
+
+class CollectionsSettings(_Group):
+    """Close of business (offchain.services.collections): reminders, late fees, dunning, default."""
+
+    # Business dates are calendar days here; a date's COB evaluates the book at its last second.
+    timezone: str = "Africa/Lagos"
+    # The daily COB job (None: on, except with CAAS_ENV=test, where tests run dates themselves).
+    schedule_enabled: bool | None = None
+    run_at: str = Field(default="18:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # local HH:MM
+    poll_s: float = Field(default=60.0, gt=0)
+    # Missed dates the job catches up at most (older ones need an explicit run).
+    max_catch_up_days: int = Field(default=31, ge=0)
+    # Days before a due date a repayment_due reminder goes out, and on which channel.
+    due_reminders: dict[int, Literal["sms", "email", "log"]] = Field(
+        default_factory=lambda: {7: "email", 3: "sms", 0: "sms"}
+    )
+    missed_channel: Literal["sms", "email", "log"] = "sms"
+    # credit.collection.initiated once a delinquency is this many days past due (after grace)
+    collection_after_dpd: int = Field(default=1, ge=1)
+    dunning: list[DunningStep] = Field(
+        default_factory=lambda: [
+            DunningStep(dpd=1, channel="sms", template="repayment_missed"),
+            DunningStep(dpd=3, channel="email", template="repayment_missed"),
+            DunningStep(dpd=7, channel="sms", template="collection_initiated"),
+            DunningStep(dpd=14, channel="email", template="collection_initiated"),
+            DunningStep(dpd=30, channel="sms", template="collection_initiated"),
+            DunningStep(dpd=60, channel="email", template="collection_initiated"),
+        ]
+    )
+    # One late fee per late installment: bps of its unpaid part, at least `late_fee_min`, and never
+    # above what the loan's on-chain cap (max_late_fees) has left.
+    late_fee_bps: int = Field(default=500, ge=0, le=10_000)
+    late_fee_min: int = Field(default=0, ge=0)
+    # Days past due, once defaulted, before a write-off proposal opens for the committee.
+    write_off_after_dpd: int = Field(default=0, ge=0)
+    write_off_proposal_ttl_s: int = Field(default=7 * 86_400, ge=3_600, le=30 * 86_400)
+    rpc_batch_size: int = Field(default=300, ge=1)
+
+
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
     format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
@@ -333,6 +379,7 @@ class Settings(BaseSettings):
     events: EventBusSettings = Field(default_factory=EventBusSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    collections: CollectionsSettings = Field(default_factory=CollectionsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

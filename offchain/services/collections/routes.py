@@ -1,0 +1,111 @@
+"""Collections API (`credit:collection:manage`), served by collections:8005 and the gateway."""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency types.
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep
+from offchain.services.collections import usecases
+from offchain.services.collections.chain import ChainReadError
+from offchain.services.collections.schemas import CobRunIn, PromiseToPayIn
+
+router = APIRouter(prefix="/v1", tags=["collections"])
+
+Manage = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
+PROBLEM = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token", **PROBLEM},
+    403: {"description": "the token lacks credit:collection:manage", **PROBLEM},
+    404: {"description": "not found for this partner", **PROBLEM},
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+}
+
+
+async def get_collections(request: Request, db: DatabaseDep) -> AsyncIterator[usecases.Collections]:
+    collections = usecases.Collections.from_settings(request.app.state.resources.settings, db)
+    try:
+        yield collections
+    finally:
+        await collections.aclose()
+
+
+CollectionsDep = Annotated[usecases.Collections, Depends(get_collections)]
+
+
+@router.post(
+    "/collections/cob-runs",
+    status_code=200,
+    responses={409: {"description": "the business date has not begun", **PROBLEM}, **ERRORS},
+    summary="Run the close of business now (idempotent: a date already run changes nothing)",
+)
+async def run_cob(body: CobRunIn, principal: Manage, collections: CollectionsDep) -> JSONResponse:
+    business_date = body.business_date or collections.today()
+    try:
+        if body.catch_up:
+            runs = await usecases.catch_up(collections, business_date)
+            return JSONResponse({"runs": runs, **runs[-1]})
+        return JSONResponse(await usecases.run_cob(collections, business_date))
+    except ChainReadError as error:  # pragma: no cover - the node failed between calls
+        from offchain.platform.problems import Problem
+
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain read failed") from error
+
+
+@router.get("/collections/cob-runs/{business_date}", responses=ERRORS)
+async def get_cob_run(business_date: date, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.get_cob_run(session=session, business_date=business_date)
+
+
+@router.get(
+    "/loans/{loan_id}/collections",
+    responses=ERRORS,
+    summary="DPD bucket, CBN class and provision, dunning history, promises to pay, write-off proposal",
+)
+async def loan_collections(loan_id: uuid.UUID, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.loan_collections(session=session, loan_id=loan_id)
+
+
+@router.post(
+    "/loans/{loan_id}/promises-to-pay",
+    status_code=201,
+    responses={409: {"description": "not in repayment, or a promise is already open", **PROBLEM}, **ERRORS},
+    summary="Record a promise to pay: dunning pauses until the promised date, resumes if it is missed",
+)
+async def add_promise(
+    loan_id: uuid.UUID, body: PromiseToPayIn, principal: Manage, db: DatabaseDep, collections: CollectionsDep
+) -> JSONResponse:
+    async with db.partner_session(principal.partner_id) as session:
+        loan = await usecases.find_loan(session, loan_id)
+    # payments after this moment count towards the promise: read `repaid` from the chain itself
+    head = await collections.chain.head_timestamp()
+    snapshots = await collections.chain.snapshots([loan.chain_loan_id], head)
+    snapshot = snapshots[loan.chain_loan_id]
+    repaid_now = None if isinstance(snapshot, ChainReadError) else snapshot.repaid
+    async with db.partner_session(principal.partner_id) as session:
+        view = await usecases.add_promise(
+            session=session,
+            loan_id=loan_id,
+            amount=body.amount.value,
+            currency=body.amount.currency,
+            promised_date=body.promised_date,
+            today=collections.today(),
+            created_by=principal.subject,
+            repaid_now=repaid_now,
+        )
+    return JSONResponse(view, status_code=201)
+
+
+@router.get("/collections/write-off-proposals", responses=ERRORS)
+async def write_off_proposals(principal: Manage, db: DatabaseDep) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        return {"data": await usecases.write_off_proposals(session=session)}
