@@ -324,6 +324,22 @@ class CollectionsSettings(_Group):
     rpc_batch_size: int = Field(default=300, ge=1)
 
 
+class MoneySettings(_Group):
+    """Payouts (disbursement:8003) and incoming payments (repayment:8004)."""
+
+    # a payout retries after a conclusive failure, under its one reference, this many times in all
+    payout_max_attempts: int = Field(default=5, ge=1)
+    # the n-th retry waits min(base * 2**(n-1), max) seconds
+    payout_retry_base_s: float = Field(default=60.0, ge=0)
+    payout_retry_max_s: float = Field(default=3_600.0, ge=0)
+    # a transfer without a webhook is verified with the rail after this long (lost webhooks)
+    payout_verify_after_s: float = Field(default=30.0, ge=0)
+    worker_poll_s: float = Field(default=0.5, gt=0)
+    worker_batch: int = Field(default=20, ge=1)
+    # the name on a transfer recipient when the payout account carries none
+    default_account_name: str = "CaaS borrower"
+
+
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
     format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
@@ -381,6 +397,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     collections: CollectionsSettings = Field(default_factory=CollectionsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    money: MoneySettings = Field(default_factory=MoneySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ and errors `{"status": false, "message", "type", "code"}`. Amounts are integer k
 Behaviour the backend relies on:
 - A transfer reference is unique: the same reference with the same payout returns the transfer
   already made (never a second one); the same reference for a different payout is refused.
+  Only a transfer that conclusively failed (or was reversed) may be retried under its reference.
 - A recipient for an account number that exists is the existing recipient.
 - A queued transfer settles by itself after `transfer_delay_s` and Paystack's webhook follows
   (`transfer.success` / `transfer.failed` / `transfer.reversed`), unless a scenario said the next
@@ -45,6 +46,8 @@ from offchain.rails.simulator.config import SimulatorConfig
 from offchain.rails.simulator.delivery import Dispatcher
 
 Outcome = Literal["success", "failed", "reversed", "stall"]
+# a transfer in one of these states may be initiated again with the same reference
+RETRYABLE = ("failed", "reversed")
 REFERENCE = re.compile(r"[a-z0-9_-]{1,100}")
 INTEGRATION_ID = 463433
 BUSINESS_NAME = "CaaS Simulator"
@@ -136,6 +139,7 @@ class PaystackSim:
         self.customers: dict[str, dict[str, Any]] = {}
         self.accounts: dict[str, dict[str, Any]] = {}  # dedicated accounts by account number
         self.balances: dict[str, int] = {"NGN": self.config.opening_balance}
+        self.retried: dict[str, int] = {}  # retries of failed/reversed transfers, by reference
         self.rules = []
 
     def _id(self) -> int:
@@ -152,11 +156,21 @@ class PaystackSim:
             "customers": self.customers,
             "accounts": self.accounts,
             "balances": self.balances,
+            "retried": self.retried,
             "next_id": next(self._ids),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        for name in ("recipients", "transfers", "plans", "transactions", "customers", "accounts", "balances"):
+        for name in (
+            "recipients",
+            "transfers",
+            "plans",
+            "transactions",
+            "customers",
+            "accounts",
+            "balances",
+            "retried",
+        ):
             setattr(self, name, dict(data.get(name, {})))
         self._ids = itertools.count(int(data.get("next_id", 1)))
         # transfers that were in flight when the simulator stopped settle now, as Paystack's would
@@ -235,9 +249,13 @@ class PaystackSim:
                 currency,
             ):
                 raise PaystackApiError(400, "Duplicate Transfer Reference", code="duplicate_reference")
-            if self.config.duplicate_reference == "reject":
-                raise PaystackApiError(400, "Duplicate Transfer Reference", code="duplicate_reference")
-            return _status_message(existing["status"]), _initiate_view(existing)
+            if existing["status"] not in RETRYABLE:
+                if self.config.duplicate_reference == "reject":
+                    raise PaystackApiError(400, "Duplicate Transfer Reference", code="duplicate_reference")
+                return _status_message(existing["status"]), _initiate_view(existing)
+            # A failed or reversed transfer may be retried under its own reference: the money is
+            # back in the balance, so this is a new attempt, never a second payout.
+            self.retried[reference] = self.retried.get(reference, 0) + 1
         if self.balances.get(currency, 0) < amount:
             raise PaystackApiError(
                 400, "Your balance is not enough to fulfil this request", code="insufficient_balance"

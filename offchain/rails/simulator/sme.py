@@ -74,18 +74,24 @@ class SmeSim:
         self.dispatcher = dispatcher
         self.keys: list[SigningKey] = [SigningKey.generate()]
         self.notifications: list[dict[str, Any]] = []
+        self.payments: dict[str, dict[str, Any]] = {}  # by reference, as GET /sme/payments/{ref} shows
 
     @property
     def current_key(self) -> SigningKey:
         return self.keys[-1]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"keys": [k.to_json() for k in self.keys], "notifications": self.notifications}
+        return {
+            "keys": [k.to_json() for k in self.keys],
+            "notifications": self.notifications,
+            "payments": self.payments,
+        }
 
     def restore(self, data: dict[str, Any]) -> None:
         if data.get("keys"):
             self.keys = [SigningKey.from_json(k) for k in data["keys"]]
         self.notifications = list(data.get("notifications", []))
+        self.payments = dict(data.get("payments", {}))
 
     def rotate(self, *, retire_previous: bool = False) -> SigningKey:
         new = SigningKey.generate()
@@ -184,6 +190,9 @@ class SmeSim:
         for optional in ("loan_id", "user_id", "account_number"):
             if body.get(optional):
                 data[optional] = str(body[optional])
+        if data["reference"] in self.payments:
+            raise HTTPException(409, "a payment with this reference exists")
+        self.payments[data["reference"]] = {**data, "status": "successful"}
         return self.send_event(events.PAYMENT_RECEIVED, data, reference=data["reference"])
 
     def notify(self, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
@@ -232,6 +241,14 @@ def sme_router(sim: SmeSim) -> APIRouter:
     @router.get("/aml/{user_id}")
     async def aml(user_id: str) -> dict[str, Any]:
         return profiles.aml_screen(user_id, screened_at=datetime.now(UTC))
+
+    @router.get("/payments/{reference}")
+    async def payment(reference: str) -> dict[str, Any]:
+        """The SME payments service's record of a payment: what the backend verifies events with."""
+        record = sim.payments.get(reference)
+        if record is None:
+            raise HTTPException(404, "payment not found")
+        return record
 
     @router.post("/notifications", status_code=202)
     async def notifications(request: Request) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from offchain.platform.auth import JwtVerifier
 from offchain.platform.ratelimit import PartnerRateLimiter
 from offchain.platform.settings import Settings, get_settings
 from offchain.rails.sme.auth import JwksClient
-from offchain.services.gateway import sme_events
+from offchain.services.disbursement.routes import router as payout_routes
+from offchain.services.gateway import paystack_webhooks, sme_events
 from offchain.services.gateway.routes import router
 from offchain.services.registry import SERVICES
+from offchain.services.repayment.routes import router as payment_routes
 
 
 class RateLimitHeaders:
@@ -44,7 +46,11 @@ class RateLimitHeaders:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(SERVICES["gateway"], settings, routers=[router, sme_events.router])
+    app = create_service_app(
+        SERVICES["gateway"],
+        settings,
+        routers=[router, sme_events.router, paystack_webhooks.router, payout_routes, payment_routes],
+    )
     # HS256 with the shared secret, and RS256 against the SME auth service's JWKS when one is
     # configured (JWKS_URL, or the SME auth/simulator URL); keys are cached and refetched on rotation.
     app.state.jwt_verifier = JwtVerifier(

@@ -1,13 +1,139 @@
-"""repayment service: the ASGI app. Its business routes are added here as they are built."""
+"""repayment service (8004): Paystack and SME payment intake, matching, on-chain recording, reversals.
+
+Background jobs:
+- `intake`: paystack.charge.success and sme.payment.received -> verify with the provider ->
+  match -> ledger hold + record_repayment intent (one transaction; duplicates have no effect);
+- `chain`: the LoanBook's answers -> postings and partner events: RepaymentRecorded (hold
+  posted, interest earned, credit.repayment.received), RepaymentReversed (postings reversed),
+  LateFeeAssessed (fee income), LoanWrittenOff (credit loss), LoanRepaid / LoanDefaulted
+  (partner events), and refused intents (money to suspense).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from offchain.platform.app import create_service_app
+from offchain.chain.contracts import Deployment
+from offchain.eventbus.idempotent import claim_event
+from offchain.eventbus.messages import Event
+from offchain.eventbus.service import run_consumer
+from offchain.platform.app import AppResources, create_service_app
+from offchain.platform.logging import get_logger
 from offchain.platform.settings import Settings
+from offchain.rails.paystack.client import PaystackClient
+from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
+from offchain.services.repayment import intake, payments
+from offchain.services.repayment.routes import router
+
+log = get_logger(__name__)
+
+INTAKE_TOPICS = ("paystack.charge.success", "sme.payment.received")
+CHAIN_TOPICS = (
+    "chain.RepaymentRecorded",
+    "chain.RepaymentReversed",
+    "chain.LateFeeAssessed",
+    "chain.LoanWrittenOff",
+    "chain.LoanRepaid",
+    "chain.LoanDefaulted",
+    "tx.reverted",
+    "tx.failed",
+)
+
+
+def deployment_of(resources: AppResources) -> Deployment:
+    path = resources.settings.chain.deployment_file
+    if not path:
+        raise RuntimeError("repayment needs DEPLOYMENT_FILE (the LoanBook it records payments on)")
+    return Deployment.load(path)
+
+
+@asynccontextmanager
+async def _requirements(resources: AppResources):  # type: ignore[no-untyped-def]
+    if resources.db is None:
+        raise RuntimeError("repayment needs DATABASE_URL")
+    yield resources.db, deployment_of(resources)
+
+
+async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
+    async with _requirements(resources) as (db, deployment):
+        paystack = PaystackClient.from_settings(resources.settings.rails, http=resources.http)
+        sme = SmePaymentsClient.from_settings(resources.settings.rails, http=resources.http)
+
+        async def handle(event: Event) -> None:
+            data = dict((event.payload or {}).get("data") or {})
+            try:
+                if event.topic == "paystack.charge.success":
+                    found = await intake.verified_paystack_charge(paystack, data)
+                else:
+                    found = await intake.verified_sme_payment(sme, data)
+            except intake.NotPaid as refusal:
+                log.warning("payment.not_confirmed", topic=event.topic, reason=str(refusal))
+                return
+            payment, record, channel, paid_at = found
+            async with db.worker_session() as session:
+                result = await payments.receive(
+                    session,
+                    payment,
+                    deployment=deployment,
+                    provider_record=record,
+                    channel=channel,
+                    paid_at=paid_at,
+                )
+            log.info(
+                "payment.intake", reference=payment.reference, status=result.status, created=result.created
+            )
+
+        await run_consumer(resources, stop, group="repayment.intake", topics=INTAKE_TOPICS, handler=handle)
+
+
+async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
+    async with _requirements(resources) as (db, _deployment):
+
+        async def handle(event: Event) -> None:
+            payload = event.payload or {}
+            args = payload.get("args") or {}
+            loan = str(payload.get("loan_id") or "").lower()
+            async with db.worker_session() as session:
+                match event.topic:
+                    case "chain.RepaymentRecorded":
+                        await payments.on_repayment_recorded(session, args, tx_hash=payload.get("tx_hash"))
+                    case "chain.RepaymentReversed":
+                        await payments.on_repayment_reversed(session, args)
+                    case "chain.LateFeeAssessed":
+                        await payments.on_late_fee(session, loan, args)
+                    case "chain.LoanWrittenOff":
+                        await payments.on_written_off(session, loan)
+                    case "chain.LoanRepaid" | "chain.LoanDefaulted":
+                        topic = (
+                            payments.LOAN_REPAID
+                            if event.topic.endswith("Repaid")
+                            else payments.LOAN_DEFAULTED
+                        )
+                        # a loan can repay, reopen (reversal) and repay again: one notice per block event
+                        if await claim_event(
+                            session,
+                            consumer=f"repayment.{topic}",
+                            event_id=f"{loan}:{payload.get('block_number')}",
+                        ):
+                            await payments.notify_loan_closed(
+                                session, loan, topic, {"tx_hash": payload.get("tx_hash")}
+                            )
+                    case "tx.reverted" | "tx.failed":
+                        key = str(payload.get("idempotency_key") or "")
+                        if key.startswith(("repay:", "reverse:")):
+                            await payments.on_intent_refused(session, key, payload.get("revert_reason"))
+
+        await run_consumer(resources, stop, group="repayment.chain", topics=CHAIN_TOPICS, handler=handle)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SERVICES["repayment"], settings)
+    return create_service_app(
+        SERVICES["repayment"],
+        settings,
+        routers=[router],
+        background={"intake": intake_worker, "chain": chain_worker},
+    )

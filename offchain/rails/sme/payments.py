@@ -1,0 +1,81 @@
+"""SME payments service adapter: verify a payment the SME platform reported (`sme.payment.received`).
+
+The signed event says money arrived; before it is recorded on chain the payments service is
+asked for its own record of the reference (amount, currency, status), as with Paystack's verify.
+Reads only, so bounded retries with backoff are always safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from offchain.platform.settings import RailsSettings
+
+
+class SmePaymentNotFound(LookupError):
+    pass
+
+
+class SmePaymentsUnavailable(RuntimeError):
+    pass
+
+
+class SmePayment(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    reference: str
+    amount: int = Field(strict=True, gt=0)
+    currency: str
+    status: str
+    method: str | None = None
+    loan_id: str | None = None
+    account_number: str | None = None
+    paid_at: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in ("successful", "success")
+
+
+class SmePaymentsClient:
+    def __init__(self, base_url: str, *, http: httpx.AsyncClient, attempts: int = 3) -> None:
+        self._base = base_url.rstrip("/")
+        self._http = http
+        self._attempts = attempts
+
+    @classmethod
+    def from_settings(cls, rails: RailsSettings, *, http: httpx.AsyncClient) -> SmePaymentsClient:
+        base = rails.sme_service_urls()["payments"]
+        if not base:
+            raise SmePaymentsUnavailable(
+                "SME payments is not configured: set SME_PAYMENTS_URL or SIMULATOR_URL"
+            )
+        return cls(base, http=http)
+
+    async def verify(self, reference: str) -> SmePayment:
+        url = f"{self._base}/sme/payments/{quote(reference, safe='')}"
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            retry=retry_if_exception_type(SmePaymentsUnavailable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    response = await self._http.get(url, timeout=httpx.Timeout(5.0, connect=2.0))
+                except httpx.HTTPError as error:
+                    raise SmePaymentsUnavailable(f"SME payments unreachable: {error}") from error
+                if response.status_code == 404:
+                    raise SmePaymentNotFound(reference)
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise SmePaymentsUnavailable(f"SME payments answered {response.status_code}")
+                response.raise_for_status()
+                body: Any = response.json()
+                return SmePayment.model_validate(body)
+        raise AssertionError("unreachable")  # pragma: no cover

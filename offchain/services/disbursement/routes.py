@@ -1,0 +1,87 @@
+"""Payout routes: a loan's payout as the rail and the ledger see it, and an operator's retry."""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency annotations.
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import select
+
+from offchain.persistence.money import Payout
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep
+from offchain.platform.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["payouts"])
+Disburser = Annotated[Principal, Depends(auth.require(auth.DISBURSEMENT_EXECUTE))]
+PROBLEM = {"content": {"application/problem+json": {}}}
+NOT_FOUND = "urn:caas:problem:not-found"
+
+
+def payout_view(payout: Payout) -> dict[str, Any]:
+    return {
+        "loan_id": str(payout.loan_id),
+        "chain_loan_id": payout.chain_loan_id,
+        "status": payout.status,
+        "rail": payout.rail,
+        "reference": payout.reference,
+        "method": payout.method,
+        "amount": {"value": payout.amount, "currency": payout.currency},
+        "attempt": payout.attempt,
+        "provider_status": payout.provider_status,
+        "last_error": payout.last_error,
+        "next_attempt_at": payout.next_attempt_at.isoformat() if payout.next_attempt_at else None,
+        "recorded_on_chain": payout.disbursed_tx is not None,
+        "disbursed_tx": payout.disbursed_tx,
+    }
+
+
+@router.get(
+    "/payouts/{loan_id}",
+    responses={404: {"description": "no payout for this loan (yet)", **PROBLEM}},
+    summary="A loan's payout: status, attempts, rail reference, chain record",
+)
+async def get_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        payout = await session.get(Payout, loan_id)
+        if payout is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+        return payout_view(payout)
+
+
+@router.post(
+    "/payouts/{loan_id}/retry",
+    responses={
+        404: {"description": "no payout for this loan", **PROBLEM},
+        409: {"description": "the payout is not abandoned: nothing to retry", **PROBLEM},
+    },
+    summary="Send an abandoned payout again (same reference; a fresh set of attempts)",
+)
+async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
+    from offchain.services.disbursement.payouts import hold_id, lock_payout, place_hold
+
+    async with db.partner_session(principal.partner_id) as session:
+        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+    async with db.worker_session() as session:
+        payout = await lock_payout(session, loan_id)
+        assert payout is not None
+        if payout.status != "abandoned":
+            raise Problem(
+                409,
+                "urn:caas:problem:payout-not-retryable",
+                title="Payout not retryable",
+                detail=f"the payout is {payout.status}; only an abandoned payout is retried by hand",
+                errors=[{"field": "loan_id", "reason": f"payout status is {payout.status}"}],
+            )
+        payout.attempt += 1
+        payout.status = "queued"
+        payout.next_attempt_at = datetime.now(UTC)
+        payout.last_error = f"retried by {principal.subject}"
+        await place_hold(session, payout)
+        view = payout_view(payout)
+        view["hold"] = hold_id(payout.loan_id, payout.attempt)
+        return view

@@ -1,0 +1,197 @@
+"""Payment routes: suspense (unmatched money) and matching it by hand, chargebacks, payment references.
+
+Unmatched money belongs to no partner yet: it is listed to any holder of
+`credit:collection:manage` with only what identifies the payment (no payer identity), and can be
+matched only to a loan of the caller's own partner.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency annotations.
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from offchain.chain.contracts import Deployment
+from offchain.persistence.models import Loan
+from offchain.persistence.money import Payment
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep
+from offchain.platform.problems import Problem
+from offchain.services.repayment import payments
+
+router = APIRouter(prefix="/v1", tags=["payments"])
+Collector = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
+PROBLEM = {"content": {"application/problem+json": {}}}
+NOT_FOUND = "urn:caas:problem:not-found"
+
+
+class MatchIn(BaseModel):
+    loan_id: uuid.UUID
+
+
+class ReverseIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+
+
+def payment_view(row: Payment) -> dict[str, Any]:
+    money = lambda value: {"value": value, "currency": row.currency}  # noqa: E731
+    return {
+        "id": str(row.id),
+        "provider": row.provider,
+        "reference": row.provider_reference,
+        "payment_ref": row.payment_ref,
+        "status": row.status,
+        "loan_id": str(row.loan_id) if row.loan_id else None,
+        "match_method": row.match_method,
+        "amount": money(row.amount),
+        "applied": money(row.applied),
+        "excess": money(row.excess),
+        "detail": row.detail,
+        "paid_at": row.paid_at.isoformat() if row.paid_at else None,
+        "recorded_tx": row.recorded_tx,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }
+
+
+def _deployment(request: Request) -> Deployment:
+    path = request.app.state.settings.chain.deployment_file
+    if not path:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+    return Deployment.load(path)
+
+
+async def _own_loan(db: Any, principal: Principal, loan_id: uuid.UUID) -> Loan:
+    async with db.partner_session(principal.partner_id) as session:
+        loan = await session.get(Loan, loan_id)
+    if loan is None:
+        raise Problem(
+            404,
+            NOT_FOUND,
+            title="Loan not found",
+            detail=f"no loan {loan_id}",
+            errors=[{"field": "loan_id", "reason": "unknown loan"}],
+        )
+    return loan
+
+
+@router.get("/payments", summary="Payments: the partner's own, or unmatched ones (?status=unmatched)")
+async def list_payments(
+    principal: Collector,
+    db: DatabaseDep,
+    status: Annotated[str | None, Query(pattern=r"^[a-z_]{1,20}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    if status == "unmatched":
+        async with db.worker_session() as session:
+            rows = (
+                await session.execute(
+                    select(Payment)
+                    .where(Payment.status == "unmatched")
+                    .order_by(Payment.created_at)
+                    .limit(limit)
+                )
+            ).scalars()
+            return {"data": [{**payment_view(r), "loan_id": None} for r in rows]}
+    async with db.partner_session(principal.partner_id) as session:
+        query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
+        if status:
+            query = query.where(Payment.status == status)
+        return {"data": [payment_view(r) for r in (await session.execute(query)).scalars()]}
+
+
+@router.get(
+    "/payments/{payment_id}",
+    responses={404: {"description": "unknown payment", **PROBLEM}},
+    summary="One payment",
+)
+async def get_payment(payment_id: uuid.UUID, principal: Collector, db: DatabaseDep) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        row = await session.get(Payment, payment_id)
+    if row is None:
+        raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+    return payment_view(row)
+
+
+@router.post(
+    "/payments/{payment_id}/match",
+    responses={
+        404: {"description": "unknown payment or loan", **PROBLEM},
+        409: {"description": "the payment is not in suspense", **PROBLEM},
+    },
+    summary="Match money in suspense to one of the partner's loans",
+)
+async def match_payment(
+    payment_id: uuid.UUID, body: MatchIn, principal: Collector, db: DatabaseDep, request: Request
+) -> dict[str, Any]:
+    await _own_loan(db, principal, body.loan_id)
+    deployment = _deployment(request)
+    async with db.worker_session() as session:
+        row = (
+            await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())
+        ).scalar_one_or_none()
+        if row is None:
+            raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        if row.status != "unmatched":
+            raise Problem(
+                409,
+                "urn:caas:problem:payment-not-in-suspense",
+                title="Payment not in suspense",
+                detail=f"the payment is {row.status}",
+                errors=[{"field": "payment_id", "reason": f"status is {row.status}"}],
+            )
+        await payments.match_by_hand(session, row, loan_id=body.loan_id, deployment=deployment)
+        return payment_view(row)
+
+
+@router.post(
+    "/payments/{payment_id}/reverse",
+    status_code=202,
+    responses={
+        404: {"description": "unknown payment", **PROBLEM},
+        409: {"description": "the payment is not recorded on chain", **PROBLEM},
+    },
+    summary="A chargeback: reverse a recorded payment on chain, then in the ledger",
+)
+async def reverse_payment(
+    payment_id: uuid.UUID, body: ReverseIn, principal: Collector, db: DatabaseDep, request: Request
+) -> dict[str, Any]:
+    deployment = _deployment(request)
+    async with db.partner_session(principal.partner_id) as session:
+        visible = await session.get(Payment, payment_id)
+    if visible is None:
+        raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+    async with db.worker_session() as session:
+        row = (
+            await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())
+        ).scalar_one()
+        try:
+            await payments.request_reversal(session, row, reason=body.reason, deployment=deployment)
+        except ValueError as refusal:
+            raise Problem(
+                409,
+                "urn:caas:problem:payment-not-reversible",
+                title="Payment not reversible",
+                detail=str(refusal),
+                errors=[{"field": "payment_id", "reason": str(refusal)}],
+            ) from refusal
+        return payment_view(row)
+
+
+@router.post(
+    "/loans/{loan_id}/payment-references",
+    status_code=201,
+    responses={404: {"description": "unknown loan", **PROBLEM}},
+    summary="Issue a payment reference for the borrower to quote",
+)
+async def issue_payment_reference(
+    loan_id: uuid.UUID, principal: Collector, db: DatabaseDep
+) -> dict[str, Any]:
+    loan = await _own_loan(db, principal, loan_id)
+    async with db.worker_session() as session:
+        await payments.lock_loan(session, loan.id)
+        reference = await payments.issue_reference(session, loan)
+    return {"loan_id": str(loan_id), "reference": reference}

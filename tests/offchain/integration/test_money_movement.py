@@ -1,0 +1,305 @@
+"""Money movement end to end: an approved loan is paid out through the simulated rail, goes ACTIVE,
+is repaid by Paystack charges (one delivered twice, one sent ten times at once, one too large),
+reaches REPAID, and the ledger matches the chain to the kobo.
+
+Real everything: the gateway serves HTTP on a free port (the simulator's webhooks reach it), the
+other services run in this event loop on a fresh database, Redis and Anvil.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from journey_support import approved_loan, chain_settings, loan_state, until
+from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
+from sqlalchemy import select, text
+from web3 import Web3
+
+from offchain.chain.contracts import Deployment
+from offchain.domain import ledger as accounts
+from offchain.domain import money_movement as mm
+from offchain.persistence import ledger as journal
+from offchain.persistence.money import Payment, Payout
+from offchain.platform import auth
+from offchain.platform.db import Database
+from offchain.platform.settings import Settings
+from offchain.rails.paystack.webhooks import sign
+from offchain.rails.simulator.app import create_app as simulator_app
+from offchain.rails.simulator.config import SimulatorConfig
+from offchain.services.disbursement.app import create_app as disbursement_app
+from offchain.services.gateway.app import create_app as gateway_app
+from offchain.services.orchestration.app import create_app as orchestration_app
+from offchain.services.repayment.app import create_app as repayment_app
+from offchain.services.underwriting.app import create_app as underwriting_app
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def money_settings(make_database, redis_url, stream_prefix, anvil_url, tmp_path: Path) -> Settings:
+    settings = chain_settings(
+        database_url=make_database(),
+        redis_url=redis_url,
+        stream_prefix=f"{stream_prefix}-money-{uuid.uuid4().hex[:6]}",
+        anvil_url=anvil_url,
+        out_dir=tmp_path,
+    )
+    return settings.model_copy(
+        update={
+            "money": settings.money.model_copy(
+                update={"payout_retry_base_s": 0.2, "payout_verify_after_s": 2.0, "worker_poll_s": 0.1}
+            )
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings, free_port):  # type: ignore[no-untyped-def]
+    gateway_port = free_port()
+    config = SimulatorConfig(
+        paystack_secret_key=PAYSTACK_SECRET,
+        sme_events_secret=SME_SECRET,
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+    )
+    with ServerThread(simulator_app(config), free_port()) as simulator:
+        settings = settings.model_copy(
+            update={"rails": settings.rails.model_copy(update={"simulator_url": simulator.url})}
+        )
+        with ServerThread(gateway_app(settings), gateway_port) as gateway:
+            apps = [
+                underwriting_app(settings),
+                orchestration_app(settings),
+                disbursement_app(settings),
+                repayment_app(settings),
+            ]
+            async with contextlib.AsyncExitStack() as stack:
+                for app in apps:
+                    await stack.enter_async_context(app.router.lifespan_context(app))
+                client = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url, timeout=30))
+                sim = await stack.enter_async_context(httpx.AsyncClient(base_url=simulator.url, timeout=30))
+                yield settings, client, sim
+
+
+def _partner_headers(settings: Settings) -> dict[str, str]:
+    secret = settings.auth.jwt_secret.get_secret_value()
+    return {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
+
+
+async def _charge(sim: httpx.AsyncClient, **body) -> dict:  # type: ignore[no-untyped-def]
+    answer = await sim.post("/simulate/charge", json={"currency": "NGN", **body})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+async def test_payout_repayments_ledger_reconciles(money_settings: Settings, free_port) -> None:
+    async with running_stack(money_settings, free_port) as (settings, client, sim):
+        headers = _partner_headers(settings)
+        approved = await approved_loan(client, headers, external_id="money-1")
+        loan_id = approved["loan_id"]
+
+        # -- payout: hold -> transfer -> transfer.success -> record_disbursement -> ACTIVE
+        loan = await loan_state(client, headers, loan_id, "ACTIVE", within_s=90)
+        payout = (await client.get(f"/v1/payouts/{loan_id}", headers={**headers})).json()
+        assert payout["status"] == "succeeded", payout
+        transfers = [
+            t for t in (await sim.get("/simulate/transfers")).json() if t["reference"] == payout["reference"]
+        ]
+        assert [t["status"] for t in transfers] == ["success"]
+        total_due = loan["outstanding"]["value"]
+        chain_loan_id = loan["chain_loan_id"]
+
+        # -- webhook intake refusals change nothing
+        tampered_body = json.dumps(
+            {"event": "charge.success", "data": {"reference": "x", "amount": 1}}
+        ).encode()
+        tampered = await client.post(
+            "/v1/webhooks/paystack",
+            content=tampered_body,
+            headers={"x-paystack-signature": sign(tampered_body + b" ", PAYSTACK_SECRET)},
+        )
+        assert tampered.status_code == 401
+        assert tampered.headers["content-type"] == "application/problem+json"
+        unknown_body = json.dumps({"event": "subscription.create", "data": {"id": 1}}).encode()
+        unknown = await client.post(
+            "/v1/webhooks/paystack",
+            content=unknown_body,
+            headers={"x-paystack-signature": sign(unknown_body, PAYSTACK_SECRET)},
+        )
+        assert unknown.status_code == 200 and unknown.json()["status"] == "ignored"
+
+        # -- repayment 1: named by metadata.loan_id, delivered twice by the rail
+        first = total_due // 3
+        await sim.post(
+            "/simulate/scenario", json={"webhook": {"fault": "duplicate", "event": "charge.success"}}
+        )
+        await _charge(sim, amount=first, loan_id=loan_id, reference="money-rp-1")
+
+        # -- repayment 2: the same signed delivery ten times at once
+        await sim.post("/simulate/scenario", json={"webhook": {"fault": "drop", "event": "charge.success"}})
+        charged = await _charge(sim, amount=first, loan_id=chain_loan_id, reference="money-rp-2")
+        delivery = json.dumps(
+            {
+                "event": "charge.success",
+                "data": {k: v for k, v in charged["transaction"].items() if k != "paidAt"},
+            }
+        ).encode()
+        signature = sign(delivery, PAYSTACK_SECRET)
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/webhooks/paystack", content=delivery, headers={"x-paystack-signature": signature}
+                )
+                for _ in range(10)
+            )
+        )
+        statuses = sorted(a.json()["status"] for a in answers)
+        assert [a.status_code for a in answers] == [200] * 10
+        assert statuses == ["accepted"] + ["duplicate"] * 9, statuses
+
+        # -- repayment 3: more than is left; the excess is the borrower's credit
+        rest = total_due - 2 * first
+        await _charge(sim, amount=rest + 1_000_00, loan_id=loan_id, reference="money-rp-3")
+
+        await loan_state(client, headers, loan_id, "REPAID", within_s=90)
+
+        db = Database.from_settings(settings.database)
+        try:
+
+            async def settled():  # type: ignore[no-untyped-def]
+                async with db.worker_session() as session:
+                    rows = list(
+                        (
+                            await session.execute(select(Payment).order_by(Payment.provider_reference))
+                        ).scalars()
+                    )
+                return rows if rows and all(r.status == "recorded" for r in rows) and len(rows) == 3 else None
+
+            rows = await until(settled, within_s=60)
+            assert [(r.provider_reference, r.applied, r.excess) for r in rows] == [
+                ("money-rp-1", first, 0),
+                ("money-rp-2", first, 0),
+                ("money-rp-3", rest, 1_000_00),
+            ]
+            # on chain: each payment exactly once
+            deployment = Deployment.load(settings.chain.deployment_file)
+            w3 = Web3(Web3.HTTPProvider(settings.chain.rpc_url))
+            book = deployment.loan_book(w3)
+            for row in rows:
+                assert book.functions.is_payment_recorded(bytes.fromhex(row.payment_ref[2:])).call()
+            chain_id = bytes.fromhex(chain_loan_id[2:])
+            assert book.functions.outstanding(chain_id).call() == 0
+
+            async with db.worker_session() as session:
+                recorded = (
+                    await session.execute(
+                        text(
+                            "SELECT count(*) FROM caas_chain_events WHERE event = 'RepaymentRecorded' AND loan_id = :l"
+                        ),
+                        {"l": chain_loan_id},
+                    )
+                ).scalar_one()
+                assert recorded == 3
+                receivable = await journal.balance(session, accounts.loan_receivable(loan_id), "NGN")
+                unearned = await journal.balance(session, accounts.loan_unearned_income(loan_id), "NGN")
+                clearing = await journal.balance(session, accounts.rail_clearing(mm.PAYSTACK), "NGN")
+                assert receivable.posted == 0 and receivable.pending_credits == 0
+                assert unearned.posted == 0
+                assert clearing.posted == total_due + 1_000_00
+                for line in await journal.trial_balance(session):
+                    assert line.balanced, line
+                payout_row = await session.get(Payout, uuid.UUID(loan_id))
+                assert payout_row is not None and payout_row.disbursed_tx is not None
+                events = dict(
+                    (
+                        await session.execute(
+                            text(
+                                "SELECT topic, count(*) FROM caas_outbox WHERE topic LIKE 'credit.%' "
+                                "AND topic NOT LIKE 'credit.application.%' GROUP BY topic"
+                            )
+                        )
+                    ).all()
+                )
+            assert events["credit.disbursement.completed"] == 1
+            assert events["credit.repayment.received"] == 3
+            assert events["credit.loan.repaid"] == 1
+        finally:
+            await db.dispose()
+
+
+async def _payout_outcome(settings: Settings, loan_id: str) -> dict:
+    """What a payout ends as: its row, its ledger effect, the chain."""
+    db = Database.from_settings(settings.database)
+    try:
+        async with db.worker_session() as session:
+            payout = await session.get(Payout, uuid.UUID(loan_id))
+            assert payout is not None
+            receivable = await journal.balance(session, accounts.loan_receivable(loan_id), "NGN")
+            funding = await journal.balance(session, accounts.partner_funding(str(payout.partner_id)), "NGN")
+            return {
+                "status": payout.status,
+                "attempt": payout.attempt,
+                "reference": payout.reference,
+                "chain_requested": payout.chain_requested,
+                "receivable": receivable.posted,
+                "receivable_pending": receivable.pending_debits,
+                "funding_for_this_loan": payout.amount,
+                "funding_posted": funding.posted,
+            }
+    finally:
+        await db.dispose()
+
+
+async def test_failed_then_retried_and_reversals_in_either_order(money_settings: Settings, free_port) -> None:
+    async with running_stack(money_settings, free_port) as (settings, client, sim):
+        headers = _partner_headers(settings)
+        outcomes = {}
+        scenarios = {
+            # the bank refuses the first transfer; the retry goes out under the same reference
+            "failed-once": {"transfer": {"outcome": "failed"}},
+            # paid, then reversed 3 s later, webhooks in the order they happened
+            "reversed-in-order": {"transfer": {"outcome": "reversed", "delay_s": 3.0}},
+            # paid then reversed, but transfer.reversed reaches us before transfer.success
+            "reversed-reordered": {
+                "transfer": {"outcome": "reversed", "delay_s": 0.5},
+                "webhook": {"fault": "reorder", "event": "transfer.success", "hold_s": 10},
+            },
+        }
+        for name, scenario in scenarios.items():
+            # rules apply to the next transfer (and webhook): this loan's, the only one in flight
+            assert (await sim.post("/simulate/scenario", json=scenario)).status_code == 200
+            approved = await approved_loan(client, headers, external_id=f"payout-{name}")
+            loan_id = approved["loan_id"]
+            await loan_state(client, headers, loan_id, "ACTIVE", within_s=120)
+
+            async def paid(loan_id: str = loan_id):  # type: ignore[no-untyped-def]
+                outcome = await _payout_outcome(settings, loan_id)
+                # every scenario ends paid by the second transfer under the same reference
+                settled = outcome["status"] == "succeeded" and outcome["attempt"] == 2
+                return outcome if settled and not outcome["receivable_pending"] else None
+
+            outcomes[name] = await until(paid, within_s=60)
+            transfers = (await sim.get("/simulate/transfers")).json()
+            mine = [t for t in transfers if t["reference"] == outcomes[name]["reference"]]
+            assert [t["status"] for t in mine] == ["success"], (name, mine)
+            await sim.delete("/simulate/scenario")
+
+        total_due = (await client.get(f"/v1/loans/{approved['loan_id']}", headers=headers)).json()[
+            "outstanding"
+        ]
+        for name, outcome in outcomes.items():
+            # one payout's worth in the ledger, whatever the rail did on the way
+            assert outcome["receivable"] == total_due["value"], (name, outcome)
+            assert outcome["chain_requested"] is True
+            # the scenario really happened: the first transfer did not pay, the second did
+            assert outcome["attempt"] == 2, (name, outcome)
+        # all three loans funded by one partner: exactly three principals, nothing twice
+        assert (
+            outcomes["reversed-reordered"]["funding_posted"]
+            == 3 * outcomes["failed-once"]["funding_for_this_loan"]
+        )
