@@ -1,13 +1,18 @@
-"""analytics service: the ASGI app. Its business routes are added here as they are built."""
+"""analytics service (8009): portfolio figures per partner, as JSON, CSV or SVG charts."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from offchain.platform.app import create_service_app
-from offchain.platform.settings import Settings
+from offchain.platform.settings import Settings, get_settings
+from offchain.services.analytics.routes import router
+from offchain.services.collections.app import partner_auth
 from offchain.services.registry import SERVICES
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SERVICES["analytics"], settings)
+    settings = settings or get_settings()
+    app = create_service_app(SERVICES["analytics"], settings, routers=[router])
+    partner_auth(app, settings)
+    return app

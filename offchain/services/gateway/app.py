@@ -11,6 +11,8 @@ from offchain.platform.auth import JwtVerifier
 from offchain.platform.ratelimit import PartnerRateLimiter
 from offchain.platform.settings import Settings, get_settings
 from offchain.rails.sme.auth import JwksClient
+from offchain.services.analytics import routes as analytics_routes
+from offchain.services.collections import routes as collections_routes
 from offchain.services.disbursement.routes import router as payout_routes
 from offchain.services.gateway import paystack_webhooks, sme_events
 from offchain.services.gateway.routes import router
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         routers=[router, sme_events.router, paystack_webhooks.router, payout_routes, payment_routes],
     )
+    app.include_router(collections_routes.router)  # collections:8005's API
+    app.include_router(analytics_routes.router)  # analytics:8009's API
     # HS256 with the shared secret, and RS256 against the SME auth service's JWKS when one is
     # configured (JWKS_URL, or the SME auth/simulator URL); keys are cached and refetched on rotation.
     app.state.jwt_verifier = JwtVerifier(

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import pytest_asyncio
+from eth_utils import keccak
 from indexer_support import DEFAULT_AFTER_DAYS, Chain, execute, fetch, index_once, module_chain, new_database
 
 from offchain.chain.jsonrpc import JsonRpc
@@ -418,3 +419,73 @@ async def test_requires_the_collection_permission_and_refuses_future_dates(book:
     response = await book.client.post("/v1/collections/cob-runs", json={"business_date": future.isoformat()})
     assert response.status_code == 409 and response.json()["errors"][0]["field"] == "business_date"
     assert json.loads(response.text)["type"].endswith("business-date-in-future")
+
+
+async def test_analytics__par_weighted_by_balance__csv_and_svg(book: Book, chain: Chain):
+    """A big loan 30+ days late beside a small current one: PAR30 is the big loan's share of the
+    balance (a count would say one half)."""
+    from xml.etree import ElementTree
+
+    from offchain.services.analytics.app import create_app as analytics_app
+
+    big, small = terms(principal=9_000_000, total_due=9_900_000), terms()
+    book.loan(big)
+    book.loan(small)
+    w = chain.workload
+    w.send(
+        [w.repay(small.loan_id, 2 * (small.total_due // 3), keccak(text=f"paystack:{small.loan_id.hex()}"))]
+    )
+    await book.index()
+    book.warp_to(book.disbursed_at(big) + INTERVAL + GRACE + 35 * SECONDS_PER_DAY)
+    await book.index()
+
+    settings = book.client._transport.app.state.settings  # type: ignore[attr-defined]
+    app = analytics_app(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://analytics",
+                headers={"Authorization": book.client.headers["Authorization"]},
+            )
+        )
+        figures = (await client.get("/v1/analytics/portfolio")).json()
+        ngn = figures["currencies"]["NGN"]
+        small_left = small.total_due - 2 * (small.total_due // 3)
+        assert ngn["portfolio_balance"] == big.total_due + small_left
+        assert ngn["par30_balance"] == big.total_due and ngn["par60_balance"] == 0
+        assert ngn["par30"] == pytest.approx(big.total_due / (big.total_due + small_left), abs=1e-6)
+        assert ngn["par30"] > 0.9  # not 0.5: weighted by balance
+        assert ngn["disbursed_volume"] == big.principal + small.principal
+        assert 0 < ngn["collection_rate"] < 1
+        assert figures["vintages"][0]["points"][0]["share"] == 0
+
+        csv_response = await client.get("/v1/analytics/portfolio", params={"format": "csv"})
+        assert csv_response.headers["content-type"].startswith("text/csv")
+        rows = {
+            (r.split(",")[1], r.split(",")[2]): r.split(",")[3] for r in csv_response.text.splitlines()[1:]
+        }
+        assert float(rows[("NGN", "par30")]) == pytest.approx(ngn["par30"])
+
+        svg = await client.get("/v1/analytics/portfolio", params={"format": "svg"})
+        assert svg.headers["content-type"].startswith("image/svg+xml")
+        root = ElementTree.fromstring(svg.text)
+        bars = {
+            r.get("data-metric"): float(r.get("data-value"))
+            for r in root.iter("{http://www.w3.org/2000/svg}rect")
+            if r.get("data-metric")
+        }
+        assert bars["par30"] == pytest.approx(ngn["par30"]) and bars["par90"] == 0
+        vintage = await client.get("/v1/analytics/portfolio", params={"format": "svg", "chart": "vintage"})
+        lines = list(ElementTree.fromstring(vintage.text).iter("{http://www.w3.org/2000/svg}polyline"))
+        assert lines and lines[0].get("data-cohort", "").endswith("NGN")
+
+        token = auth.issue_token(
+            Settings().auth.jwt_secret.get_secret_value(),
+            partner_id=book.partner,
+            permissions=(auth.LOAN_READ,),
+        )
+        assert (
+            await client.get("/v1/analytics/portfolio", headers={"Authorization": f"Bearer {token}"})
+        ).status_code == 403
