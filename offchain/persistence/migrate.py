@@ -19,6 +19,7 @@ import offchain.persistence.collections  # noqa: F401 - COB runs, actions, promi
 import offchain.persistence.credit  # noqa: F401 - registers the credit API tables on Base.metadata
 import offchain.persistence.ledger  # noqa: F401 - registers the ledger tables on Base.metadata
 import offchain.persistence.money  # noqa: F401 - payouts, payments, payment routes
+import offchain.persistence.notifications  # noqa: F401 - webhooks and borrower messages
 from offchain.persistence.models import Base
 from offchain.platform.db import sync_url
 

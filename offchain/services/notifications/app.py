@@ -1,13 +1,46 @@
-"""notifications service: the ASGI app. Its business routes are added here as they are built."""
+"""notifications service (8007): the partner webhook API (also served by the gateway), and its
+background jobs -- event intake from the outbox, the signed delivery worker, borrower messages."""
 
 from __future__ import annotations
+
+import functools
 
 from fastapi import FastAPI
 
 from offchain.platform.app import create_service_app
-from offchain.platform.settings import Settings
+from offchain.platform.auth import JwtVerifier
+from offchain.platform.settings import Settings, get_settings
+from offchain.rails.sme.auth import JwksClient
+from offchain.services.notifications.borrower import run_borrower_messages
+from offchain.services.notifications.delivery import run_delivery_worker
+from offchain.services.notifications.intake import run_event_intake
+from offchain.services.notifications.metrics import NotificationMetrics
+from offchain.services.notifications.routes import router
 from offchain.services.registry import SERVICES
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SERVICES["notifications"], settings)
+    settings = settings or get_settings()
+    metrics = NotificationMetrics()
+    app = create_service_app(
+        SERVICES["notifications"],
+        settings,
+        routers=[router],
+        background={
+            "event_intake": functools.partial(run_event_intake, metrics=metrics),
+            "webhook_delivery": functools.partial(run_delivery_worker, metrics=metrics),
+            "borrower_messages": functools.partial(run_borrower_messages, metrics=metrics),
+        },
+    )
+    metrics.register(app.state.metrics.registry)
+    app.state.notification_metrics = metrics
+    # Same partner authentication as the gateway for the same routes; rate limits are the
+    # gateway's business (the public entry), this port is internal.
+    app.state.jwt_verifier = JwtVerifier(
+        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
+        jwks=JwksClient.from_settings(settings),
+        audience=settings.auth.audience,
+        issuer=settings.auth.issuer,
+    )
+    app.state.rate_limiter = None
+    return app

@@ -1,0 +1,1 @@
+"""Notifications domain: webhook signatures, the retry schedule, event envelopes, message templates."""

@@ -1,0 +1,120 @@
+"""Event intake: partner events from the outbox become stored events plus one delivery per
+subscribed endpoint. Only rows are written here; the delivery worker does the sending, so a slow
+partner endpoint never holds up the consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import literal, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from offchain.domain.notifications.envelope import ALL_TYPES, PARTNER_EVENT_TYPES, partner_data
+from offchain.eventbus.consumer import StreamConsumer
+from offchain.eventbus.idempotent import idempotent
+from offchain.eventbus.messages import Event, StreamNames
+from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from offchain.platform.app import AppResources
+from offchain.platform.logging import get_logger
+from offchain.services.notifications.metrics import NotificationMetrics
+
+log = get_logger(__name__)
+
+GROUP = "notifications.webhooks"
+WAKEUP = "webhook_wakeup"
+
+
+def _created_at(event: Event) -> datetime:
+    try:
+        created = datetime.fromisoformat(event.created_at)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+async def store_event(
+    session: AsyncSession, event: Event, *, metrics: NotificationMetrics | None = None
+) -> int:
+    """Store `event` for its partner and queue its deliveries; returns how many were queued.
+
+    The unique outbox id makes a second copy of one outbox event a no-op even without the
+    consumer's own dedupe (a replay of the outbox through another consumer group, say).
+    """
+    if event.partner_id is None:
+        return 0  # platform-wide events have no partner to tell
+    partner_id = uuid.UUID(event.partner_id)
+    stored = (
+        await session.execute(
+            insert(WebhookEvent)
+            .values(
+                partner_id=partner_id,
+                outbox_id=event.id,
+                type=event.topic,
+                data=partner_data(event.topic, event.payload),
+                created_at=_created_at(event),
+            )
+            .on_conflict_do_nothing(index_elements=[WebhookEvent.outbox_id])
+            .returning(WebhookEvent.id)
+        )
+    ).scalar_one_or_none()
+    if stored is None:
+        return 0
+    subscribed = select(
+        literal(partner_id).label("partner_id"),
+        literal(stored).label("event_id"),
+        WebhookEndpoint.id.label("endpoint_id"),
+    ).where(
+        WebhookEndpoint.partner_id == partner_id,
+        WebhookEndpoint.deleted_at.is_(None),
+        or_(
+            WebhookEndpoint.event_types.contains([event.topic]),
+            WebhookEndpoint.event_types.contains([ALL_TYPES]),
+        ),
+    )
+    queued = await session.execute(
+        insert(WebhookDelivery)
+        .from_select(["partner_id", "event_id", "endpoint_id"], subscribed)
+        .on_conflict_do_nothing()
+        .returning(WebhookDelivery.id)
+    )
+    count = len(queued.all())
+    if metrics is not None:
+        metrics.events_stored.labels(event.topic).inc()
+        metrics.deliveries_created.inc(count)
+    log.info("webhook.event_stored", event_id=str(stored), type=event.topic, deliveries=count)
+    return count
+
+
+async def run_event_intake(
+    resources: AppResources, stop: asyncio.Event, *, metrics: NotificationMetrics | None = None
+) -> None:
+    """Background job of the notifications service (offchain.platform.app.BackgroundTask)."""
+    if resources.db is None or resources.redis is None:
+        await stop.wait()
+        return
+    settings = resources.settings
+    wakeup: asyncio.Event = resources.extras.setdefault(WAKEUP, asyncio.Event())
+    store = idempotent(
+        resources.db, GROUP, lambda session, event: store_event(session, event, metrics=metrics)
+    )
+
+    async def handle(event: Event) -> None:
+        await store(event)
+        wakeup.set()  # after the commit: the worker sees the new deliveries at once
+
+    consumer = StreamConsumer(
+        redis=resources.redis,
+        group=GROUP,
+        name=f"{socket.gethostname()}-{os.getpid()}",
+        topics=list(PARTNER_EVENT_TYPES),
+        handler=handle,
+        names=StreamNames(settings.events.stream_prefix),
+        max_deliveries=settings.events.max_deliveries,
+        retry_idle_ms=settings.events.retry_idle_ms,
+    )
+    await consumer.run(stop)

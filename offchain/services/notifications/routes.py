@@ -1,0 +1,203 @@
+"""Partner webhook API (DESIGN §4): endpoints, the events of the last 30 days, replay.
+
+Served by the gateway (8000, the public API) and by the notifications service (8007).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from offchain.domain.notifications.envelope import PARTNER_EVENT_TYPES
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep, SettingsDep
+from offchain.platform.idempotency import run_idempotent
+from offchain.platform.settings import Environment
+from offchain.services.gateway.pagination import MAX_LIMIT
+from offchain.services.gateway.routes import limited
+from offchain.services.notifications import schemas, usecases
+from offchain.services.notifications.secrets import secret_box
+
+router = APIRouter(prefix="/v1", tags=["webhooks"])
+
+PROBLEM = {"content": {"application/problem+json": {}}}
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token", **PROBLEM},
+    403: {"description": "the token lacks the permission this call needs", **PROBLEM},
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+    429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
+}
+NOT_FOUND = {404: {"description": "no such resource for this partner", **PROBLEM}}
+BAD_BODY = {400: {"description": "the body is not JSON", **PROBLEM}}
+
+
+# The gateway's dependency: permission check, then the partner's rate limit where the app has one.
+ManageWrite = Annotated[Principal, Depends(limited(auth.WEBHOOK_MANAGE, "write"))]
+ManageRead = Annotated[Principal, Depends(limited(auth.WEBHOOK_MANAGE, "read"))]
+
+
+@router.post(
+    "/webhook-endpoints",
+    status_code=201,
+    response_model=schemas.EndpointCreated,
+    responses={409: {"description": "Idempotency-Key conflict", **PROBLEM}, **BAD_BODY, **COMMON_ERRORS},
+    summary="Subscribe an endpoint to event types; the answer holds its signing secret, once",
+)
+async def create_endpoint(
+    request: Request,
+    body: schemas.EndpointIn,
+    principal: ManageWrite,
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            created = await usecases.create_endpoint(
+                session=session,
+                partner_id=principal.partner_id,
+                body=body,
+                box=secret_box(settings.notifications),
+                allow_insecure=settings.env is not Environment.PRODUCTION,
+            )
+        return 201, created.model_dump(mode="json")
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+
+
+@router.get("/webhook-endpoints", response_model=schemas.EndpointList, responses=COMMON_ERRORS)
+async def list_endpoints(principal: ManageRead, db: DatabaseDep) -> schemas.EndpointList:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.list_endpoints(session=session)
+
+
+@router.get(
+    "/webhook-endpoints/{endpoint_id}",
+    response_model=schemas.EndpointOut,
+    responses={**NOT_FOUND, **COMMON_ERRORS},
+)
+async def get_endpoint(endpoint_id: uuid.UUID, principal: ManageRead, db: DatabaseDep) -> schemas.EndpointOut:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.get_endpoint(session=session, endpoint_id=endpoint_id)
+
+
+@router.delete(
+    "/webhook-endpoints/{endpoint_id}",
+    status_code=204,
+    responses={**NOT_FOUND, **COMMON_ERRORS},
+    summary="Unsubscribe: pending deliveries to it are cancelled; its history stays listable",
+)
+async def delete_endpoint(endpoint_id: uuid.UUID, principal: ManageWrite, db: DatabaseDep) -> Response:
+    async with db.partner_session(principal.partner_id) as session:
+        await usecases.delete_endpoint(session=session, endpoint_id=endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/webhook-endpoints/{endpoint_id}/rotate-secret",
+    response_model=schemas.SecretRotated,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "Idempotency-Key conflict", **PROBLEM},
+        **BAD_BODY,
+        **COMMON_ERRORS,
+    },
+    summary="New signing secret; the old one keeps signing too until previous_secret_expires_at",
+)
+async def rotate_secret(
+    request: Request,
+    endpoint_id: uuid.UUID,
+    principal: ManageWrite,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    body: Annotated[schemas.RotateSecretIn | None, Body()] = None,
+) -> JSONResponse:
+    overlap = settings.notifications.rotation_overlap_s
+    if body is not None and body.expire_previous_in_s is not None:
+        overlap = body.expire_previous_in_s
+
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            rotated = await usecases.rotate_secret(
+                session=session,
+                endpoint_id=endpoint_id,
+                box=secret_box(settings.notifications),
+                overlap_s=overlap,
+            )
+        return 200, rotated.model_dump(mode="json")
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+
+
+@router.get(
+    "/events",
+    response_model=schemas.EventPage,
+    responses={400: {"description": "a cursor this API did not issue", **PROBLEM}, **COMMON_ERRORS},
+    summary="This partner's events of the last 30 days, newest first, with each endpoint's delivery state",
+)
+async def list_events(
+    principal: ManageRead,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    type: Annotated[Literal[PARTNER_EVENT_TYPES] | None, Query(description="one event type")] = None,  # type: ignore[valid-type]
+    since: Annotated[datetime | None, Query(description="only events created at or after this time")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+) -> schemas.EventPage:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.list_events(
+            session=session,
+            limit=limit,
+            cursor=cursor,
+            event_type=type,
+            since=since,
+            listing_days=settings.notifications.event_listing_days,
+        )
+
+
+@router.get("/events/{event_id}", response_model=schemas.EventOut, responses={**NOT_FOUND, **COMMON_ERRORS})
+async def get_event(
+    event_id: uuid.UUID, principal: ManageRead, db: DatabaseDep, settings: SettingsDep
+) -> schemas.EventOut:
+    async with db.partner_session(principal.partner_id) as session:
+        return await usecases.get_event(
+            session=session, event_id=event_id, listing_days=settings.notifications.event_listing_days
+        )
+
+
+@router.post(
+    "/events/{event_id}/replay",
+    status_code=202,
+    response_model=schemas.ReplayOut,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "no endpoint subscribes to the event, or Idempotency-Key conflict", **PROBLEM},
+        **BAD_BODY,
+        **COMMON_ERRORS,
+    },
+    summary="Send the event again now, with a fresh retry window (Idempotency-Key supported)",
+)
+async def replay_event(
+    request: Request,
+    event_id: uuid.UUID,
+    principal: ManageWrite,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    body: Annotated[schemas.ReplayIn | None, Body()] = None,
+) -> JSONResponse:
+    async def handle() -> tuple[int, Any]:
+        async with db.partner_session(principal.partner_id) as session:
+            replayed = await usecases.replay_event(
+                session=session,
+                partner_id=principal.partner_id,
+                event_id=event_id,
+                endpoint_id=body.endpoint_id if body is not None else None,
+                listing_days=settings.notifications.event_listing_days,
+            )
+        return 202, replayed.model_dump(mode="json")
+
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)

@@ -1,0 +1,519 @@
+"""Partner webhooks end to end on real PostgreSQL, Redis and HTTP: outbox -> relay -> intake ->
+signed POSTs to a real local endpoint, retried on a (compressed) schedule, dead-lettered, listed,
+replayed; partner isolation; the routes on the gateway too."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from http_receiver import Receiver, receiver
+from sqlalchemy import func, select
+
+from offchain.eventbus import StreamNames, publish, replay, run_relay
+from offchain.eventbus.messages import Event
+from offchain.persistence.models import OutboxMessage
+from offchain.persistence.notifications import WebhookDelivery, WebhookEvent
+from offchain.platform import auth
+from offchain.platform.db import Database
+from offchain.platform.settings import Settings
+from offchain.services.gateway.app import create_app as create_gateway
+from offchain.services.notifications.app import create_app
+from offchain.services.notifications.intake import store_event
+
+SECRET = Settings().auth.jwt_secret.get_secret_value()
+WINDOW_S = 3.0
+pytestmark = pytest.mark.asyncio
+
+
+def token(partner_id: uuid.UUID, permissions=auth.ALL_PERMISSIONS) -> dict[str, str]:
+    return {
+        "Authorization": "Bearer " + auth.issue_token(SECRET, partner_id=partner_id, permissions=permissions)
+    }
+
+
+@pytest.fixture
+def tuned(settings: Settings) -> Settings:
+    """The 3-day schedule compressed to seconds: same code path, same shape."""
+    return settings.model_copy(
+        update={
+            "notifications": settings.notifications.model_copy(
+                update={
+                    "retry_base_s": 0.05,
+                    "retry_max_interval_s": 0.4,
+                    "retry_window_s": WINDOW_S,
+                    "worker_poll_s": 0.05,
+                    "delivery_timeout_s": 2.0,
+                    "delivery_lease_s": 5.0,
+                }
+            )
+        }
+    )
+
+
+@pytest_asyncio.fixture
+async def service(tuned: Settings, db: Database, redis):
+    """The notifications app (its consumer and delivery worker running) and an outbox relay."""
+    app = create_app(tuned)
+    stop = asyncio.Event()
+    async with app.router.lifespan_context(app):
+        relay = asyncio.create_task(run_relay(db, redis, tuned.events, stop))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as http:
+            yield http
+        stop.set()
+        await relay
+
+
+@pytest.fixture
+def endpoint_receiver():
+    with receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def partner() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def create_endpoint(http, partner, url: str, event_types=("*",), **extra) -> dict:
+    response = await http.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "event_types": list(event_types), **extra},
+        headers=token(partner),
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def emit(db: Database, partner: uuid.UUID, topic: str = "credit.loan.repaid", **payload) -> int:
+    async with db.worker_session() as session:
+        return await publish(
+            session,
+            topic,
+            payload or {"loan_id": str(uuid.uuid4()), "repaid": {"value": 1_000_00, "currency": "NGN"}},
+            key="k",
+            partner_id=partner,
+        )
+
+
+async def events_of(http, partner, **params) -> list[dict]:
+    response = await http.get("/v1/events", params=params, headers=token(partner))
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def event_for_outbox(db: Database, outbox_id: int) -> WebhookEvent | None:
+    async with db.worker_session() as session:
+        return (
+            await session.execute(select(WebhookEvent).where(WebhookEvent.outbox_id == outbox_id))
+        ).scalar_one_or_none()
+
+
+def verify_documented(secret: str, header: str, body: bytes, tolerance_s: int = 300) -> bool:
+    """The recipe in offchain.domain.notifications.signing, written out as a partner would."""
+    parts = [part.split("=", 1) for part in header.split(",")]
+    timestamp = int(next(value for name, value in parts if name == "t"))
+    signatures = [value for name, value in parts if name == "v1"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - timestamp) <= tolerance_s
+    return fresh and any(hmac.compare_digest(expected, s) for s in signatures)
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+async def test_delivery__signed_envelope_verifies_with_the_documented_recipe(
+    service, db, partner, endpoint_receiver: Receiver
+):
+    url = f"{endpoint_receiver.url}/ok/{uuid.uuid4().hex}"
+    endpoint = await create_endpoint(service, partner, url, ["credit.loan.repaid"])
+    assert endpoint["secret"].startswith("whsec_")
+    loan_id = str(uuid.uuid4())
+    outbox_id = await emit(db, partner, loan_id=loan_id, repaid={"value": 5_000_00, "currency": "NGN"})
+    [received] = await until(lambda: _async(endpoint_receiver.to(url.removeprefix(endpoint_receiver.url))))
+    assert verify_documented(endpoint["secret"], received.headers["Caas-Signature"], received.body)
+    assert not verify_documented("whsec_wrong", received.headers["Caas-Signature"], received.body)
+    assert not verify_documented(endpoint["secret"], received.headers["Caas-Signature"], received.body + b" ")
+    body = received.json()
+    assert set(body) == {"id", "type", "created_at", "data"}
+    assert body["type"] == "credit.loan.repaid"
+    assert body["data"] == {"loan_id": loan_id, "repaid": {"value": 5_000_00, "currency": "NGN"}}
+    assert received.headers["Caas-Event-Id"] == body["id"]
+    assert received.headers["Caas-Event-Type"] == "credit.loan.repaid"
+    stored = await event_for_outbox(db, outbox_id)
+    assert stored is not None and str(stored.id) == body["id"]
+    assert body["id"] in {e["id"] for e in await events_of(service, partner)}
+    await until(lambda: _delivered(service, partner, body["id"]), what="delivered state")
+
+
+async def _async(value):
+    return value
+
+
+async def _delivered(http, partner, event_id) -> bool:
+    response = await http.get(f"/v1/events/{event_id}", headers=token(partner))
+    deliveries = response.json()["deliveries"]
+    return bool(deliveries) and all(d["status"] == "delivered" for d in deliveries)
+
+
+async def test_delivery__only_subscribed_types_are_sent(service, db, partner, endpoint_receiver):
+    path = f"/ok/{uuid.uuid4().hex}"
+    await create_endpoint(service, partner, endpoint_receiver.url + path, ["credit.loan.defaulted"])
+    repaid = await emit(db, partner, "credit.loan.repaid", loan_id="a")
+    defaulted = await emit(db, partner, "credit.loan.defaulted", loan_id="b")
+    await until(lambda: _async(endpoint_receiver.to(path)))
+    await until(lambda: event_for_outbox(db, repaid), what="the unsubscribed event stored")
+    await asyncio.sleep(0.3)
+    received = endpoint_receiver.to(path)
+    assert [r.json()["type"] for r in received] == ["credit.loan.defaulted"]
+    assert (await event_for_outbox(db, defaulted)) is not None
+    listed = {e["type"]: e for e in await events_of(service, partner)}
+    assert listed["credit.loan.repaid"]["deliveries"] == []  # stored and listable, sent nowhere
+
+
+async def test_flaky_endpoint__delivered_by_the_retry_schedule(service, db, partner, endpoint_receiver):
+    path = f"/flaky/3/{uuid.uuid4().hex}"
+    await create_endpoint(service, partner, endpoint_receiver.url + path)
+    outbox_id = await emit(db, partner)
+    event = await until(lambda: event_for_outbox(db, outbox_id))
+    await until(lambda: _delivered(service, partner, str(event.id)), what="delivery after retries")
+    received = endpoint_receiver.to(path)
+    assert len(received) == 4  # three 503s, then the 200
+    assert len({r.headers["Caas-Event-Id"] for r in received}) == 1
+    assert [int(r.headers["Caas-Delivery-Attempt"]) for r in received] == [1, 2, 3, 4]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
+    # exponential: nominal 0.05, 0.1, 0.2 s, each within +/-20 % jitter (plus polling slack)
+    assert gaps[0] >= 0.04 and gaps[1] >= 0.08 and gaps[2] >= 0.16
+    [delivery] = (await service.get(f"/v1/events/{event.id}", headers=token(partner))).json()["deliveries"]
+    assert delivery["attempts"] == 4 and delivery["last_status_code"] == 200
+
+
+async def test_dead_endpoint__dead_lettered_at_the_end_of_the_window(service, db, partner, endpoint_receiver):
+    path = f"/down/{uuid.uuid4().hex}"
+    await create_endpoint(service, partner, endpoint_receiver.url + path)
+    outbox_id = await emit(db, partner)
+    event = await until(lambda: event_for_outbox(db, outbox_id))
+
+    async def dead():
+        response = await service.get(f"/v1/events/{event.id}", headers=token(partner))
+        [delivery] = response.json()["deliveries"]
+        return delivery if delivery["status"] == "dead" else None
+
+    delivery = await until(dead, within=WINDOW_S + 20, what="dead letter")
+    received = endpoint_receiver.to(path)
+    assert len(received) == delivery["attempts"] >= 5
+    span = received[-1].at - received[0].at
+    # it kept trying for most of the window, and never past its end
+    assert WINDOW_S * 0.5 <= span <= WINDOW_S + 0.5
+    assert delivery["last_status_code"] == 500 and delivery["next_attempt_at"] is None
+    await asyncio.sleep(0.5)
+    assert len(endpoint_receiver.to(path)) == len(received)  # nothing after the dead letter
+    metrics = (await service.get("/metrics")).text
+    assert "caas_webhook_deliveries_dead_lettered_total" in metrics
+    assert 'caas_webhook_delivery_attempts_total{outcome="http_error"}' in metrics
+
+
+async def test_replay__resends_to_every_subscribed_endpoint_or_to_one(
+    service, db, partner, endpoint_receiver
+):
+    first, second = f"/ok/{uuid.uuid4().hex}", f"/ok/{uuid.uuid4().hex}"
+    one = await create_endpoint(service, partner, endpoint_receiver.url + first)
+    await create_endpoint(service, partner, endpoint_receiver.url + second, ["credit.loan.repaid"])
+    outbox_id = await emit(db, partner)
+    event = await until(lambda: event_for_outbox(db, outbox_id))
+    await until(lambda: _delivered(service, partner, str(event.id)))
+
+    replayed = await service.post(f"/v1/events/{event.id}/replay", headers=token(partner))
+    assert replayed.status_code == 202, replayed.text
+    assert len(replayed.json()["deliveries"]) == 2
+    await until(
+        lambda: _async(len(endpoint_receiver.to(first)) == 2 and len(endpoint_receiver.to(second)) == 2)
+    )
+
+    only = await service.post(
+        f"/v1/events/{event.id}/replay", json={"endpoint_id": one["id"]}, headers=token(partner)
+    )
+    assert only.status_code == 202
+    await until(lambda: _async(len(endpoint_receiver.to(first)) == 3))
+    await asyncio.sleep(0.3)
+    assert len(endpoint_receiver.to(second)) == 2
+    ids = {r.headers["Caas-Event-Id"] for r in endpoint_receiver.to(first) + endpoint_receiver.to(second)}
+    assert ids == {str(event.id)}
+
+
+async def test_replay__revives_a_dead_delivery_with_a_new_window(service, db, partner):
+    flips = {"up": False}
+
+    def behaviour(path: str, count: int):
+        return (200, {}) if flips["up"] else (500, None)
+
+    with receiver(behaviour) as rec:
+        endpoint = await create_endpoint(service, partner, rec.url + "/hook")
+        outbox_id = await emit(db, partner)
+        event = await until(lambda: event_for_outbox(db, outbox_id))
+
+        async def status():
+            response = await service.get(f"/v1/events/{event.id}", headers=token(partner))
+            return response.json()["deliveries"][0]["status"]
+
+        await until(lambda: _eq(status(), "dead"), within=WINDOW_S + 20)
+        flips["up"] = True
+        response = await service.post(
+            f"/v1/events/{event.id}/replay", json={"endpoint_id": endpoint["id"]}, headers=token(partner)
+        )
+        assert response.json()["deliveries"][0]["status"] == "pending"
+        await until(lambda: _eq(status(), "delivered"))
+
+
+async def _eq(awaitable, expected) -> bool:
+    return (await awaitable) == expected
+
+
+async def test_duplicate_outbox_delivery__one_event_one_delivery_per_endpoint(
+    service, db, redis, tuned, partner, endpoint_receiver
+):
+    a, b = f"/ok/{uuid.uuid4().hex}", f"/ok/{uuid.uuid4().hex}"
+    await create_endpoint(service, partner, endpoint_receiver.url + a)
+    await create_endpoint(service, partner, endpoint_receiver.url + b)
+    outbox_id = await emit(db, partner)
+    event = await until(lambda: event_for_outbox(db, outbox_id))
+    await until(lambda: _async(endpoint_receiver.to(a) and endpoint_receiver.to(b)))
+    # the same outbox row on the stream twice more (a relay crash, an operator's replay) ...
+    names = StreamNames(tuned.events.stream_prefix)
+    await replay(db, redis, names, first_id=outbox_id, last_id=outbox_id)
+    await replay(db, redis, names, first_id=outbox_id, last_id=outbox_id)
+    # ... and straight into the intake, past the consumer's own dedupe
+    async with db.worker_session() as session:
+        row = await session.get(OutboxMessage, outbox_id)
+        duplicate = Event(
+            id=outbox_id,
+            topic=row.topic,
+            payload=row.payload,
+            partner_id=str(partner),
+            created_at=row.created_at.isoformat(),
+        )
+        assert await store_event(session, duplicate) == 0
+    await asyncio.sleep(1.0)
+    async with db.worker_session() as session:
+        stored = await session.scalar(select(func.count()).where(WebhookEvent.outbox_id == outbox_id))
+        deliveries = await session.scalar(select(func.count()).where(WebhookDelivery.event_id == event.id))
+    assert stored == 1 and deliveries == 2
+    assert len(endpoint_receiver.to(a)) == 1 and len(endpoint_receiver.to(b)) == 1
+
+
+# -- API: endpoints, isolation, listing ----------------------------------------------------------
+
+
+async def test_endpoints__create_list_get_delete_and_idempotency(service, partner):
+    body = {"url": "http://127.0.0.1:9/hook", "event_types": ["credit.loan.repaid", "credit.loan.repaid"]}
+    headers = {**token(partner), "Idempotency-Key": f"create-{uuid.uuid4()}"}
+    created = await service.post("/v1/webhook-endpoints", json=body, headers=headers)
+    assert created.status_code == 201
+    again = await service.post("/v1/webhook-endpoints", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == created.json()  # same endpoint, same one-time secret: not a second endpoint
+    endpoint = created.json()
+    assert endpoint["event_types"] == ["credit.loan.repaid"]
+    listing = (await service.get("/v1/webhook-endpoints", headers=token(partner))).json()["data"]
+    assert [e["id"] for e in listing] == [endpoint["id"]]
+    assert "secret" not in listing[0]
+    fetched = await service.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=token(partner))
+    assert fetched.status_code == 200 and "secret" not in fetched.json()
+    deleted = await service.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=token(partner))
+    assert deleted.status_code == 204
+    assert (await service.get("/v1/webhook-endpoints", headers=token(partner))).json()["data"] == []
+    gone = await service.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=token(partner))
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "ftp://example.com/x", "event_types": ["*"]}, "body.url"),
+        ({"url": "http://user:pw@example.com/x", "event_types": ["*"]}, "body.url"),
+        ({"url": "https://example.com/x", "event_types": ["credit.loan.exploded"]}, "body.event_types"),
+        ({"url": "https://example.com/x", "event_types": []}, "body.event_types"),
+    ],
+)
+async def test_endpoints__invalid_input_is_a_problem_naming_the_field(service, partner, body, field):
+    response = await service.post("/v1/webhook-endpoints", json=body, headers=token(partner))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in {error["field"] for error in response.json()["errors"]}
+
+
+async def test_endpoints__need_the_webhook_permission(service, partner):
+    others = tuple(p for p in auth.ALL_PERMISSIONS if p != auth.WEBHOOK_MANAGE)
+    for method, path in [
+        ("post", "/v1/webhook-endpoints"),
+        ("get", "/v1/webhook-endpoints"),
+        ("get", "/v1/events"),
+        ("post", f"/v1/events/{uuid.uuid4()}/replay"),
+    ]:
+        kwargs = {"json": {"url": "https://example.com", "event_types": ["*"]}} if method == "post" else {}
+        response = await getattr(service, method)(path, headers=token(partner, others), **kwargs)
+        assert response.status_code == 403, (method, path)
+        assert response.json()["required_permission"] == auth.WEBHOOK_MANAGE
+
+
+async def test_isolation__another_partner_cannot_see_change_or_replay(
+    service, db, partner, endpoint_receiver
+):
+    path = f"/ok/{uuid.uuid4().hex}"
+    endpoint = await create_endpoint(service, partner, endpoint_receiver.url + path)
+    outbox_id = await emit(db, partner)
+    event = await until(lambda: event_for_outbox(db, outbox_id))
+    await until(lambda: _async(endpoint_receiver.to(path)))
+    stranger = uuid.uuid4()
+    assert str(event.id) not in {e["id"] for e in await events_of(service, stranger)}
+    assert (await service.get(f"/v1/events/{event.id}", headers=token(stranger))).status_code == 404
+    replay_ = await service.post(f"/v1/events/{event.id}/replay", headers=token(stranger))
+    assert replay_.status_code == 404
+    for method, suffix in [("get", ""), ("delete", ""), ("post", "/rotate-secret")]:
+        response = await getattr(service, method)(
+            f"/v1/webhook-endpoints/{endpoint['id']}{suffix}", headers=token(stranger)
+        )
+        assert response.status_code == 404, (method, suffix)
+    # the stranger's own endpoint cannot be aimed at the partner's event either
+    own = await create_endpoint(service, stranger, endpoint_receiver.url + "/ok/stranger")
+    aimed = await service.post(
+        f"/v1/events/{event.id}/replay", json={"endpoint_id": own["id"]}, headers=token(stranger)
+    )
+    assert aimed.status_code == 404
+    await asyncio.sleep(0.3)
+    assert len(endpoint_receiver.to(path)) == 1 and endpoint_receiver.to("/ok/stranger") == []
+
+
+async def test_listing__last_30_days_only_with_type_since_and_cursor(service, db, tuned, partner):
+    now = datetime.now(UTC)
+    ages = {"old": 31, "recent": 29, "new": 1}
+    async with db.worker_session() as session:
+        for n, (name, days) in enumerate(ages.items()):
+            session.add(
+                WebhookEvent(
+                    partner_id=partner,
+                    outbox_id=-(10**12) - int(uuid.uuid4().int % 10**9) - n,
+                    type="credit.repayment.due" if name != "new" else "credit.repayment.missed",
+                    data={"name": name},
+                    created_at=now - timedelta(days=days),
+                )
+            )
+    listed = await events_of(service, partner)
+    assert [e["data"]["name"] for e in listed] == ["new", "recent"]
+    due = await events_of(service, partner, type="credit.repayment.due")
+    assert [e["data"]["name"] for e in due] == ["recent"]
+    since = (now - timedelta(days=2)).isoformat()
+    assert [e["data"]["name"] for e in await events_of(service, partner, since=since)] == ["new"]
+    # `since` cannot reach past the 30 days
+    since_old = (now - timedelta(days=40)).isoformat()
+    assert [e["data"]["name"] for e in await events_of(service, partner, since=since_old)] == [
+        "new",
+        "recent",
+    ]
+    page = (await service.get("/v1/events", params={"limit": 1}, headers=token(partner))).json()
+    assert [e["data"]["name"] for e in page["data"]] == ["new"] and page["next_cursor"]
+    rest = (
+        await service.get(
+            "/v1/events", params={"limit": 1, "cursor": page["next_cursor"]}, headers=token(partner)
+        )
+    ).json()
+    assert [e["data"]["name"] for e in rest["data"]] == ["recent"] and rest["next_cursor"] is None
+    bad = await service.get("/v1/events", params={"cursor": "nonsense"}, headers=token(partner))
+    assert bad.status_code == 400
+
+
+async def test_rotate_secret__old_secret_signs_too_during_the_overlap(
+    service, db, partner, endpoint_receiver
+):
+    path = f"/ok/{uuid.uuid4().hex}"
+    endpoint = await create_endpoint(service, partner, endpoint_receiver.url + path)
+    rotated = await service.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", json={}, headers=token(partner)
+    )
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["secret"]
+    assert new_secret != endpoint["secret"] and rotated.json()["previous_secret_expires_at"]
+    await emit(db, partner)
+    [first] = await until(lambda: _async(endpoint_receiver.to(path)))
+    assert first.headers["Caas-Signature"].count("v1=") == 2
+    assert verify_documented(new_secret, first.headers["Caas-Signature"], first.body)
+    assert verify_documented(endpoint["secret"], first.headers["Caas-Signature"], first.body)
+
+    at_once = await service.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret",
+        json={"expire_previous_in_s": 0},
+        headers=token(partner),
+    )
+    newest = at_once.json()["secret"]
+    await emit(db, partner)
+    await until(lambda: _async(len(endpoint_receiver.to(path)) == 2))
+    second = endpoint_receiver.to(path)[1]
+    assert second.headers["Caas-Signature"].count("v1=") == 1
+    assert verify_documented(newest, second.headers["Caas-Signature"], second.body)
+    assert not verify_documented(new_secret, second.headers["Caas-Signature"], second.body)
+
+
+async def test_delete_endpoint__cancels_its_pending_deliveries(service, db, partner):
+    with receiver() as rec:
+        endpoint = await create_endpoint(service, partner, rec.url + "/down/x")
+        outbox_id = await emit(db, partner)
+        event = await until(lambda: event_for_outbox(db, outbox_id))
+        await until(lambda: _async(rec.to("/down/x")))
+        deleted = await service.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=token(partner))
+        assert deleted.status_code == 204
+        tried = len(rec.to("/down/x"))
+        await asyncio.sleep(0.6)
+        assert len(rec.to("/down/x")) <= tried + 1  # at most the one in flight at the moment of delete
+        [delivery] = (await service.get(f"/v1/events/{event.id}", headers=token(partner))).json()[
+            "deliveries"
+        ]
+        assert delivery["status"] == "cancelled"
+
+
+async def test_secrets_are_encrypted_at_rest(service, db, partner):
+    endpoint = await create_endpoint(service, partner, "https://example.com/hook")
+    async with db.worker_session() as session:
+        from offchain.persistence.notifications import WebhookEndpoint
+
+        row = await session.get(WebhookEndpoint, uuid.UUID(endpoint["id"]))
+    assert endpoint["secret"] not in row.secret_ciphertext
+    assert endpoint["secret"].removeprefix("whsec_") not in row.secret_ciphertext
+
+
+async def test_gateway_serves_the_same_routes(tuned, partner):
+    app = create_gateway(tuned)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            created = await http.post(
+                "/v1/webhook-endpoints",
+                json={"url": "https://partner.example.com/hooks", "event_types": ["*"]},
+                headers=token(partner),
+            )
+            assert created.status_code == 201, created.text
+            assert "RateLimit-Limit" in created.headers  # the gateway's rate limits apply
+            listed = await http.get("/v1/webhook-endpoints", headers=token(partner))
+            assert [e["id"] for e in listed.json()["data"]] == [created.json()["id"]]
+            assert (await http.get("/v1/events", headers=token(partner))).status_code == 200
