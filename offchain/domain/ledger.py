@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -147,6 +148,7 @@ _PATTERNS: dict[tuple[str, str], AccountKind] = {
 }
 
 
+@lru_cache(maxsize=65_536)  # hot accounts recur in every posting; AccountRef is immutable
 def parse_account(code: str) -> AccountRef:
     """The code's kind and subject; ValueError for anything outside the chart of accounts."""
     if code in _FIXED:

@@ -269,30 +269,35 @@ class TrialBalanceLine:
         return self.debits == self.credits and self.pending_debits == self.pending_credits
 
 
+# One statement writes a whole batch: postings, any accounts they open, and their entries. The
+# triggers then add to the balances (one upsert per statement) and check at COMMIT that every
+# posting balances.
 _WRITE = text(
     """
-WITH new_posting AS (
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:postings AS jsonb)) AS p(
+        i int, posting_id text, status text, description text, metadata jsonb, reverses text)
+), new_postings AS (
     INSERT INTO caas_ledger_postings (posting_id, status, description, metadata, reverses, posted_at)
-    VALUES (:posting_id, :status, :description, CAST(:metadata AS jsonb), :reverses,
-            CASE WHEN :posted THEN now() END)
+    SELECT posting_id, status, description, metadata, reverses, CASE WHEN status = 'posted' THEN now() END
+    FROM input ORDER BY i
     ON CONFLICT DO NOTHING
-    RETURNING seq
+    RETURNING seq, posting_id
 ), legs AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:legs AS jsonb)) AS l(
-        leg int, account text, currency text, side text, amount bigint,
+    SELECT l.*, n.seq FROM jsonb_to_recordset(CAST(:legs AS jsonb)) AS l(
+        posting_id text, leg int, account text, currency text, side text, amount bigint,
         kind text, normal_side text, partner_id uuid, loan_id text)
+    JOIN new_postings n USING (posting_id)
 ), new_accounts AS (
     INSERT INTO caas_ledger_accounts (code, currency, kind, normal_side, partner_id, loan_id)
     SELECT DISTINCT ON (account, currency) account, currency, kind, normal_side, partner_id, loan_id
-    FROM legs WHERE EXISTS (SELECT FROM new_posting)
-    ORDER BY account, currency
+    FROM legs ORDER BY account, currency
     ON CONFLICT DO NOTHING
 ), new_entries AS (
     INSERT INTO caas_ledger_entries (posting_seq, leg, account, currency, side, amount)
-    SELECT new_posting.seq, legs.leg, legs.account, legs.currency, legs.side, legs.amount
-    FROM new_posting, legs
+    SELECT seq, leg, account, currency, side, amount FROM legs
 )
-SELECT seq FROM new_posting
+SELECT posting_id FROM new_postings
 """
 )
 
@@ -304,7 +309,7 @@ def _uuid_or_none(value: Any) -> str | None:
         return None
 
 
-def _legs_json(posting: Posting) -> str:
+def _legs_rows(posting: Posting) -> list[dict[str, Any]]:
     partner_of_posting = _uuid_or_none(posting.metadata.get("partner_id"))
     rows = []
     for i, leg in enumerate(posting.legs):
@@ -315,6 +320,7 @@ def _legs_json(posting: Posting) -> str:
             partner = partner_of_posting
         rows.append(
             {
+                "posting_id": posting.posting_id,
                 "leg": i,
                 "account": leg.account,
                 "currency": leg.currency,
@@ -326,35 +332,56 @@ def _legs_json(posting: Posting) -> str:
                 "loan_id": ref.loan_id,
             }
         )
-    return json.dumps(rows, separators=(",", ":"))
+    return rows
 
 
-def _metadata_json(posting: Posting) -> str:
+def _metadata(posting: Posting) -> dict[str, Any]:
+    metadata = dict(posting.metadata)
     try:
-        return json.dumps(dict(posting.metadata), separators=(",", ":"), sort_keys=True)
+        json.dumps(metadata)
     except (TypeError, ValueError) as error:
         raise ValueError(f"posting {posting.posting_id}: metadata must be JSON-able: {error}") from error
+    return metadata
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 async def _write(
-    session: AsyncSession, posting: Posting, *, status: str, reverses: str | None = None
-) -> bool:
-    created = await session.execute(
-        _WRITE,
+    session: AsyncSession, postings: Sequence[Posting], *, status: str, reverses: str | None = None
+) -> list[bool]:
+    ids = [posting.posting_id for posting in postings]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a batch names the same posting id twice")
+    if not postings:
+        return []
+    rows = [
         {
+            "i": i,
             "posting_id": posting.posting_id,
             "status": status,
-            "posted": status == "posted",
             "description": posting.description,
-            "metadata": _metadata_json(posting),
+            "metadata": _metadata(posting),
             "reverses": reverses,
-            "legs": _legs_json(posting),
-        },
-    )
-    if created.scalar_one_or_none() is not None:
-        return True
+        }
+        for i, posting in enumerate(postings)
+    ]
+    legs = [row for posting in postings for row in _legs_rows(posting)]
+    result = await session.execute(_WRITE, {"postings": _dumps(rows), "legs": _dumps(legs)})
+    created = set(result.scalars())
+    outcome = []
+    for posting in postings:
+        if posting.posting_id not in created:
+            await _check_replay(session, posting, status=status, reverses=reverses)
+        outcome.append(posting.posting_id in created)
+    return outcome
+
+
+async def _check_replay(session: AsyncSession, posting: Posting, *, status: str, reverses: str | None) -> None:
+    """`posting` was not inserted: fine if it is a replay of what exists, LedgerConflict if not."""
     # ON CONFLICT DO NOTHING waited for any concurrent writer of this id to commit or roll back,
-    # so the row (if any) is now visible to this statement's successor.
+    # so the row (if any) is visible to this later statement.
     existing = await get_posting(session, posting.posting_id)
     if existing is None:
         # the conflict was on `reverses`: this posting's original is already corrected
@@ -370,12 +397,20 @@ async def _write(
             + ("a voided hold is final, hold again under a new posting id"
                if existing.status == "voided" else "post it with post_pending")
         )  # fmt: skip
-    return False
 
 
 async def post(session: AsyncSession, posting: Posting) -> bool:
     """Record `posting` as posted. True if created; False if this exact posting is already posted."""
-    return await _write(session, posting, status="posted")
+    return (await _write(session, [posting], status="posted"))[0]
+
+
+async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> list[bool]:
+    """`post` for a batch in one statement (bulk work: a close of business, imports, replays).
+
+    One result per posting, in order. A LedgerConflict on any of them is raised after the batch
+    was written; the caller's transaction should then roll back, as for any failed unit of work.
+    """
+    return await _write(session, postings, status="posted")
 
 
 async def hold(session: AsyncSession, posting: Posting) -> bool:
@@ -384,7 +419,7 @@ async def hold(session: AsyncSession, posting: Posting) -> bool:
     False when the same posting is already held or was since posted (a retried hold);
     LedgerConflict when it was voided: a new attempt needs a new posting id.
     """
-    return await _write(session, posting, status="pending")
+    return (await _write(session, [posting], status="pending"))[0]
 
 
 _TRANSITION = text(
@@ -437,7 +472,7 @@ async def reverse(session: AsyncSession, posting_id: str, *, reversal_id: str, d
     if original.reversed_by is not None and original.reversed_by != reversal_id:
         raise LedgerConflict(f"posting {posting_id} is already reversed by {original.reversed_by}")
     reversal = reversal_of(original.posting, posting_id=reversal_id, description=description)
-    return await _write(session, reversal, status="posted", reverses=posting_id)
+    return (await _write(session, [reversal], status="posted", reverses=posting_id))[0]
 
 
 _GET = text(

@@ -400,6 +400,17 @@ class NotificationsSettings(_Group):
         return _blank_to_none(value)
 
 
+class LedgerSettings(_Group):
+    """The ledger service (offchain.services.ledger): its reconciliation job."""
+
+    # Run reconciliation (ledger <-> chain <-> projection) every `reconcile_interval_s` seconds.
+    # None: on, except with CAAS_ENV=test, where tests run it on demand.
+    reconcile_enabled: bool | None = None
+    reconcile_interval_s: float = Field(default=300.0, gt=0)
+    # loans read from the chain per JSON-RPC batch
+    reconcile_rpc_batch: int = Field(default=500, ge=1)
+
+
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
     format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
@@ -458,6 +469,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     collections: CollectionsSettings = Field(default_factory=CollectionsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     money: MoneySettings = Field(default_factory=MoneySettings)
 
     @classmethod

@@ -1,13 +1,49 @@
-"""ledger service: the ASGI app. Its business routes are added here as they are built."""
+"""ledger service (8006): the double-entry journal's read API and reconciliation."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 
-from offchain.platform.app import create_service_app
-from offchain.platform.settings import Settings
+from offchain.platform.app import AppResources, BackgroundTask, create_service_app
+from offchain.platform.auth import JwtVerifier
+from offchain.platform.logging import get_logger
+from offchain.platform.settings import Environment, Settings, get_settings
+from offchain.rails.sme.auth import JwksClient
+from offchain.services.ledger import usecases
+from offchain.services.ledger.routes import router
 from offchain.services.registry import SERVICES
+
+log = get_logger(__name__)
+
+
+async def reconciliation_job(resources: AppResources, stop: asyncio.Event) -> None:
+    """Reconcile every `ledger.reconcile_interval_s` seconds until the service stops."""
+    interval = resources.settings.ledger.reconcile_interval_s
+    while not stop.is_set():
+        report = await usecases.run_reconciliation(resources, trigger="schedule")
+        if report is None:
+            log.info("ledger.reconciliation.skipped", reason="another replica is running one")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(SERVICES["ledger"], settings)
+    settings = settings or get_settings()
+    enabled = settings.ledger.reconcile_enabled
+    if enabled is None:
+        enabled = settings.env is not Environment.TEST
+    background: dict[str, BackgroundTask] = (
+        {"reconciliation": reconciliation_job} if enabled and settings.database.url else {}
+    )
+    app = create_service_app(SERVICES["ledger"], settings, routers=[router], background=background)
+    app.state.jwt_verifier = JwtVerifier(
+        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
+        jwks=JwksClient.from_settings(settings),
+        audience=settings.auth.audience,
+        issuer=settings.auth.issuer,
+    )
+    return app

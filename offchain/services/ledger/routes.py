@@ -1,0 +1,79 @@
+"""Ledger API (8006): balances, postings, loan statements, trial balance, reconciliation."""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from offchain.platform import auth
+from offchain.platform.auth import Principal
+from offchain.platform.deps import DatabaseDep
+from offchain.platform.problems import Problem
+from offchain.services.ledger import schemas, usecases
+from offchain.services.ledger.reconciliation import report_dict
+
+router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+
+Auditor = Annotated[Principal, Depends(auth.require(auth.AUDIT_READ))]
+Currency = Annotated[str, Query(pattern="^[A-Z]{3}$", description="ISO 4217 alpha code, e.g. NGN")]
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token", **PROBLEM},
+    403: {"description": "the token lacks credit:audit:read", **PROBLEM},
+    404: {"description": "not found (or another partner's)", **PROBLEM},
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+}
+
+
+@router.get("/accounts/{code}/balance", response_model=schemas.AccountBalance, responses=ERRORS)
+async def account_balance(
+    code: Annotated[str, Path(max_length=200)], currency: Currency, principal: Auditor, db: DatabaseDep
+) -> dict[str, Any]:
+    return await usecases.account_balance(db=db, principal=principal, code=code, currency=currency)
+
+
+@router.get("/postings/{posting_id}", response_model=schemas.PostingOut, responses=ERRORS)
+async def get_posting(
+    posting_id: Annotated[str, Path(max_length=200)], principal: Auditor, db: DatabaseDep
+) -> dict[str, Any]:
+    return await usecases.posting(db=db, principal=principal, posting_id=posting_id)
+
+
+@router.get("/trial-balance", response_model=schemas.TrialBalanceOut, responses=ERRORS)
+async def trial_balance(
+    principal: Auditor,
+    db: DatabaseDep,
+    currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$")] = None,
+    accounts: bool = True,
+) -> dict[str, Any]:
+    return await usecases.trial_balance(db=db, currency=currency, accounts=accounts)
+
+
+@router.get("/loans/{loan_id}", response_model=schemas.LoanLedgerOut, responses=ERRORS)
+async def loan_ledger(
+    loan_id: Annotated[str, Path(max_length=100)], principal: Auditor, db: DatabaseDep
+) -> dict[str, Any]:
+    return await usecases.loan_ledger(db=db, principal=principal, loan=loan_id)
+
+
+@router.get("/reconciliation", response_model=schemas.ReconciliationOut, responses=ERRORS)
+async def latest_reconciliation(
+    principal: Auditor, db: DatabaseDep, run_id: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    return await usecases.latest_reconciliation(db=db, run_id=run_id)
+
+
+@router.post(
+    "/reconciliation/runs",
+    status_code=201,
+    response_model=schemas.ReconciliationOut,
+    responses={409: {"description": "a run is in progress", **PROBLEM}, **ERRORS},
+)
+async def run_reconciliation(request: Request, principal: Auditor) -> dict[str, Any]:
+    report = await usecases.run_reconciliation(request.app.state.resources, trigger="manual")
+    if report is None:
+        raise Problem(
+            409, "urn:caas:problem:reconciliation-running", title="A reconciliation run is in progress"
+        )
+    return report_dict(report)

@@ -1,0 +1,219 @@
+"""Ledger use cases: read balances, postings and loan statements; run reconciliation.
+
+Ledger tables are platform data read through a worker session, so partner isolation is applied
+here: an account that belongs to a partner (its funding account, the accounts of its loans) is
+visible only with that partner's token. Platform accounts, the trial balance and reconciliation
+are the auditor's platform-wide views (permission credit:audit:read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from offchain.chain.contracts import Deployment
+from offchain.chain.jsonrpc import JsonRpc
+from offchain.domain.ledger import parse_account
+from offchain.persistence import ledger
+from offchain.platform.app import AppResources
+from offchain.platform.auth import Principal
+from offchain.platform.db import Database
+from offchain.platform.problems import Problem
+from offchain.services.ledger import reconciliation
+
+NOT_FOUND = "urn:caas:problem:not-found"
+# one reconciliation at a time across replicas (session-level advisory lock)
+RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('caas:ledger:reconcile'))"
+RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('caas:ledger:reconcile'))"
+
+
+def _not_found(what: str) -> Problem:
+    return Problem(404, NOT_FOUND, title="Not found", detail=what)
+
+
+def _figure(value: int, currency: str) -> dict[str, Any]:
+    return {"value": value, "currency": currency}
+
+
+async def _owners(session: AsyncSession, accounts: list[tuple[str, str]]) -> set[uuid.UUID]:
+    if not accounts:
+        return set()
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT partner_id FROM caas_ledger_accounts "
+            "WHERE (code, currency) IN "
+            "(SELECT * FROM unnest(CAST(:codes AS text[]), CAST(:currencies AS text[]))) "
+            "AND partner_id IS NOT NULL"
+        ),
+        {"codes": [a for a, _ in accounts], "currencies": [c for _, c in accounts]},
+    )
+    return set(rows.scalars())
+
+
+def _visible(principal: Principal, owners: set[uuid.UUID]) -> bool:
+    return not owners or principal.partner_id in owners
+
+
+async def account_balance(*, db: Database, principal: Principal, code: str, currency: str) -> dict[str, Any]:
+    try:
+        ref = parse_account(code)
+    except ValueError as error:
+        raise Problem(
+            422,
+            "urn:caas:problem:validation-error",
+            title="Invalid account code",
+            detail=str(error),
+            errors=[{"field": "code", "reason": "not an account of the chart of accounts"}],
+        ) from error
+    async with db.worker_session() as session:
+        exists = (
+            await session.execute(
+                text(
+                    "SELECT partner_id FROM caas_ledger_accounts WHERE code = :code AND currency = :currency"
+                ),
+                {"code": code, "currency": currency},
+            )
+        ).one_or_none()
+        if exists is None or not _visible(principal, {exists[0]} - {None}):
+            raise _not_found(f"nothing was ever posted to {code} in {currency}")
+        balance = await ledger.balance(session, code, currency)
+    return {
+        "account": code,
+        "currency": currency,
+        "kind": ref.kind.value,
+        "normal_side": ref.normal_side.value,
+        "balance": _figure(balance.posted, currency),
+        "posted_debits": _figure(balance.posted_debits, currency),
+        "posted_credits": _figure(balance.posted_credits, currency),
+        "pending_debits": _figure(balance.pending_debits, currency),
+        "pending_credits": _figure(balance.pending_credits, currency),
+    }
+
+
+async def posting(*, db: Database, principal: Principal, posting_id: str) -> dict[str, Any]:
+    async with db.worker_session() as session:
+        record = await ledger.get_posting(session, posting_id)
+        if record is None:
+            raise _not_found(f"no posting {posting_id}")
+        owners = await _owners(session, [(leg.account, leg.currency) for leg in record.legs])
+    if not _visible(principal, owners):
+        raise _not_found(f"no posting {posting_id}")
+    body = record.as_dict()
+    body["legs"] = [
+        {"account": leg.account, "side": leg.side.value, "amount": _figure(leg.amount, leg.currency)}
+        for leg in record.legs
+    ]
+    return body
+
+
+async def trial_balance(*, db: Database, currency: str | None, accounts: bool) -> dict[str, Any]:
+    async with db.worker_session() as session:
+        lines = await ledger.trial_balance(session, currency)
+        per_account = await ledger.account_balances(session, currency) if accounts else None
+    return {
+        "balanced": all(line.balanced for line in lines),
+        "currencies": [
+            {
+                "currency": line.currency,
+                "debits": line.debits,
+                "credits": line.credits,
+                "pending_debits": line.pending_debits,
+                "pending_credits": line.pending_credits,
+                "balanced": line.balanced,
+            }
+            for line in lines
+        ],
+        "accounts": per_account,
+    }
+
+
+async def loan_ledger(*, db: Database, principal: Principal, loan: str) -> dict[str, Any]:
+    """A loan's accounts and entries; `loan` is the backend UUID or the chain loan id."""
+    key = loan.strip()
+    async with db.worker_session() as session:
+        row = None
+        if key.startswith("0x") and len(key) == 66:
+            key = key.lower()
+            row = (
+                await session.execute(
+                    text("SELECT id, partner_id, chain_loan_id FROM caas_loans WHERE chain_loan_id = :key"),
+                    {"key": key},
+                )
+            ).one_or_none()
+        else:
+            try:
+                loan_uuid = uuid.UUID(key)
+            except ValueError:
+                loan_uuid = None
+            if loan_uuid is not None:
+                key = str(loan_uuid)
+                row = (
+                    await session.execute(
+                        text("SELECT id, partner_id, chain_loan_id FROM caas_loans WHERE id = :id"),
+                        {"id": loan_uuid},
+                    )
+                ).one_or_none()
+        keys = [str(row.id), row.chain_loan_id] if row is not None else [key]
+        statement = await ledger.loan_statement(session, keys)
+        owners = await _owners(session, [(a["account"], a["currency"]) for a in statement["accounts"]])
+    if row is not None and row.partner_id is not None:
+        owners.add(row.partner_id)
+    if (row is None and not statement["accounts"]) or not _visible(principal, owners):
+        raise _not_found(f"no ledger accounts for loan {loan}")
+    return {
+        "loan_id": str(row.id) if row is not None else None,
+        "chain_loan_id": row.chain_loan_id if row is not None else None,
+        **statement,
+    }
+
+
+@asynccontextmanager
+async def _reconcile_lock(db: Database) -> AsyncIterator[bool]:
+    async with db.engine.connect() as conn:
+        got = bool((await conn.execute(text(RECONCILE_LOCK))).scalar_one())
+        await conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                await conn.execute(text(RECONCILE_UNLOCK))
+                await conn.commit()
+
+
+async def run_reconciliation(resources: AppResources, *, trigger: str) -> reconciliation.Report | None:
+    """One run unless another replica is running one (then None)."""
+    db = resources.db
+    if db is None:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Database not configured")
+    chain = resources.settings.chain
+    rpc = (
+        JsonRpc(
+            chain.rpc_url,
+            timeout_s=chain.rpc_timeout_s,
+            batch_size=resources.settings.ledger.reconcile_rpc_batch,
+        )
+        if chain.rpc_url
+        else None
+    )
+    try:
+        deployment = Deployment.load(chain.deployment_file) if chain.deployment_file else None
+        async with _reconcile_lock(db) as got:
+            if not got:
+                return None
+            return await reconciliation.reconcile(db=db, rpc=rpc, deployment=deployment, trigger=trigger)
+    finally:
+        if rpc is not None:
+            await rpc.aclose()
+
+
+async def latest_reconciliation(*, db: Database, run_id: int | None) -> dict[str, Any]:
+    async with db.worker_session() as session:
+        run = await reconciliation.load_run(session, run_id)
+    if run is None:
+        raise _not_found("no reconciliation run yet" if run_id is None else f"no reconciliation run {run_id}")
+    return run
