@@ -323,7 +323,7 @@ def wrk(url: str, script: str, *, connections: int, duration: float, args: list[
         ).stdout
     finally:
         os.unlink(f.name)
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if set(percentiles) != {"50", "99"}:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]

@@ -197,7 +197,13 @@ def create_service_app(
     app.state.spec = spec
     app.state.settings = settings
     app.state.metrics = ServiceMetrics(spec.name)
-    app.add_middleware(RequestContextMiddleware, service=spec.name, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=spec.name,
+        metrics=app.state.metrics,
+        access_log=settings.log.access_log,
+        log_format=settings.log.format,
+    )
     install_problem_handlers(app)
     app.include_router(health_router())
     for router in routers:

@@ -4,6 +4,11 @@ Tokens are HS256 with a shared secret, or RS256 verified against the auth servic
 refetched on an unknown `kid` so key rotation needs no restart) — both configurable. Claims:
 `sub`, `partner_id`, `creditPermissions`, optional `creditLimit` (minor units) and `riskRating`.
 Every route declares the credit permission it needs with `require(...)`.
+
+A verified token's principal is cached by the token itself (bounded LRU) until the token expires
+or `cache_s` passes, whichever is first: a partner sends the same bearer token on every call,
+and re-verifying it cost ~5 % of a read. The cap bounds how long a key removed from the JWKS
+keeps working for tokens already seen.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 import jwt
+from cachetools import TLRUCache
 from fastapi import Depends, Request
 
 from offchain.platform.problems import Problem
@@ -74,8 +80,31 @@ class JwtVerifier:
     audience: str | None = None
     issuer: str | None = None
     leeway_s: int = 30
+    cache_size: int = 10_000
+    cache_s: float = 60.0
+    _cache: TLRUCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # ttu: a token's entry lives until its `exp` (+ leeway, as jwt.decode allows) or cache_s.
+        self._cache = TLRUCache(
+            maxsize=self.cache_size,
+            ttu=lambda _token, principal, now: min(
+                now + self.cache_s, float(principal.claims["exp"]) + self.leeway_s
+            ),
+            timer=time.time,
+        )
 
     async def verify(self, token: str) -> Principal:
+        if self.cache_size and self.cache_s > 0:
+            cached: Principal | None = self._cache.get(token)
+            if cached is not None:
+                return cached
+            principal = await self._verify(token)
+            self._cache[token] = principal
+            return principal
+        return await self._verify(token)
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:

@@ -1,4 +1,8 @@
-"""Typed FastAPI dependencies for route handlers: `async def route(db: DatabaseDep): ...`."""
+"""Typed FastAPI dependencies for route handlers: `async def route(db: DatabaseDep): ...`.
+
+All `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hop (and GIL
+hand-over) per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -16,31 +20,31 @@ from offchain.platform.settings import Settings
 _UNAVAILABLE = "urn:caas:problem:dependency-unavailable"
 
 
-def get_resources(request: Request) -> AppResources:
+async def get_resources(request: Request) -> AppResources:
     resources: AppResources = request.app.state.resources
     return resources
 
 
-def get_database(request: Request) -> Database:
-    db = get_resources(request).db
+async def get_database(request: Request) -> Database:
+    db = request.app.state.resources.db
     if db is None:
         raise Problem(503, _UNAVAILABLE, title="Database not configured", detail="DATABASE_URL is not set")
     return db
 
 
-def get_redis(request: Request) -> Redis:
-    redis = get_resources(request).redis
+async def get_redis(request: Request) -> Redis:
+    redis = request.app.state.resources.redis
     if redis is None:
         raise Problem(503, _UNAVAILABLE, title="Redis not configured", detail="REDIS_URL is not set")
     return redis
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return get_resources(request).settings
+async def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.resources.settings
 
 
-def get_http(request: Request) -> httpx.AsyncClient:
-    return get_resources(request).http
+async def get_http(request: Request) -> httpx.AsyncClient:
+    return request.app.state.resources.http
 
 
 ResourcesDep = Annotated[AppResources, Depends(get_resources)]

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, null, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from offchain.persistence.credit import IdempotencyKey
@@ -73,21 +73,31 @@ async def run_idempotent(
     now = datetime.now(UTC)
     this_key = (IdempotencyKey.partner_id == partner_id) & (IdempotencyKey.key == key)
 
+    claim = insert(IdempotencyKey).values(
+        partner_id=partner_id,
+        key=key,
+        method=request.method,
+        path=request.url.path,
+        request_hash=fingerprint,
+        expires_at=now + max(ttl, MIN_TTL),
+    )
     async with db.partner_session(partner_id) as session:
-        # A lapsed key is free again.
-        await session.execute(delete(IdempotencyKey).where(this_key & (IdempotencyKey.expires_at < now)))
+        # One statement: a new key is claimed, and a lapsed one is taken over as if new.
         claimed = await session.execute(
-            insert(IdempotencyKey)
-            .values(
-                partner_id=partner_id,
-                key=key,
-                method=request.method,
-                path=request.url.path,
-                request_hash=fingerprint,
-                expires_at=now + max(ttl, MIN_TTL),
-            )
-            .on_conflict_do_nothing()
-            .returning(IdempotencyKey.key)
+            claim.on_conflict_do_update(
+                index_elements=[IdempotencyKey.partner_id, IdempotencyKey.key],
+                set_={
+                    "method": claim.excluded.method,
+                    "path": claim.excluded.path,
+                    "request_hash": claim.excluded.request_hash,
+                    "state": "in_flight",
+                    "response_status": null(),
+                    "response_body": null(),
+                    "created_at": func.now(),
+                    "expires_at": claim.excluded.expires_at,
+                },
+                where=IdempotencyKey.expires_at < now,
+            ).returning(IdempotencyKey.key)
         )
         is_first = claimed.scalar_one_or_none() is not None
         existing = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -115,6 +115,24 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # Chatty libraries: pgserver logs every pg_ctl invocation with its full output at INFO.
     for name in ("pgserver", "alembic.runtime.plugins", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def access_log_writer(fmt: str) -> Callable[[str], None] | None:
+    """How the request middleware writes its one line per request, or None for the slow path.
+
+    The JSON access line is rendered by the middleware itself and written here in one call:
+    structlog's processor chain and the stdlib handler cost ~30 % of a cached read (profiled).
+    Other formats (console, for people) keep the full structlog path.
+    """
+    if fmt != "json" or not logging.getLogger("caas.http").isEnabledFor(logging.INFO):
+        return None
+
+    def write(line: str) -> None:
+        stream = sys.stdout  # looked up per call, as the handler does (capture, redirection)
+        stream.write(line)
+        stream.flush()
+
+    return write
 
 
 def get_logger(name: str | None = None, **initial: Any) -> structlog.stdlib.BoundLogger:

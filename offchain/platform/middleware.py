@@ -1,21 +1,25 @@
 """Request context: X-Request-ID, one access log line, and metrics per route template.
 
 A plain ASGI middleware (not BaseHTTPMiddleware): no extra task per request and streaming
-bodies pass straight through.
+bodies pass straight through. The access line is pre-rendered JSON written in one call (see
+offchain.platform.logging.access_log_writer); it can be switched off (LOG_ACCESS=false) while
+the per-route metrics stay.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from offchain.platform.logging import get_logger
+from offchain.platform.logging import access_log_writer, get_logger
 from offchain.platform.metrics import UNMATCHED_ROUTE, ServiceMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -41,10 +45,21 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, service: str, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        metrics: ServiceMetrics,
+        access_log: bool = True,
+        log_format: str = "json",
+    ) -> None:
         self.app = app
         self.service = service
         self.metrics = metrics
+        self.access_log = access_log
+        self.log_format = log_format
+        self._in_flight = metrics.in_flight.labels(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,16 +81,24 @@ class RequestContextMiddleware:
 
         tokens = structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id)
         started = time.perf_counter()
-        self.metrics.in_flight.labels(self.service).inc()
+        self._in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.in_flight.labels(self.service).dec()
+            self._in_flight.dec()
             route = route_template(scope)
             self.metrics.observe(method=scope["method"], route=route, status=status, seconds=elapsed)
-            path: str = scope["path"]
-            emit = log.debug if path.startswith(_QUIET_PREFIXES) and status < 500 else log.info
+            if self.access_log:
+                self._log(scope, route, status, elapsed, request_id)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    def _log(self, scope: Scope, route: str, status: int, elapsed: float, request_id: str) -> None:
+        quiet = scope["path"].startswith(_QUIET_PREFIXES) and status < 500
+        # resolved per request: logging is configured (and reconfigured by tests) after app creation
+        write = None if quiet else access_log_writer(self.log_format)
+        if write is None:
+            emit = log.debug if quiet else log.info
             emit(
                 "http.request",
                 method=scope["method"],
@@ -83,4 +106,23 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.reset_contextvars(**tokens)
+            return
+        # the fields and order structlog's JSON renderer gives every other line
+        write(
+            json.dumps(
+                {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "service": self.service,
+                    "request_id": request_id,
+                    "event": "http.request",
+                    "logger": "caas.http",
+                    "level": "info",
+                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                },
+                separators=(", ", ": "),
+            )
+            + "\n"
+        )

@@ -64,9 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jwks=JwksClient.from_settings(settings),
         audience=settings.auth.audience,
         issuer=settings.auth.issuer,
+        cache_size=settings.auth.token_cache_size,
+        cache_s=settings.auth.token_cache_s,
     )
-    app.state.rate_limiter = (
-        PartnerRateLimiter(settings.redis.url, settings.auth.rate_limits) if settings.redis.url else None
-    )
+    app.state.rate_limiter = PartnerRateLimiter(settings.auth.rate_limits) if settings.redis.url else None
     app.add_middleware(RateLimitHeaders)
     return app

@@ -2,9 +2,12 @@
 
 # No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
+import aiohttp
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -13,6 +16,7 @@ from offchain.platform import auth
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
+from offchain.platform.problems import Problem
 from offchain.services.gateway import approvals, schemas, usecases
 from offchain.services.gateway.audit import audit_report
 from offchain.services.gateway.pagination import MAX_LIMIT
@@ -26,6 +30,11 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
     429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
 }
+# Answers beyond COMMON_ERRORS, declared on the operations that give them.
+BAD_BODY = {400: {"description": "the body is not JSON (or not UTF-8), or a bad Idempotency-Key", **PROBLEM}}
+BAD_CURSOR = {400: {"description": "a cursor this API did not issue", **PROBLEM}}
+LOAN_NOT_FOUND = {404: {"description": "no such loan for this partner", **PROBLEM}}
+CHAIN_UNAVAILABLE = {503: {"description": "the chain (node or deployment) is not reachable", **PROBLEM}}
 
 
 def limited(permission: str, route_class: str):
@@ -35,7 +44,9 @@ def limited(permission: str, route_class: str):
     async def dependency(request: Request, principal: Annotated[Principal, Depends(require)]) -> Principal:
         limiter = request.app.state.rate_limiter
         if limiter is not None:
-            request.state.rate_quota = await limiter.hit(route_class, str(principal.partner_id))
+            request.state.rate_quota = await limiter.hit(
+                request.app.state.resources.redis, route_class, str(principal.partner_id)
+            )
         return principal
 
     return dependency
@@ -52,6 +63,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
     status_code=201,
     response_model=schemas.ApplicationOut,
     responses={
+        **BAD_BODY,
         409: {"description": "external_id already used, or Idempotency-Key conflict", **PROBLEM},
         **COMMON_ERRORS,
     },
@@ -89,41 +101,41 @@ async def get_application(
         return await usecases.get_application(session=session, application_id=application_id)
 
 
-@router.get("/applications", response_model=schemas.Page, responses=COMMON_ERRORS)
+@router.get("/applications", response_model=schemas.Page, responses={**BAD_CURSOR, **COMMON_ERRORS})
 async def list_applications(
     principal: ReadApplications,
     db: DatabaseDep,
     limit: Limit = 20,
     cursor: str | None = None,
-    status: str | None = None,
+    status: schemas.ApplicationStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.list_applications(session=session, limit=limit, cursor=cursor, status=status)
 
 
-@router.get("/loans", response_model=schemas.Page, responses=COMMON_ERRORS)
+@router.get("/loans", response_model=schemas.Page, responses={**BAD_CURSOR, **COMMON_ERRORS})
 async def list_loans(
     principal: ReadLoans,
     db: DatabaseDep,
     limit: Limit = 20,
     cursor: str | None = None,
-    status: str | None = None,
+    status: schemas.LoanStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.list_loans(session=session, limit=limit, cursor=cursor, status=status)
 
 
-@router.get(
-    "/loans/{loan_id}",
-    response_model=schemas.LoanOut,
-    responses={404: {"description": "no such loan for this partner", **PROBLEM}, **COMMON_ERRORS},
-)
+@router.get("/loans/{loan_id}", response_model=schemas.LoanOut, responses={**LOAN_NOT_FOUND, **COMMON_ERRORS})
 async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep) -> schemas.LoanOut:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.get_loan(session=session, loan_id=loan_id)
 
 
-@router.get("/loans/{loan_id}/schedule", response_model=list[schemas.ScheduleItem], responses=COMMON_ERRORS)
+@router.get(
+    "/loans/{loan_id}/schedule",
+    response_model=list[schemas.ScheduleItem],
+    responses={**LOAN_NOT_FOUND, **COMMON_ERRORS},
+)
 async def get_loan_schedule(
     loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep
 ) -> list[schemas.ScheduleItem]:
@@ -132,7 +144,9 @@ async def get_loan_schedule(
 
 
 @router.get(
-    "/loans/{loan_id}/repayments", response_model=list[schemas.LoanTransaction], responses=COMMON_ERRORS
+    "/loans/{loan_id}/repayments",
+    response_model=list[schemas.LoanTransaction],
+    responses={**LOAN_NOT_FOUND, **COMMON_ERRORS},
 )
 async def get_loan_repayments(
     loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep
@@ -147,7 +161,7 @@ AuditLoans = Annotated[Principal, Depends(limited(auth.AUDIT_READ, "read"))]
 
 @router.get(
     "/audit/loans/{loan_id}",
-    responses={404: {"description": "no such loan for this partner", **PROBLEM}, **COMMON_ERRORS},
+    responses={**LOAN_NOT_FOUND, **CHAIN_UNAVAILABLE, **COMMON_ERRORS},
     summary="On-chain state beside the backend's copy, with every mismatch and the event chain recomputed",
 )
 async def audit_loan(
@@ -157,12 +171,28 @@ async def audit_loan(
         loan = await session.get(Loan, loan_id)
         if loan is None:
             raise usecases.not_found("loan", loan_id)
-    return await audit_report(settings, loan)
+    with chain_unavailable_as_503():
+        return await audit_report(settings, loan)
 
 
 AcceptOffers = Annotated[Principal, Depends(limited(auth.APPLICATION_CREATE, "write"))]
 ApproveLoans = Annotated[Principal, Depends(limited(auth.APPLICATION_APPROVE, "write"))]
 ReadApprovals = Annotated[Principal, Depends(limited(auth.LOAN_READ, "read"))]
+
+
+@contextlib.contextmanager
+def chain_unavailable_as_503() -> Iterator[None]:
+    """A node that refuses or times out is the 503 these operations declare, not a 500."""
+    try:
+        yield
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        raise Problem(
+            503,
+            "urn:caas:problem:dependency-unavailable",
+            title="Chain unavailable",
+            detail=f"the chain node did not answer: {type(error).__name__}",
+            headers={"Retry-After": "5"},
+        ) from error
 
 
 def _chain(request: Request):
@@ -171,8 +201,6 @@ def _chain(request: Request):
     if getattr(state, "chain", None) is None:
         settings = request.app.state.settings
         if not settings.chain.rpc_url or not settings.chain.deployment_file:
-            from offchain.platform.problems import Problem
-
             raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
         from web3 import AsyncHTTPProvider, AsyncWeb3
 
@@ -194,8 +222,10 @@ def _chain(request: Request):
     status_code=201,
     response_model=schemas.AcceptOfferOut,
     responses={
+        **BAD_BODY,
         404: {"description": "no such offer for this partner", **PROBLEM},
         409: {"description": "the offer is no longer open, or expired", **PROBLEM},
+        **CHAIN_UNAVAILABLE,
         **COMMON_ERRORS,
     },
     summary="Accept an offer: agreement hashed, loan created on chain (Idempotency-Key supported)",
@@ -228,7 +258,12 @@ async def accept_offer(
 @router.get(
     "/loans/{loan_id}/approval-request",
     response_model=schemas.ApprovalRequestOut,
-    responses={409: {"description": "the loan is not awaiting approval", **PROBLEM}, **COMMON_ERRORS},
+    responses={
+        **LOAN_NOT_FOUND,
+        409: {"description": "the loan is not awaiting approval", **PROBLEM},
+        **CHAIN_UNAVAILABLE,
+        **COMMON_ERRORS,
+    },
     summary="The EIP-712 typed data committee signers sign (as eth_account / wallets sign it)",
 )
 async def approval_request(
@@ -236,14 +271,21 @@ async def approval_request(
 ) -> schemas.ApprovalRequestOut:
     deployment, w3 = _chain(request)
     async with db.partner_session(principal.partner_id) as session:
-        return await approvals.approval_request(
-            session=session, w3=w3, deployment=deployment, loan_id=loan_id
-        )
+        with chain_unavailable_as_503():
+            return await approvals.approval_request(
+                session=session, w3=w3, deployment=deployment, loan_id=loan_id
+            )
 
 
 @router.post(
     "/loans/{loan_id}/approvals",
-    responses={409: {"description": "the loan is not awaiting approval", **PROBLEM}, **COMMON_ERRORS},
+    responses={
+        **BAD_BODY,
+        **LOAN_NOT_FOUND,
+        409: {"description": "the loan is not awaiting approval, or Idempotency-Key conflict", **PROBLEM},
+        **CHAIN_UNAVAILABLE,
+        **COMMON_ERRORS,
+    },
     summary="Add a signer's EIP-712 approval; at the threshold one approve_with_signatures is sent",
 )
 async def add_approval(
@@ -253,14 +295,15 @@ async def add_approval(
 
     async def handle() -> tuple[int, Any]:
         async with db.partner_session(principal.partner_id) as session:
-            result = await approvals.add_approval(
-                session=session,
-                w3=w3,
-                deployment=deployment,
-                partner_id=principal.partner_id,
-                loan_id=loan_id,
-                body=body,
-            )
+            with chain_unavailable_as_503():
+                result = await approvals.add_approval(
+                    session=session,
+                    w3=w3,
+                    deployment=deployment,
+                    partner_id=principal.partner_id,
+                    loan_id=loan_id,
+                    body=body,
+                )
         return 200, result
 
     return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)

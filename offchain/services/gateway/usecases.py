@@ -7,11 +7,12 @@ simply not found: a 404, never a 403 that would confirm it exists.
 from __future__ import annotations
 
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
 
@@ -41,9 +42,19 @@ def not_found(kind: str, resource_id: Any) -> Problem:
     )
 
 
+# Partners known to exist, per database engine: the upsert is a round trip on every submission
+# otherwise. A partner goes in only once its row was found committed (the insert conflicted),
+# and partner rows are never deleted, so an entry cannot be stale.
+_PROVISIONED: weakref.WeakKeyDictionary[Any, set[uuid.UUID]] = weakref.WeakKeyDictionary()
+_PROVISIONED_MAX = 100_000
+
+
 async def ensure_partner(session: AsyncSession, principal: Principal, ref_secret: str) -> None:
     """Partners are provisioned on first use: the SME platform's token is the source of truth."""
-    await session.execute(
+    known = _PROVISIONED.setdefault(session.get_bind(), set())
+    if principal.partner_id in known:
+        return
+    inserted = await session.execute(
         insert(Partner)
         .values(
             id=principal.partner_id,
@@ -51,7 +62,12 @@ async def ensure_partner(session: AsyncSession, principal: Principal, ref_secret
             chain_ref="0x" + keyed_partner_ref(ref_secret, str(principal.partner_id)).hex(),
         )
         .on_conflict_do_nothing()
+        .returning(Partner.id)
     )
+    if inserted.first() is None:
+        if len(known) >= _PROVISIONED_MAX:
+            known.clear()
+        known.add(principal.partner_id)
 
 
 # -- applications ------------------------------------------------------------------------------
@@ -361,36 +377,50 @@ def loan_schedule(loan: Loan) -> list[schemas.ScheduleItem]:
     return items
 
 
+# The loan's indexed events as one JSON array, in chain order: fetched with the loan in one query
+# (the read path's round trips were most of its latency).
+_TRANSACTIONS = (
+    select(
+        func.coalesce(
+            func.jsonb_agg(
+                aggregate_order_by(
+                    func.jsonb_build_object(
+                        "event",
+                        ChainEvent.event,
+                        "block_number",
+                        ChainEvent.block_number,
+                        "tx_hash",
+                        ChainEvent.tx_hash,
+                        "log_index",
+                        ChainEvent.log_index,
+                        "args",
+                        ChainEvent.args,
+                    ),
+                    ChainEvent.block_number,
+                    ChainEvent.log_index,
+                )
+            ),
+            literal_column("'[]'::jsonb"),
+        )
+    )
+    .where(ChainEvent.loan_id == Loan.chain_loan_id)
+    .scalar_subquery()
+)
+
+
 async def get_loan(
     *, session: AsyncSession, loan_id: uuid.UUID, with_transactions: bool = True
 ) -> schemas.LoanOut:
-    loan = await session.get(Loan, loan_id)
-    if loan is None:
+    if not with_transactions:
+        loan = await session.get(Loan, loan_id)
+        if loan is None:
+            raise not_found("loan", loan_id)
+        return loan_view(loan, [])
+    row = (await session.execute(select(Loan, _TRANSACTIONS).where(Loan.id == loan_id))).first()
+    if row is None:
         raise not_found("loan", loan_id)
-    transactions: list[schemas.LoanTransaction] = []
-    if with_transactions:
-        transactions = await loan_transactions(session=session, chain_loan_id=loan.chain_loan_id)
-    return loan_view(loan, transactions)
-
-
-async def loan_transactions(*, session: AsyncSession, chain_loan_id: str) -> list[schemas.LoanTransaction]:
-    events = (
-        await session.execute(
-            select(ChainEvent)
-            .where(ChainEvent.loan_id == chain_loan_id)
-            .order_by(ChainEvent.block_number, ChainEvent.log_index)
-        )
-    ).scalars()
-    return [
-        schemas.LoanTransaction(
-            event=event.event,
-            block_number=event.block_number,
-            tx_hash=event.tx_hash,
-            log_index=event.log_index,
-            args=event.args,
-        )
-        for event in events
-    ]
+    loan, events = row
+    return loan_view(loan, [schemas.LoanTransaction.model_validate(event) for event in events])
 
 
 def loan_view(loan: Loan, transactions: list[schemas.LoanTransaction]) -> schemas.LoanOut:

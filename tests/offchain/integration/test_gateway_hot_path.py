@@ -1,0 +1,129 @@
+"""The gateway's per-request machinery on real Redis: one-round-trip limiter, token cache."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import jwt
+import pytest
+from limits import parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import Redis
+
+from offchain.platform import auth
+from offchain.platform.problems import Problem
+from offchain.platform.ratelimit import PartnerRateLimiter
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_limiter__counts_as_limits_library_reads_it(redis: Redis, redis_url: str):
+    prefix = f"test-rl-{uuid.uuid4().hex[:8]}"
+    limiter = PartnerRateLimiter({"read": "10/minute"}, key_prefix=prefix)
+    partner = str(uuid.uuid4())
+    quotas = [await limiter.hit(redis, "read", partner) for _ in range(4)]
+    assert [q.remaining for q in quotas] == [9, 8, 7, 6]
+    assert all(q.limit == 10 for q in quotas)
+    assert all(0 < q.reset_after_s <= 120 for q in quotas)
+
+    # The library itself, on the same Redis and prefix, sees our four hits in its own window.
+    library = SlidingWindowCounterRateLimiter(
+        RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix=prefix)
+    )
+    stats = await library.get_window_stats(parse("10/minute"), "read", partner)
+    assert stats.remaining == 6
+    # ... and what it adds, our limiter counts.
+    assert await library.hit(parse("10/minute"), "read", partner)
+    assert (await limiter.hit(redis, "read", partner)).remaining == 4
+
+
+async def test_limiter__refuses_over_the_limit_with_retry_after(redis: Redis):
+    limiter = PartnerRateLimiter({"write": "3/minute"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
+    partner = str(uuid.uuid4())
+    for _ in range(3):
+        await limiter.hit(redis, "write", partner)
+    with pytest.raises(Problem) as refused:
+        await limiter.hit(redis, "write", partner)
+    assert refused.value.status == 429
+    assert refused.value.headers["RateLimit-Remaining"] == "0"
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    # another partner has its own quota
+    assert (await limiter.hit(redis, "write", str(uuid.uuid4()))).remaining == 2
+
+
+async def test_limiter__concurrent_hits_never_exceed_the_limit(redis: Redis):
+    limiter = PartnerRateLimiter({"write": "25/minute"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
+    partner = str(uuid.uuid4())
+
+    async def one() -> bool:
+        try:
+            await limiter.hit(redis, "write", partner)
+            return True
+        except Problem:
+            return False
+
+    results = await asyncio.gather(*(one() for _ in range(60)))
+    assert results.count(True) == 25
+
+
+async def test_limiter__previous_window_weighs_in_then_fades(redis: Redis):
+    limiter = PartnerRateLimiter({"read": "4 per 2 second"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
+    partner = str(uuid.uuid4())
+    for _ in range(4):
+        await limiter.hit(redis, "read", partner)
+    with pytest.raises(Problem):
+        await limiter.hit(redis, "read", partner)
+    # A sliding window, not a fixed one: just after the window rolls over, the old window's
+    # hits still count by how much of it overlaps; two windows later none do.
+    await asyncio.sleep(2.2)
+    assert (await limiter.hit(redis, "read", partner)).remaining < 3
+    await asyncio.sleep(4.2)
+    assert (await limiter.hit(redis, "read", partner)).remaining == 3
+
+
+SECRET = "test-secret-for-the-token-cache-0001"
+
+
+async def test_token_cache__verifies_once_until_expiry():
+    verifier = auth.JwtVerifier(hs256_secret=SECRET, cache_s=60)
+    partner = uuid.uuid4()
+    token = auth.issue_token(SECRET, partner_id=partner)
+    calls = 0
+    original = jwt.decode
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    jwt.decode = counting
+    try:
+        first = await verifier.verify(token)
+        second = await verifier.verify(token)
+    finally:
+        jwt.decode = original
+    assert first == second and first.partner_id == partner
+    assert calls == 1
+
+
+async def test_token_cache__expired_token_is_refused_even_if_cached():
+    verifier = auth.JwtVerifier(hs256_secret=SECRET, cache_s=60, leeway_s=0)
+    token = auth.issue_token(SECRET, partner_id=uuid.uuid4(), ttl_s=1)
+    await verifier.verify(token)
+    await asyncio.sleep(
+        max(0.0, (jwt.decode(token, options={"verify_signature": False})["exp"]) - time.time()) + 1.1
+    )
+    with pytest.raises(Problem) as refused:
+        await verifier.verify(token)
+    assert refused.value.status == 401
+
+
+async def test_token_cache__bad_token_is_never_cached():
+    verifier = auth.JwtVerifier(hs256_secret=SECRET)
+    forged = auth.issue_token("another-secret-of-at-least-32-bytes!", partner_id=uuid.uuid4())
+    for _ in range(2):
+        with pytest.raises(Problem):
+            await verifier.verify(forged)
