@@ -333,6 +333,82 @@ class CollectionsSettings(_Group):
     rpc_batch_size: int = Field(default=300, ge=1)
 
 
+class MoneySettings(_Group):
+    """Payouts (disbursement:8003) and incoming payments (repayment:8004)."""
+
+    # a payout retries after a conclusive failure, under its one reference, this many times in all
+    payout_max_attempts: int = Field(default=5, ge=1)
+    # the n-th retry waits min(base * 2**(n-1), max) seconds
+    payout_retry_base_s: float = Field(default=60.0, ge=0)
+    payout_retry_max_s: float = Field(default=3_600.0, ge=0)
+    # a transfer without a webhook is verified with the rail after this long (lost webhooks)
+    payout_verify_after_s: float = Field(default=30.0, ge=0)
+    worker_poll_s: float = Field(default=0.5, gt=0)
+    worker_batch: int = Field(default=20, ge=1)
+    # the name on a transfer recipient when the payout account carries none
+    default_account_name: str = "CaaS borrower"
+
+
+class NotificationsSettings(_Group):
+    """Partner webhooks and borrower messages (offchain.services.notifications)."""
+
+    # Keys that encrypt webhook signing secrets at rest (comma-separated; the first encrypts, all
+    # decrypt, so a key can be rotated without losing stored secrets). Any string: a Fernet key
+    # is derived from each.
+    secret_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("dev-webhook-secret-key-local-development-only")],
+        validation_alias=_flat("secret_keys", "WEBHOOK_SECRET_KEYS"),
+    )
+    # Retry schedule: the n-th retry waits min(base * 2**(n-1), max) seconds, +/- jitter, until
+    # `retry_window_s` after the event (or its replay) has passed; then the delivery is dead.
+    retry_base_s: float = Field(default=30.0, gt=0)
+    retry_max_interval_s: float = Field(default=6 * 3600.0, gt=0)
+    retry_window_s: float = Field(default=3 * 86_400.0, gt=0)
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    # deliveries claimed per round, and how many POSTs run at once
+    delivery_batch: int = Field(default=50, ge=1)
+    delivery_concurrency: int = Field(default=16, ge=1)
+    worker_poll_s: float = Field(default=1.0, gt=0)
+    # A claimed delivery whose worker died is due again after this long.
+    delivery_lease_s: float = Field(default=60.0, gt=0)
+    # GET /v1/events shows this many days; stored events are purged after `event_retention_days`.
+    event_listing_days: int = Field(default=30, ge=1)
+    event_retention_days: int = Field(default=35, ge=30)
+    # A rotated-out signing secret keeps signing (second v1=) this long by default.
+    rotation_overlap_s: int = Field(default=24 * 3600, ge=0)
+    # Borrower messages: "smtp" needs smtp_host; "http" needs sms_url; "log" writes a log line.
+    email_adapter: Literal["log", "smtp"] = "log"
+    sms_adapter: Literal["log", "http"] = "log"
+    smtp_host: OptionalStr = Field(default=None, validation_alias=_flat("smtp_host", "SMTP_HOST"))
+    smtp_port: int = Field(default=587, validation_alias=_flat("smtp_port", "SMTP_PORT"))
+    smtp_username: OptionalStr = Field(default=None, validation_alias=_flat("smtp_username", "SMTP_USERNAME"))
+    smtp_password: SecretStr | None = Field(
+        default=None, validation_alias=_flat("smtp_password", "SMTP_PASSWORD")
+    )
+    smtp_starttls: bool = True
+    smtp_from: str = Field(
+        default="CaaS <no-reply@caas.local>", validation_alias=_flat("smtp_from", "SMTP_FROM")
+    )
+    # An Africa's Talking / Termii style HTTP SMS API: POST {to, from, message} with an api key.
+    sms_url: OptionalStr = Field(default=None, validation_alias=_flat("sms_url", "SMS_URL"))
+    sms_api_key: SecretStr | None = Field(default=None, validation_alias=_flat("sms_api_key", "SMS_API_KEY"))
+    sms_sender: str = "CaaS"
+    message_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("smtp_password", "sms_api_key", mode="before")
+    @classmethod
+    def _blank_secret(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+
 class LedgerSettings(_Group):
     """The ledger service (offchain.services.ledger): its reconciliation job."""
 
@@ -347,6 +423,8 @@ class LedgerSettings(_Group):
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
     format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
+    # One line per HTTP request (metrics are kept either way).
+    access_log: bool = Field(default=True, validation_alias=_flat("access_log", "LOG_ACCESS"))
 
 
 class FlatEnvSource(PydanticBaseSettingsSource):
