@@ -129,10 +129,35 @@ def test_envelope_shape_and_subscriptions():
 def test_render__money_and_loan_reference():
     message = render(
         "repayment_due",
-        {"amount": {"value": 1_250_050, "currency": "NGN"}, "due_date": "2026-12-01"},
+        {"amount_due": {"value": 1_250_050, "currency": "NGN"}, "due_date": "2026-12-01", "installment": 2},
         loan_id="loan-9",
     )
     assert "NGN 12,500.50" in message.body and "loan-9" in message.body and "2026-12-01" in message.subject
+    assert "(installment 2)" in message.body
+
+
+def test_render__optional_parts_follow_the_data_collections_sends():
+    money = {"value": 500_000, "currency": "NGN"}
+    missed = render(
+        "repayment_missed",
+        {"installment": 1, "due_date": "2026-11-01", "amount_missed": money, "amount_due": money},
+        loan_id="L1",
+    )
+    assert "of NGN 5,000.00 due on 2026-11-01" in missed.body and "late." not in missed.body
+    dunning = render(
+        "repayment_missed",
+        {"installment": 1, "days_past_due": 3, "bucket": "1-30", "amount_due": money, "outstanding": money},
+        loan_id="L1",
+    )
+    assert "It is now 3 day(s) late." in dunning.body and "due on" not in dunning.body
+    assert "$" not in missed.body + dunning.body + missed.subject + dunning.subject
+    collection = render("collection_initiated", {"days_past_due": 7, "amount_due": money}, loan_id="L1")
+    assert "7 day(s) past due." in collection.body and "outstanding" not in collection.body
+
+
+def test_render__values_are_text_not_placeholders():
+    message = render("collection_initiated", {"days_past_due": "$amount_due", "amount_due": "x"}, loan_id="L")
+    assert "$amount_due day(s)" in message.body
 
 
 @pytest.mark.parametrize("template", TEMPLATE_NAMES)
@@ -145,7 +170,9 @@ def test_render__unknown_template_and_bad_money():
     with pytest.raises(TemplateError, match="unknown template"):
         render("birthday", {})
     with pytest.raises(TemplateError, match="bad money"):
-        render("repayment_due", {"amount": {"value": 1.5, "currency": "NGN"}, "due_date": "x"}, loan_id="l")
+        render(
+            "repayment_due", {"amount_due": {"value": 1.5, "currency": "NGN"}, "due_date": "x"}, loan_id="l"
+        )
 
 
 # -- endpoint URLs -----------------------------------------------------------------------------
