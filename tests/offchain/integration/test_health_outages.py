@@ -78,10 +78,29 @@ class ThrowawayPostgres:
         self.socket_dir = self.server.get_postmaster_info().socket_dir
         self.url = self.server.get_uri("postgres")
 
+    def _reachable(self) -> None:
+        # As root, pgserver runs PostgreSQL as its own user, which must be able to reach the data
+        # directory; pytest's 0700 temp directories do not let it, so open the path up again.
+        if self.server.system_user is not None:
+            from pgserver.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.data_dir)
+
     def stop(self) -> None:
-        self._pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self.server.system_user)
+        self._reachable()
+        # "fast" can time out on a loaded machine while backends finish; "immediate" then stops
+        # it like a crash would (PostgreSQL recovers from its WAL on the next start).
+        for mode in ("fast", "immediate"):
+            try:
+                self._pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=self.server.system_user)
+                return
+            except subprocess.CalledProcessError:
+                if not (self.data_dir / "postmaster.pid").exists():
+                    return
+        raise RuntimeError(f"PostgreSQL in {self.data_dir} did not stop")
 
     def start(self) -> None:
+        self._reachable()
         # the options pgserver started it with: no TCP, the same socket directory
         args = ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.data_dir / "log"), "start"]
         self._pg_ctl(args, pgdata=self.data_dir, user=self.server.system_user, timeout=30)
@@ -263,10 +282,13 @@ async def test_health_turns_down_and_back_with_nothing_lost(
     outage_world["postgres"].start()
     await _until(health_url, _healthy, "postgres back")
     after_pg = await _publish(db, "written after postgres returned")
+    # at least once: a relay batch cut by the stop (XADD done, COMMIT lost) is sent again, and
+    # consumers dedupe on the outbox id; what must not happen is an event never sent
     await _eventually(
-        lambda: _relayed(settings, before_pg) == 1 and _relayed(settings, after_pg) == 1,
+        lambda: _relayed(settings, before_pg) >= 1 and _relayed(settings, after_pg) >= 1,
         "events around the postgres outage",
     )
+    assert not _unpublished(settings, before_pg) and not _unpublished(settings, after_pg)
 
     # --- Anvil -----------------------------------------------------------------------------
     outage_world["anvil"].stop()
@@ -321,7 +343,9 @@ async def test_stale_head_is_degraded_only_when_a_block_time_is_configured(
     """Automining Anvil keeps an old head while idle: judged only with HEALTH__MAX_HEAD_AGE_S."""
     url = outage_world["anvil_url"]
     base: Settings = platform["settings"]
-    strict = base.model_copy(update={"health": base.health.model_copy(update={"max_head_age_s": 1.0})})
+    # a loaded machine may answer slowly: only the head's age may decide here
+    base = base.model_copy(update={"services": base.services.model_copy(update={"slow_probe_ms": 30_000})})
+    strict = base.model_copy(update={"health": base.health.model_copy(update={"max_head_age_s": 4.0})})
 
     async def blockchain(settings: Settings) -> dict[str, Any]:
         resources = AppResources.open(SERVICES["health"], settings)
@@ -332,7 +356,7 @@ async def test_stale_head_is_degraded_only_when_a_block_time_is_configured(
 
     rpc_call(url, "evm_mine")
     assert (await blockchain(strict))["status"] == "healthy"
-    await asyncio.sleep(2.5)  # nothing mined: the head ages
+    await asyncio.sleep(6.0)  # nothing mined: the head ages
     stale = await blockchain(strict)
     assert stale["status"] == "degraded"
     assert stale["detail"].startswith("head stale: block ")
