@@ -1,17 +1,24 @@
 """A borrower's repayment history on the platform's loan book of record (the chain).
 
 The caller builds `LoanRecord`s from the indexed LoanBook events of every loan carrying the
-borrower's `borrower_ref` (any partner: the chain is one book), and `summarize` folds them into the
-`ChainHistory` that the policy rules and the scorecard's on-chain adjustment read.
+borrower's `borrower_ref` (any partner: the chain is one book) with `record_from_events`, and
+`summarize` folds them into the `ChainHistory` that the policy rules and the scorecard's
+on-chain adjustment read.
+
+Days past due are the contract's (offchain.domain.loan_book): whole days since the due date of
+the oldest installment not fully paid, once past its grace period. `record_from_events` replays a
+loan's events through that model. Between two events days past due only grow, so the worst value
+a loan ever reached is the largest of the values just before each event and at `as_of`: exact,
+not a daily sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from offchain.domain.loan_book import LoanState
+from offchain.domain.loan_book import IN_REPAYMENT, Loan, LoanState
 
 _COUNTS = (
     "repaid_loans",
@@ -32,6 +39,81 @@ class LoanRecord:
     max_days_past_due: int = 0  # worst ever observed (daily close of business)
     defaulted_ever: bool = False  # a LoanDefaulted event exists, even if later repaid
     outstanding: int = 0  # minor units
+
+
+@dataclass(frozen=True, slots=True)
+class LoanEvent:
+    """One indexed LoanBook event of a loan: its name, block timestamp (unix s) and decoded args."""
+
+    event: str
+    at: int
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record_from_events(events: Iterable[LoanEvent], as_of: int) -> LoanRecord | None:
+    """Replay one loan's events (in chain order) into its record as of `as_of`.
+
+    None when the events do not start with LoanCreated (a loan indexed only in part).
+    """
+    loan: Loan | None = None
+    worst = 0
+    for event in events:
+        args = event.args
+        if event.event == "LoanCreated":
+            loan = Loan(
+                currency=int(args["currency"]),
+                principal=int(args["principal"]),
+                total_due=int(args["total_due"]),
+                installment_count=int(args["installment_count"]),
+                installment_interval=int(args["installment_interval"]),
+                grace_period=int(args["grace_period"]),
+                max_late_fees=int(args["max_late_fees"]),
+            )
+            continue
+        if loan is None:
+            return None
+        # the value the loan had reached just before this event changed it
+        worst = max(worst, loan.days_past_due(event.at))
+        _apply(loan, event)
+    if loan is None:
+        return None
+    current = loan.days_past_due(as_of)
+    return LoanRecord(
+        state=loan.state,
+        days_past_due=current,
+        max_days_past_due=max(worst, current),
+        defaulted_ever=loan.ever_defaulted,
+        outstanding=loan.outstanding if loan.state in IN_REPAYMENT else 0,
+    )
+
+
+def _apply(loan: Loan, event: LoanEvent) -> None:
+    """Apply an event as the contract recorded it (amounts from the event, never recomputed)."""
+    args = event.args
+    name = event.event
+    if name == "LoanApproved":
+        loan.state = LoanState.APPROVED
+    elif name == "LoanDisbursed":
+        loan.state = LoanState.ACTIVE
+        loan.disbursed_at = int(args.get("disbursed_at") or event.at)
+    elif name == "RepaymentRecorded":
+        loan.late_fees_paid += int(args["fee_part"])
+        loan.scheduled_repaid += int(args["scheduled_part"])
+    elif name == "RepaymentReversed":
+        loan.late_fees_paid -= int(args["fee_part"])
+        loan.scheduled_repaid -= int(args["scheduled_part"])
+        loan.state = LoanState(int(args["state_after"]))
+    elif name == "LateFeeAssessed":
+        loan.late_fees_assessed = int(args["late_fees_assessed"])
+    elif name == "LoanRepaid":
+        loan.state = LoanState.REPAID
+    elif name == "LoanDefaulted":
+        loan.state = LoanState.DEFAULTED
+        loan.ever_defaulted = True
+    elif name == "LoanWrittenOff":
+        loan.state = LoanState.WRITTEN_OFF
+    elif name == "LoanCancelled":
+        loan.state = LoanState.CANCELLED
 
 
 @dataclass(frozen=True, slots=True)

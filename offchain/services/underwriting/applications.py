@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,7 +24,7 @@ from offchain.domain.offers.pricing import Affordability, PricingPolicy, quote
 from offchain.domain.offers.schedule import Frequency
 from offchain.domain.underwriting.decision import Application as DecisionInput
 from offchain.domain.underwriting.decision import Decision, DecisionStatus
-from offchain.domain.underwriting.history import ChainHistory
+from offchain.domain.underwriting.history import ChainHistory, LoanEvent, record_from_events
 from offchain.domain.underwriting.policy import Exposures, PartnerClaims, PolicyConfig
 from offchain.domain.underwriting.scorecard import ScorecardModel
 from offchain.eventbus.consumer import StreamConsumer
@@ -31,7 +32,7 @@ from offchain.eventbus.idempotent import idempotent
 from offchain.eventbus.messages import Event, StreamNames
 from offchain.eventbus.outbox import publish
 from offchain.persistence.credit import Application, Offer
-from offchain.persistence.models import Loan
+from offchain.persistence.models import ChainEvent, Loan
 from offchain.platform.app import AppResources
 from offchain.platform.logging import get_logger
 from offchain.rails.sme.kyc import SmeKycClient
@@ -45,8 +46,14 @@ GROUP = "underwriting.applications"
 _EXPOSED = (LoanState.NONE, LoanState.PENDING, LoanState.APPROVED, LoanState.ACTIVE, LoanState.DEFAULTED)
 
 
-async def chain_history(session: AsyncSession, borrower_ref: str) -> ChainHistory:
-    """The borrower's record on the loan book, from the indexed mirror of the chain."""
+async def chain_history(
+    session: AsyncSession, borrower_ref: str, as_of: datetime | None = None
+) -> ChainHistory:
+    """The borrower's record on the loan book, from the indexed mirror of the chain.
+
+    Counts come from the caas_loans projection; days past due (now, and the worst ever) from
+    replaying each loan's indexed events (offchain.domain.underwriting.history).
+    """
     rows = (
         await session.execute(
             select(Loan.chain_state, Loan.ever_defaulted, Loan.outstanding).where(
@@ -55,12 +62,30 @@ async def chain_history(session: AsyncSession, borrower_ref: str) -> ChainHistor
         )
     ).all()
     states = [LoanState(row.chain_state) for row in rows]
+    events = (
+        await session.execute(
+            select(ChainEvent.loan_id, ChainEvent.event, ChainEvent.block_timestamp, ChainEvent.args)
+            .join(Loan, Loan.chain_loan_id == ChainEvent.loan_id)
+            .where(Loan.borrower_ref == borrower_ref)
+            .order_by(ChainEvent.loan_id, ChainEvent.block_number, ChainEvent.log_index)
+        )
+    ).all()
+    at = int((as_of or datetime.now(UTC)).timestamp())
+    records = [
+        record_from_events(
+            (LoanEvent(row.event, int(row.block_timestamp or 0), row.args or {}) for row in loan_events), at
+        )
+        for _, loan_events in groupby(events, key=lambda row: row.loan_id)
+    ]
+    replayed = [record for record in records if record is not None]
     return ChainHistory(
         repaid_loans=states.count(LoanState.REPAID),
         active_loans=states.count(LoanState.ACTIVE),
         defaulted_loans=states.count(LoanState.DEFAULTED),
         written_off_loans=states.count(LoanState.WRITTEN_OFF),
         defaults_ever=sum(1 for row in rows if row.ever_defaulted),
+        max_days_past_due=max((record.max_days_past_due for record in replayed), default=0),
+        current_days_past_due=max((record.days_past_due for record in replayed), default=0),
         outstanding=sum(int(row.outstanding or 0) for row in rows if LoanState(row.chain_state) in _EXPOSED),
     )
 
@@ -106,7 +131,7 @@ async def decide_application(
             purpose=application.purpose,
         ),
         transactions=None,
-        chain_history=await chain_history(session, application.borrower_ref),
+        chain_history=await chain_history(session, application.borrower_ref, now),
         exposures=await exposures(session, application.borrower_ref, application.partner_id),
         partner_claims=PartnerClaims(
             partner_id=str(application.partner_id),
