@@ -40,6 +40,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -95,6 +96,9 @@ class LedgerPosting(Base):
         CheckConstraint(f"status IN {STATUSES}", name="status_known"),
         CheckConstraint("(status = 'posted') = (posted_at IS NOT NULL)", name="posted_at_iff_posted"),
         CheckConstraint("(status = 'voided') = (voided_at IS NOT NULL)", name="voided_at_iff_voided"),
+        CheckConstraint("legs >= 2", name="two_legs_or_more"),
+        # what entries point at: a posting's number of legs travels with every entry
+        UniqueConstraint("seq", "legs"),
         # a posting is corrected once; a second correction would count the money back twice
         Index(None, "reverses", unique=True, postgresql_where=text("reverses IS NOT NULL")),
         Index("ix_caas_ledger_postings_pending", "seq", postgresql_where=text("status = 'pending'")),
@@ -105,6 +109,8 @@ class LedgerPosting(Base):
     posting_id: Mapped[str] = mapped_column(POSTING_ID, unique=True)
     status: Mapped[str] = mapped_column(String(8))
     description: Mapped[str] = mapped_column(Text)
+    # entries fill exactly slots 0..legs-1 (checked at COMMIT), so none can be added later
+    legs: Mapped[int] = mapped_column(SmallInteger)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
     reverses: Mapped[str | None] = mapped_column(POSTING_ID, ForeignKey("caas_ledger_postings.posting_id"))
     created_at: Mapped[datetime] = created_at()
@@ -117,17 +123,22 @@ class LedgerEntry(Base):
     __table_args__ = (
         PrimaryKeyConstraint("posting_seq", "leg"),
         ForeignKeyConstraint(
+            ["posting_seq", "legs"], ["caas_ledger_postings.seq", "caas_ledger_postings.legs"]
+        ),
+        ForeignKeyConstraint(
             ["account", "currency"],
             ["caas_ledger_accounts.code", "caas_ledger_accounts.currency"],
         ),
         CheckConstraint(f"side IN {SIDES}", name="side_known"),
         CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("leg >= 0 AND leg < legs", name="leg_in_posting"),
         # an account's statement, in posting order
         Index(None, "account", "currency", "posting_seq"),
     )
 
-    posting_seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("caas_ledger_postings.seq"))
+    posting_seq: Mapped[int] = mapped_column(BigInteger)
     leg: Mapped[int] = mapped_column(SmallInteger)
+    legs: Mapped[int] = mapped_column(SmallInteger)
     account: Mapped[str] = mapped_column(ACCOUNT_CODE)
     currency: Mapped[str] = mapped_column(String(3))
     side: Mapped[str] = mapped_column(String(6))
@@ -271,81 +282,67 @@ class TrialBalanceLine:
 
 # One statement writes a whole batch: postings, any accounts they open, and their entries. The
 # triggers then add to the balances (one upsert per statement) and check at COMMIT that every
-# posting balances.
+# posting has all its legs and balances.
 _WRITE = text(
     """
-WITH input AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:postings AS jsonb)) AS p(
-        i int, posting_id text, status text, description text, metadata jsonb, reverses text)
-), new_postings AS (
-    INSERT INTO caas_ledger_postings (posting_id, status, description, metadata, reverses, posted_at)
-    SELECT posting_id, status, description, metadata, reverses, CASE WHEN status = 'posted' THEN now() END
-    FROM input ORDER BY i
+WITH new_postings AS (
+    INSERT INTO caas_ledger_postings (posting_id, status, description, legs, metadata, reverses, posted_at)
+    SELECT p.posting_id, CAST(:status AS varchar), p.description, p.legs, CAST(p.metadata AS jsonb),
+           p.reverses, CASE WHEN CAST(:status AS varchar) = 'posted' THEN now() END
+    FROM unnest(CAST(:posting_ids AS text[]), CAST(:descriptions AS text[]), CAST(:leg_counts AS smallint[]),
+                CAST(:metadata AS text[]), CAST(:reverses AS text[]))
+         WITH ORDINALITY AS p(posting_id, description, legs, metadata, reverses, i)
+    ORDER BY p.i
     ON CONFLICT DO NOTHING
-    RETURNING seq, posting_id
-), legs AS (
-    SELECT l.*, n.seq FROM jsonb_to_recordset(CAST(:legs AS jsonb)) AS l(
-        posting_id text, leg int, account text, currency text, side text, amount bigint,
-        kind text, normal_side text, partner_id uuid, loan_id text)
+    RETURNING seq, posting_id, legs
+), new_legs AS (
+    SELECT l.*, n.seq, n.legs
+    FROM unnest(CAST(:leg_postings AS text[]), CAST(:leg_numbers AS smallint[]), CAST(:accounts AS text[]),
+                CAST(:currencies AS text[]), CAST(:sides AS text[]), CAST(:amounts AS bigint[]),
+                CAST(:kinds AS text[]), CAST(:normal_sides AS text[]), CAST(:partners AS uuid[]),
+                CAST(:loans AS text[]))
+         AS l(posting_id, leg, account, currency, side, amount, kind, normal_side, partner_id, loan_id)
     JOIN new_postings n USING (posting_id)
 ), new_accounts AS (
     INSERT INTO caas_ledger_accounts (code, currency, kind, normal_side, partner_id, loan_id)
     SELECT DISTINCT ON (account, currency) account, currency, kind, normal_side, partner_id, loan_id
-    FROM legs ORDER BY account, currency
+    FROM new_legs ORDER BY account, currency
     ON CONFLICT DO NOTHING
 ), new_entries AS (
-    INSERT INTO caas_ledger_entries (posting_seq, leg, account, currency, side, amount)
-    SELECT seq, leg, account, currency, side, amount FROM legs
+    INSERT INTO caas_ledger_entries (posting_seq, leg, legs, account, currency, side, amount)
+    SELECT seq, leg, legs, account, currency, side, amount FROM new_legs
 )
 SELECT posting_id FROM new_postings
 """
 )
+_LEG_COLUMNS = (
+    "leg_postings",
+    "leg_numbers",
+    "accounts",
+    "currencies",
+    "sides",
+    "amounts",
+    "kinds",
+    "normal_sides",
+    "partners",
+    "loans",
+)
 
 
-def _uuid_or_none(value: Any) -> str | None:
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
     try:
-        return str(uuid.UUID(str(value)))
+        return uuid.UUID(str(value))
     except (TypeError, ValueError):
         return None
 
 
-def _legs_rows(posting: Posting) -> list[dict[str, Any]]:
-    partner_of_posting = _uuid_or_none(posting.metadata.get("partner_id"))
-    rows = []
-    for i, leg in enumerate(posting.legs):
-        ref = parse_account(leg.account)
-        # a partner's funding account is its own; loan accounts belong to the loan's partner
-        partner = _uuid_or_none(ref.partner_id) if ref.partner_id else None
-        if partner is None and ref.loan_id is not None:
-            partner = partner_of_posting
-        rows.append(
-            {
-                "posting_id": posting.posting_id,
-                "leg": i,
-                "account": leg.account,
-                "currency": leg.currency,
-                "side": leg.side.value,
-                "amount": leg.amount,
-                "kind": ref.kind.value,
-                "normal_side": ref.normal_side.value,
-                "partner_id": partner,
-                "loan_id": ref.loan_id,
-            }
-        )
-    return rows
-
-
-def _metadata(posting: Posting) -> dict[str, Any]:
-    metadata = dict(posting.metadata)
+def _metadata(posting: Posting) -> str:
     try:
-        json.dumps(metadata)
+        return json.dumps(dict(posting.metadata), separators=(",", ":"))
     except (TypeError, ValueError) as error:
         raise ValueError(f"posting {posting.posting_id}: metadata must be JSON-able: {error}") from error
-    return metadata
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 async def _write(
@@ -356,19 +353,45 @@ async def _write(
         raise ValueError("a batch names the same posting id twice")
     if not postings:
         return []
-    rows = [
+    # column arrays (asyncpg sends them binary): cheaper to build and to parse than JSON rows
+    columns: dict[str, list[Any]] = {name: [] for name in _LEG_COLUMNS}
+    for posting in postings:
+        partner_of_posting = _uuid_or_none(posting.metadata.get("partner_id"))
+        for i, leg in enumerate(posting.legs):
+            ref = parse_account(leg.account)
+            # a partner's funding account is its own; loan accounts belong to the loan's partner
+            partner = _uuid_or_none(ref.partner_id) if ref.partner_id else None
+            if partner is None and ref.loan_id is not None:
+                partner = partner_of_posting
+            for name, value in zip(
+                _LEG_COLUMNS,
+                (
+                    posting.posting_id,
+                    i,
+                    leg.account,
+                    leg.currency,
+                    leg.side.value,
+                    leg.amount,
+                    ref.kind.value,
+                    ref.normal_side.value,
+                    partner,
+                    ref.loan_id,
+                ),
+                strict=True,
+            ):
+                columns[name].append(value)
+    result = await session.execute(
+        _WRITE,
         {
-            "i": i,
-            "posting_id": posting.posting_id,
             "status": status,
-            "description": posting.description,
-            "metadata": _metadata(posting),
-            "reverses": reverses,
-        }
-        for i, posting in enumerate(postings)
-    ]
-    legs = [row for posting in postings for row in _legs_rows(posting)]
-    result = await session.execute(_WRITE, {"postings": _dumps(rows), "legs": _dumps(legs)})
+            "posting_ids": ids,
+            "descriptions": [posting.description for posting in postings],
+            "leg_counts": [len(posting.legs) for posting in postings],
+            "metadata": [_metadata(posting) for posting in postings],
+            "reverses": [reverses] * len(postings),
+            **columns,
+        },
+    )
     created = set(result.scalars())
     outcome = []
     for posting in postings:
@@ -378,7 +401,9 @@ async def _write(
     return outcome
 
 
-async def _check_replay(session: AsyncSession, posting: Posting, *, status: str, reverses: str | None) -> None:
+async def _check_replay(
+    session: AsyncSession, posting: Posting, *, status: str, reverses: str | None
+) -> None:
     """`posting` was not inserted: fine if it is a replay of what exists, LedgerConflict if not."""
     # ON CONFLICT DO NOTHING waited for any concurrent writer of this id to commit or roll back,
     # so the row (if any) is visible to this later statement.

@@ -223,10 +223,10 @@ async def _raw_posting(session, posting_id: str, legs: list[tuple[str, str, int]
     seq = (
         await session.execute(
             text(
-                "INSERT INTO caas_ledger_postings (posting_id, status, description, posted_at) "
-                "VALUES (:id, 'posted', 'raw', now()) RETURNING seq"
+                "INSERT INTO caas_ledger_postings (posting_id, status, description, legs, posted_at) "
+                "VALUES (:id, 'posted', 'raw', :legs, now()) RETURNING seq"
             ),
-            {"id": posting_id},
+            {"id": posting_id, "legs": max(len(legs), 2)},
         )
     ).scalar_one()
     for i, (account, side, amount) in enumerate(legs):
@@ -239,10 +239,10 @@ async def _raw_posting(session, posting_id: str, legs: list[tuple[str, str, int]
         )
         await session.execute(
             text(
-                "INSERT INTO caas_ledger_entries (posting_seq, leg, account, currency, side, amount) "
-                "VALUES (:seq, :leg, :a, 'NGN', :side, :amount)"
+                "INSERT INTO caas_ledger_entries (posting_seq, leg, legs, account, currency, side, amount) "
+                "VALUES (:seq, :leg, :legs, :a, 'NGN', :side, :amount)"
             ),
-            {"seq": seq, "leg": i, "a": account, "side": side, "amount": amount},
+            {"seq": seq, "leg": i, "legs": max(len(legs), 2), "a": account, "side": side, "amount": amount},
         )
 
 
@@ -256,13 +256,65 @@ async def test_unbalanced_raw_insert_fails_at_commit(db: Database) -> None:
     assert inserted
     with pytest.raises(DBAPIError, match="at least two"):
         async with db.worker_session() as session:
-            await _raw_posting(session, f"{p}:one", [])
+            await _raw_posting(session, f"{p}:none", [])
+    with pytest.raises(DBAPIError, match="has 1 entries"):
+        async with db.worker_session() as session:
+            await _raw_posting(session, f"{p}:one", [(L.SUSPENSE, "debit", 0 + 5)])
     async with db.worker_session() as session:
         assert await ledger.get_posting(session, p) is None
         # a balanced raw posting goes through
         await _raw_posting(session, f"{p}:ok", [(L.SUSPENSE, "debit", 100), (L.FEE_INCOME, "credit", 100)])
     async with db.worker_session() as session:
         assert (await ledger.get_posting(session, f"{p}:ok")).status == "posted"  # type: ignore[union-attr]
+
+
+async def test_no_entry_can_join_a_posting_later(db: Database) -> None:
+    loan, _partner, p = _ids()
+    async with db.worker_session() as session:
+        await ledger.post(session, repayment(loan, f"{p}:r", 10))
+        seq = (
+            await session.execute(
+                text("SELECT seq FROM caas_ledger_postings WHERE posting_id = :id"), {"id": f"{p}:r"}
+            )
+        ).scalar_one()
+    attempts = [
+        (2, 2, "leg_in_posting"),  # a third slot the posting never declared
+        (1, 2, "pk_caas_ledger_entries"),  # a slot already filled
+        (2, 3, "fk_caas_ledger_entries_posting_seq"),  # lying about the posting's size
+    ]
+    for leg, legs, reason in attempts:
+        with pytest.raises(DBAPIError, match=reason):
+            async with db.worker_session() as session:
+                await session.execute(
+                    text(
+                        "INSERT INTO caas_ledger_entries (posting_seq, leg, legs, account, currency, side, amount) "
+                        "VALUES (:seq, :leg, :legs, :a, 'NGN', 'debit', 5)"
+                    ),
+                    {"seq": seq, "leg": leg, "legs": legs, "a": L.loan_receivable(loan)},
+                )
+
+
+async def test_post_many_writes_a_batch_and_reports_replays(db: Database) -> None:
+    loan, partner, p = _ids()
+    first = repayment(loan, f"{p}:0", 1)
+    async with db.worker_session() as session:
+        assert await ledger.post(session, first) is True
+    batch = [
+        first,
+        *(repayment(loan, f"{p}:{n}", n) for n in range(1, 50)),
+        disbursement(loan, partner, f"{p}:d"),
+    ]
+    async with db.worker_session() as session:
+        outcome = await ledger.post_many(session, batch)
+        assert await ledger.post_many(session, []) == []
+        with pytest.raises(ValueError, match="twice"):
+            await ledger.post_many(session, [first, first])
+    assert outcome == [False] + [True] * 50
+    async with db.worker_session() as session:
+        receivable = await ledger.balance(session, L.loan_receivable(loan), "NGN")
+        with pytest.raises(LedgerConflict):
+            await ledger.post_many(session, [repayment(loan, f"{p}:1", 2)])
+    assert receivable.posted == 110_000 - 1 - sum(range(1, 50))
 
 
 async def test_entries_and_postings_cannot_be_rewritten(db: Database) -> None:

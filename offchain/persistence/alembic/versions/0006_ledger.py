@@ -5,8 +5,10 @@ Revises: 0005_credit_api
 Create Date: 2026-11-28
 
 The invariants live in the database, not only in the code that writes it:
-- a posting balances per currency and has two or more entries: deferred constraint triggers
-  check it at COMMIT (so a posting and its entries can be written in any order first);
+- a posting declares its number of legs (two or more); each entry carries it, fills one of the
+  slots 0..legs-1 and references the posting by (seq, legs); a deferred constraint trigger checks
+  at COMMIT that every slot is filled and the posting balances per currency, so entries are
+  checked with their posting and none can be added to it afterwards;
 - entries are append-only; a posting may only go pending -> posted | voided, nothing else;
 - `caas_ledger_balances` is maintained by SECURITY DEFINER triggers from the entries and the
   postings' status, in the same transaction; the worker role may read it, never write it.
@@ -48,29 +50,27 @@ APP = security.APP_ROLE
 CHECK_POSTING = """
 CREATE FUNCTION caas_ledger_check_posting() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    target bigint;
-    legs bigint := 0;
+    filled bigint := 0;
+    off record;
     line record;
 BEGIN
-    IF TG_TABLE_NAME = 'caas_ledger_postings' THEN
-        target := NEW.seq;
-    ELSE
-        target := NEW.posting_seq;
-    END IF;
     FOR line IN
         SELECT currency, count(*) AS n,
                sum(CASE side WHEN 'debit' THEN amount ELSE -amount END) AS net
-        FROM caas_ledger_entries WHERE posting_seq = target GROUP BY currency
+        FROM caas_ledger_entries WHERE posting_seq = NEW.seq GROUP BY currency
     LOOP
-        legs := legs + line.n;
-        IF line.net <> 0 THEN
-            RAISE EXCEPTION 'ledger posting % does not balance in %: debits - credits = %',
-                target, line.currency, line.net USING ERRCODE = 'check_violation';
+        filled := filled + line.n;
+        IF line.net <> 0 AND off IS NULL THEN
+            off := line;
         END IF;
     END LOOP;
-    IF legs < 2 THEN
-        RAISE EXCEPTION 'ledger posting % has % entries; a posting needs at least two', target, legs
-            USING ERRCODE = 'check_violation';
+    IF filled <> NEW.legs THEN
+        RAISE EXCEPTION 'ledger posting % declares % legs but has % entries (at least two are needed)',
+            NEW.posting_id, NEW.legs, filled USING ERRCODE = 'check_violation';
+    END IF;
+    IF off IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger posting % does not balance in %: debits - credits = %',
+            NEW.posting_id, off.currency, off.net USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
 END $$
@@ -84,9 +84,9 @@ BEGIN
             TG_OP;
     END IF;
     IF OLD.status <> 'pending' OR NEW.status NOT IN ('posted', 'voided')
-       OR (NEW.seq, NEW.posting_id, NEW.description, NEW.metadata, NEW.reverses, NEW.created_at)
+       OR (NEW.seq, NEW.posting_id, NEW.description, NEW.legs, NEW.metadata, NEW.reverses, NEW.created_at)
           IS DISTINCT FROM
-          (OLD.seq, OLD.posting_id, OLD.description, OLD.metadata, OLD.reverses, OLD.created_at)
+          (OLD.seq, OLD.posting_id, OLD.description, OLD.legs, OLD.metadata, OLD.reverses, OLD.created_at)
     THEN
         RAISE EXCEPTION
             'caas_ledger_postings: only pending -> posted | voided may change (posting %: % -> %)',
@@ -186,6 +186,7 @@ def upgrade() -> None:
         sa.Column("posting_id", sa.String(200), nullable=False),
         sa.Column("status", sa.String(8), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("legs", sa.SmallInteger(), nullable=False),
         sa.Column("metadata", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column("reverses", sa.String(200), nullable=True),
         sa.Column("created_at", TIMESTAMP, server_default=NOW, nullable=False),
@@ -202,8 +203,10 @@ def upgrade() -> None:
             "(status = 'voided') = (voided_at IS NOT NULL)",
             name=op.f("ck_caas_ledger_postings_voided_at_iff_voided"),
         ),
+        sa.CheckConstraint("legs >= 2", name=op.f("ck_caas_ledger_postings_two_legs_or_more")),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_caas_ledger_postings")),
         sa.UniqueConstraint("posting_id", name=op.f("uq_caas_ledger_postings_posting_id")),
+        sa.UniqueConstraint("seq", "legs", name=op.f("uq_caas_ledger_postings_seq_legs")),
         sa.ForeignKeyConstraint(
             ["reverses"],
             ["caas_ledger_postings.posting_id"],
@@ -228,16 +231,18 @@ def upgrade() -> None:
         "caas_ledger_entries",
         sa.Column("posting_seq", sa.BigInteger(), nullable=False),
         sa.Column("leg", sa.SmallInteger(), nullable=False),
+        sa.Column("legs", sa.SmallInteger(), nullable=False),
         sa.Column("account", sa.String(200), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("side", sa.String(6), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("side IN ('debit', 'credit')", name=op.f("ck_caas_ledger_entries_side_known")),
         sa.CheckConstraint("amount > 0", name=op.f("ck_caas_ledger_entries_amount_positive")),
+        sa.CheckConstraint("leg >= 0 AND leg < legs", name=op.f("ck_caas_ledger_entries_leg_in_posting")),
         sa.PrimaryKeyConstraint("posting_seq", "leg", name=op.f("pk_caas_ledger_entries")),
         sa.ForeignKeyConstraint(
-            ["posting_seq"],
-            ["caas_ledger_postings.seq"],
+            ["posting_seq", "legs"],
+            ["caas_ledger_postings.seq", "caas_ledger_postings.legs"],
             name=op.f("fk_caas_ledger_entries_posting_seq_caas_ledger_postings"),
         ),
         sa.ForeignKeyConstraint(
@@ -311,11 +316,10 @@ def upgrade() -> None:
     op.execute(GUARD_POSTINGS)
     op.execute(BALANCES_ON_ENTRIES)
     op.execute(BALANCES_ON_SETTLE)
-    for table in ("caas_ledger_postings", "caas_ledger_entries"):
-        op.execute(
-            f"CREATE CONSTRAINT TRIGGER {table}_balanced AFTER INSERT ON {table} "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION caas_ledger_check_posting()"
-        )
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER caas_ledger_postings_balanced AFTER INSERT ON caas_ledger_postings "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION caas_ledger_check_posting()"
+    )
     op.execute(
         "CREATE TRIGGER caas_ledger_postings_guard BEFORE UPDATE OR DELETE ON caas_ledger_postings "
         "FOR EACH ROW EXECUTE FUNCTION caas_ledger_postings_guard()"
