@@ -59,6 +59,7 @@ from offchain.persistence.models import OutboxMessage, TxIntent
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.settings import Environment, SenderSettings, Settings
+from offchain.platform.tracing import tracer
 
 log = get_logger(__name__)
 
@@ -136,6 +137,29 @@ async def submit_intent(
     sender: str | None = None,
 ) -> tuple[TxIntent, bool]:
     """`submit`, also telling whether this call created the intent."""
+    # A span in the caller's trace (the partner request or the consumer that wants the call
+    # made), naming the intent the sender worker will sign and broadcast.
+    with tracer().start_as_current_span(
+        "caas.tx_intent.submit", attributes={"caas.tx_intent.key": idempotency_key}
+    ) as span:
+        intent, created = await _submit_intent(
+            session, idempotency_key=idempotency_key, to=to, data=data, value=value, sender=sender
+        )
+        if span.is_recording():
+            span.set_attribute("caas.tx_intent.id", str(intent.id))
+            span.set_attribute("caas.tx_intent.created", created)
+        return intent, created
+
+
+async def _submit_intent(
+    session: AsyncSession,
+    *,
+    idempotency_key: str,
+    to: str,
+    data: bytes | str,
+    value: int,
+    sender: str | None,
+) -> tuple[TxIntent, bool]:
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValueError("idempotency key must be 1-200 characters")
     if value < 0:

@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from offchain.eventbus.messages import Event, StreamNames, decode
 from offchain.platform.logging import get_logger
+from offchain.platform.tracing import consumer_span
 
 log = get_logger(__name__)
 
@@ -120,7 +121,14 @@ class StreamConsumer:
             await self._dead_letter(stream, message_id, fields, deliveries, f"undecodable: {exc!r}")
             return
         try:
-            await self.handler(event)
+            with consumer_span(
+                topic=event.topic,
+                headers=event.headers,
+                group=self.group,
+                message_id=message_id,
+                event_id=event.id,
+            ):
+                await self.handler(event)
         except Exception as exc:
             log.warning(
                 "eventbus.handler_failed",

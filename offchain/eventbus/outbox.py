@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.models import OutboxMessage
 from offchain.platform.logging import bound_context
+from offchain.platform.tracing import inject_context
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,14 @@ async def publish(
     """Add an event to the caller's transaction; returns its outbox id.
 
     Without `partner_id` the event belongs to the session's partner scope (`caas.partner_id`),
-    or to nobody when there is none. The request id, if any, rides along for tracing.
+    or to nobody when there is none. The request id and the trace context (W3C `traceparent`),
+    if any, ride along in the headers.
     """
     merged = dict(headers or {})
     request_id = bound_context().get("request_id")
     if request_id:
         merged.setdefault("request_id", request_id)
+    inject_context(merged)  # traceparent: the consumer's span continues this trace
     statement = (
         insert(OutboxMessage)
         .values(
@@ -86,6 +89,7 @@ async def publish_many(session: AsyncSession, events: Sequence[OutgoingEvent]) -
         merged = dict(event.headers or {})
         if request_id:
             merged.setdefault("request_id", request_id)
+        inject_context(merged)
         headers.append(json.dumps(merged, separators=(",", ":")))
     await session.execute(
         _PUBLISH_MANY,

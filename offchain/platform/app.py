@@ -37,6 +37,7 @@ from offchain.platform.problems import install_problem_handlers
 from offchain.platform.redis import create_redis
 from offchain.platform.service import Dependency, ServiceSpec
 from offchain.platform.settings import Settings, get_settings
+from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app
 
 log = get_logger(__name__)
 
@@ -59,7 +60,9 @@ class AppResources:
             spec=spec,
             settings=settings,
             # Every outbound call has a timeout; probes pass tighter ones.
-            http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)),
+            # X-Request-ID rides along on every call to another service (traceparent too, by the
+            # httpx instrumentation of offchain.platform.tracing)
+            http=httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0), event_hooks=REQUEST_ID_HOOKS),
             db=Database.from_settings(settings.database, application_name=application_name)
             if spec.uses_database and settings.database.url
             else None,
@@ -205,6 +208,7 @@ def create_service_app(
         log_format=settings.log.format,
     )
     install_problem_handlers(app)
+    instrument_app(app, settings.tracing, spec.name)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)

@@ -16,6 +16,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor
 
+from offchain.platform.tracing import add_trace_ids
+
 _SECRET_KEY = re.compile(
     r"secret|password|passwd|token|private_key|privkey|authorization|api_key|signature|cookie",
     re.IGNORECASE,
@@ -74,6 +76,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
         _drop_color_message,
         redact_secrets,
     ]

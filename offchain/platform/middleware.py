@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offchain.platform.logging import access_log_writer, get_logger
 from offchain.platform.metrics import UNMATCHED_ROUTE, ServiceMetrics
+from offchain.platform.tracing import current_ids
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is echoed into logs and headers: accept only short, boring ones.
@@ -79,6 +81,9 @@ class RequestContextMiddleware:
                     headers.append("X-Request-ID", request_id)
             await send(message)
 
+        span = trace.get_current_span()  # the server span of offchain.platform.tracing, if any
+        if span.is_recording():
+            span.set_attribute("caas.request_id", request_id)
         tokens = structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id)
         started = time.perf_counter()
         self._in_flight.inc()
@@ -108,21 +113,19 @@ class RequestContextMiddleware:
             )
             return
         # the fields and order structlog's JSON renderer gives every other line
-        write(
-            json.dumps(
-                {
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "service": self.service,
-                    "request_id": request_id,
-                    "event": "http.request",
-                    "logger": "caas.http",
-                    "level": "info",
-                    "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                },
-                separators=(", ", ": "),
-            )
-            + "\n"
-        )
+        line: dict[str, Any] = {
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "service": self.service,
+            "request_id": request_id,
+            "event": "http.request",
+            "logger": "caas.http",
+            "level": "info",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        ids = current_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
+        write(json.dumps(line, separators=(", ", ": ")) + "\n")

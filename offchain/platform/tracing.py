@@ -1,0 +1,150 @@
+"""OpenTelemetry tracing: one trace from a partner's request to the work it causes elsewhere.
+
+- Every service app is instrumented (FastAPI server spans; incoming W3C `traceparent` honoured).
+- Outgoing httpx calls carry `traceparent` (httpx instrumentation) and `X-Request-ID` (an event
+  hook on the service's client), so the other services continue the same trace and request id.
+- Outbox events carry the trace context and the request id in their headers
+  (offchain.eventbus.outbox), and a consumer handles each event inside a CONSUMER span whose
+  parent is the producer's span (offchain.eventbus.consumer): gateway request -> outbox event ->
+  consumer, one trace id.
+- Log lines carry `trace_id` and `span_id` while a span is current.
+
+Export is a setting (`TracingSettings`): "none" (default: context flows, nothing is exported),
+"console", or OTLP/HTTP when an endpoint is set. Without an exporter root spans are not recorded
+(sample ratio 0) but still get ids, so propagation and log correlation work at little cost; a
+caller's sampled flag is honoured either way. The tracer provider is process-wide (the
+OpenTelemetry API allows one): the first service a process starts names it unless
+OTEL_SERVICE_NAME says otherwise; spans also carry `caas.service`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import httpx
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
+
+from offchain.platform.settings import TracingSettings
+
+_TRACER_NAME = "caas"
+# probes and scrapes every few seconds would be most of the traces
+_EXCLUDED_URLS = "/health/live,/health/ready,/metrics"
+
+
+def configure_tracing(settings: TracingSettings, service: str) -> TracerProvider:
+    """The process's SDK tracer provider, created (with its exporter) on the first call."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": settings.service_name or service, "service.namespace": "caas"}
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.effective_sample_ratio)),
+    )
+    exporter = settings.effective_exporter
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = (settings.otlp_endpoint or "http://127.0.0.1:4318").rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=10)))
+    trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    # every httpx client of the process, the rails' own included, sends `traceparent`
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def instrument_app(app: Any, settings: TracingSettings, service: str) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    provider = configure_tracing(settings, service)
+
+    def name_service(span: trace.Span, _scope: dict[str, Any]) -> None:
+        if span.is_recording():
+            span.set_attribute("caas.service", service)
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=_EXCLUDED_URLS,
+        server_request_hook=name_service,
+        # one server span per request, not three (no spans per ASGI receive/send message)
+        exclude_spans=["receive", "send"],
+    )
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(_TRACER_NAME)
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) in W3C hex of the current span, if there is one."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def add_trace_ids(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: trace_id / span_id on every line logged inside a span."""
+    ids = current_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
+    return event_dict
+
+
+def inject_context(headers: MutableMapping[str, Any]) -> None:
+    """Write the current trace context (`traceparent`, `tracestate`) into event headers."""
+    if trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(headers)
+
+
+@contextlib.contextmanager
+def consumer_span(
+    *, topic: str, headers: dict[str, Any], group: str, message_id: str, event_id: int
+) -> Iterator[trace.Span]:
+    """A CONSUMER span for handling one event, child of the span that published it; the
+    event's request id is bound for the handler's log lines."""
+    parent = propagate.extract(headers)
+    attributes = {
+        "messaging.system": "redis",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.consumer.group.name": group,
+        "messaging.message.id": message_id,
+        "caas.event_id": event_id,
+    }
+    request_id = headers.get("request_id")
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id) if request_id else {}
+    try:
+        with tracer().start_as_current_span(
+            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span:
+            yield span
+    finally:
+        if tokens:
+            structlog.contextvars.reset_contextvars(**tokens)
+
+
+async def _add_request_id(request: httpx.Request) -> None:
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id and "x-request-id" not in request.headers:
+        request.headers["X-Request-ID"] = str(request_id)
+
+
+REQUEST_ID_HOOKS: dict[str, list[Any]] = {"request": [_add_request_id]}
