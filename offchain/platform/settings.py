@@ -418,6 +418,8 @@ class LedgerSettings(_Group):
     reconcile_interval_s: float = Field(default=300.0, gt=0)
     # loans read from the chain per JSON-RPC batch
     reconcile_rpc_batch: int = Field(default=500, ge=1)
+    # a hold (pending posting) older than this is reported: its outcome never arrived
+    stale_hold_s: float = Field(default=86_400.0, gt=0)
 
 
 class TracingSettings(_Group):

@@ -18,17 +18,22 @@ from offchain.services.registry import SERVICES
 log = get_logger(__name__)
 
 
-async def reconciliation_job(resources: AppResources, stop: asyncio.Event) -> None:
-    """Reconcile every `ledger.reconcile_interval_s` seconds until the service stops."""
-    interval = resources.settings.ledger.reconcile_interval_s
-    while not stop.is_set():
-        report = await usecases.run_reconciliation(resources, trigger="schedule")
-        if report is None:
-            log.info("ledger.reconciliation.skipped", reason="another replica is running one")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+def reconciliation_job(metrics: dict[str, usecases.LedgerMetrics]) -> BackgroundTask:
+    async def job(resources: AppResources, stop: asyncio.Event) -> None:
+        """Reconcile every `ledger.reconcile_interval_s` seconds until the service stops."""
+        interval = resources.settings.ledger.reconcile_interval_s
+        while not stop.is_set():
+            report = await usecases.run_reconciliation(
+                resources, trigger="schedule", metrics=metrics.get("ledger")
+            )
+            if report is None:
+                log.info("ledger.reconciliation.skipped", reason="another replica is running one")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    return job
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,10 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     enabled = settings.ledger.reconcile_enabled
     if enabled is None:
         enabled = settings.env is not Environment.TEST
-    background: dict[str, BackgroundTask] = (
-        {"reconciliation": reconciliation_job} if enabled and settings.database.url else {}
-    )
+    # the gauges live in the app's registry, which exists only once the app does: the job finds
+    # them here when it runs
+    metrics: dict[str, usecases.LedgerMetrics] = {}
+    background = {"reconciliation": reconciliation_job(metrics)} if enabled and settings.database.url else {}
     app = create_service_app(SERVICES["ledger"], settings, routers=[router], background=background)
+    metrics["ledger"] = app.state.ledger_metrics = usecases.LedgerMetrics(app.state.metrics.registry)
     app.state.jwt_verifier = JwtVerifier(
         hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
         jwks=JwksClient.from_settings(settings),

@@ -7,7 +7,9 @@ node, at one block, `LoanBook.loan_state` and `LoanBook.outstanding`, and compar
 - `projection_vs_chain`: the projection's state and outstanding with the contract's;
 - `ledger_unknown_loan`: a receivable with a balance for a loan no projection row knows;
 - `trial_balance` / `balance_drift`: the ledger's own soundness (debits = credits, kept balances
-  = sum of entries).
+  = sum of entries);
+- `stale_hold`: a pending posting older than `stale_hold_s` (a payout or repayment whose outcome
+  never arrived: it must be posted or voided, not forgotten).
 Further checks (the rail leg: payments against provider verification) register themselves with
 `register_check` and append `Mismatch`es of their own kinds to the same report.
 
@@ -73,6 +75,7 @@ class ReconContext:
     block: int | None
     loans: list[LoanRow]
     chain: dict[str, ChainFigures]  # by chain loan id
+    stale_hold_s: float = 86_400.0
 
 
 Check = Callable[[ReconContext], Awaitable[list[Mismatch]]]
@@ -271,6 +274,28 @@ async def ledger_checks(context: ReconContext) -> list[Mismatch]:
     return mismatches
 
 
+async def stale_holds(context: ReconContext) -> list[Mismatch]:
+    async with context.db.worker_session() as session:
+        rows = await session.execute(
+            text(
+                "SELECT posting_id, description, created_at, now() - created_at AS age "
+                "FROM caas_ledger_postings WHERE status = 'pending' "
+                "AND created_at < now() - make_interval(secs => :age) ORDER BY seq"
+            ),
+            {"age": context.stale_hold_s},
+        )
+        return [
+            Mismatch(
+                "stale_hold",
+                row.posting_id,
+                "posted or voided",
+                "pending",
+                f"{row.description!r} held since {row.created_at.isoformat()} ({row.age})",
+            )
+            for row in rows
+        ]
+
+
 async def _start_run(db: Database, trigger: str) -> int:
     async with db.worker_session() as session:
         run_id = (
@@ -324,6 +349,7 @@ async def reconcile(
     deployment: Deployment | None,
     trigger: str = "manual",
     checks: Sequence[Check] | None = None,
+    stale_hold_s: float = 86_400.0,
 ) -> Report:
     """One run: read, compare, store every mismatch. A failed read stores the run as failed."""
     started = time.monotonic()
@@ -336,9 +362,9 @@ async def reconcile(
             loans = await load_loans(session)
         block = hex_int(await rpc.call("eth_blockNumber"))
         chain = await read_chain(rpc, deployment, [loan.chain_loan_id for loan in loans], block)
-        context = ReconContext(db, rpc, deployment, block, loans, chain)
+        context = ReconContext(db, rpc, deployment, block, loans, chain, stale_hold_s)
         report.block, report.loans_checked = block, len(loans)
-        for check in [ledger_checks, *(_CHECKS if checks is None else checks)]:
+        for check in [ledger_checks, stale_holds, *(_CHECKS if checks is None else checks)]:
             report.mismatches.extend(await check(context))
     except Exception as error:
         log.exception("ledger.reconciliation.failed", run_id=run_id)

@@ -71,7 +71,9 @@ async def latest_reconciliation(
     responses={409: {"description": "a run is in progress", **PROBLEM}, **ERRORS},
 )
 async def run_reconciliation(request: Request, principal: Auditor) -> dict[str, Any]:
-    report = await usecases.run_reconciliation(request.app.state.resources, trigger="manual")
+    report = await usecases.run_reconciliation(
+        request.app.state.resources, trigger="manual", metrics=request.app.state.ledger_metrics
+    )
     if report is None:
         raise Problem(
             409, "urn:caas:problem:reconciliation-running", title="A reconciliation run is in progress"

@@ -8,11 +8,14 @@ are the auditor's platform-wide views (permission credit:audit:read).
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -185,7 +188,40 @@ async def _reconcile_lock(db: Database) -> AsyncIterator[bool]:
                 await conn.commit()
 
 
-async def run_reconciliation(resources: AppResources, *, trigger: str) -> reconciliation.Report | None:
+class LedgerMetrics:
+    """Gauges an operator alerts on: mismatches of the last run and when it finished."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.mismatches = Gauge(
+            "caas_ledger_reconciliation_mismatches",
+            "Mismatches found by the last reconciliation run, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.status = Gauge(
+            "caas_ledger_reconciliation_status",
+            "Last reconciliation run: 0 consistent, 1 mismatches, 2 failed.",
+            registry=registry,
+        )
+        self.finished = Gauge(
+            "caas_ledger_reconciliation_last_run_timestamp_seconds",
+            "When the last reconciliation run finished (unix seconds).",
+            registry=registry,
+        )
+        self._kinds: set[str] = set()
+
+    def record(self, report: reconciliation.Report) -> None:
+        counts = Counter(m.kind for m in report.mismatches)
+        for kind in self._kinds | set(counts):
+            self.mismatches.labels(kind=kind).set(counts.get(kind, 0))
+        self._kinds |= set(counts)
+        self.status.set({"consistent": 0, "mismatches": 1}.get(report.status, 2))
+        self.finished.set(time.time())
+
+
+async def run_reconciliation(
+    resources: AppResources, *, trigger: str, metrics: LedgerMetrics | None = None
+) -> reconciliation.Report | None:
     """One run unless another replica is running one (then None)."""
     db = resources.db
     if db is None:
@@ -205,7 +241,16 @@ async def run_reconciliation(resources: AppResources, *, trigger: str) -> reconc
         async with _reconcile_lock(db) as got:
             if not got:
                 return None
-            return await reconciliation.reconcile(db=db, rpc=rpc, deployment=deployment, trigger=trigger)
+            report = await reconciliation.reconcile(
+                db=db,
+                rpc=rpc,
+                deployment=deployment,
+                trigger=trigger,
+                stale_hold_s=resources.settings.ledger.stale_hold_s,
+            )
+        if metrics is not None:
+            metrics.record(report)
+        return report
     finally:
         if rpc is not None:
             await rpc.aclose()

@@ -159,6 +159,7 @@ async def chain_setup(make_database, anvil_url: str, tmp_path: Path, redis_url: 
         redis={"url": redis_url},
         events={"stream_prefix": stream_prefix},
         chain={"rpc_url": anvil_url, "deployment_file": str(path)},
+        ledger={"stale_hold_s": 0.01},
     )
     database = Database.from_settings(settings.database, application_name="caas-ledger-tests")
     yield settings, database, workload
@@ -210,6 +211,9 @@ async def test_reconciliation_finds_injected_mismatches(chain_setup) -> None:
         # the projection lags on c, and the ledger holds money for a loan nobody knows
         await session.execute(update(Loan).where(Loan.chain_loan_id == c).values(outstanding=1_099_999))
         await ledger.post(session, _disbursement("0x" + "ee" * 32, str(partner), "d:stray", 10, 11))
+        # a payment whose outcome never came back
+        await ledger.hold(session, _repayment(c, "repayment:paystack:T-c-lost", 5))
+    await asyncio.sleep(0.05)
 
     async with ledger_client(settings) as client:
         headers = _headers(settings, partner)
@@ -223,7 +227,11 @@ async def test_reconciliation_finds_injected_mismatches(chain_setup) -> None:
             ("ledger_vs_chain", b, 850_000, 1_100_000),
             ("projection_vs_chain", c, 1_100_000, 1_099_999),
             ("ledger_unknown_loan", "0x" + "ee" * 32, 0, 11),
+            ("stale_hold", "repayment:paystack:T-c-lost", "posted or voided", "pending"),
         }
+        metrics = (await client.get("/metrics")).text
+        assert 'caas_ledger_reconciliation_mismatches{kind="ledger_vs_chain"} 1.0' in metrics
+        assert "caas_ledger_reconciliation_status 1.0" in metrics
         stored = (await client.get("/v1/ledger/reconciliation", headers=headers)).json()
         assert stored["run_id"] == report["run_id"] and stored["mismatches"] == report["mismatches"]
 
@@ -234,9 +242,13 @@ async def test_reconciliation_finds_injected_mismatches(chain_setup) -> None:
             await ledger.reverse(
                 session, "d:stray", reversal_id="d:stray:reversal", description="booked in error"
             )
+            await ledger.void_pending(session, "repayment:paystack:T-c-lost")
         again = (await client.post("/v1/ledger/reconciliation/runs", headers=headers)).json()
         assert again["status"] == "consistent" and again["mismatches"] == [], again
         assert again["chain_block"] >= report["chain_block"]
+        metrics = (await client.get("/metrics")).text
+        assert 'caas_ledger_reconciliation_mismatches{kind="ledger_vs_chain"} 0.0' in metrics
+        assert "caas_ledger_reconciliation_status 0.0" in metrics
 
     async with db.worker_session() as session:
         runs = (
