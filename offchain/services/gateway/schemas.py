@@ -35,6 +35,12 @@ class Amount(BaseModel):
     currency: Literal["NGN", "USD"]
 
 
+class AmountOut(Amount):
+    """Money in an answer, where zero is a real figure (a declined application's max_amount)."""
+
+    value: StrictInt = Field(ge=0, description="minor units, e.g. kobo")
+
+
 class Borrower(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,7 +69,7 @@ class Decision(BaseModel):
     risk_rating: str | None = None
     reasons: list[Reason] = []
     model_version: str | None = None
-    max_amount: Amount | None = None
+    max_amount: AmountOut | None = None
 
 
 class ScheduleItem(BaseModel):
