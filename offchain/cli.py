@@ -7,6 +7,8 @@
     caas simulator             the SME platform + Paystack simulator on :8100 (`caas up` runs it too)
     caas index [--once]        index chain events into the caas_ tables (the orchestration
                                service runs the same indexer in the background)
+    caas demo                  one loan end to end against the running stack, printed step by
+                               step with its transaction hashes
 
 `caas serve` and `caas migrate` read `.caas/dev.env` when it exists, for the variables not set
 in the environment, so they find a stack started by `caas up`. `caas up` never reads it: it
@@ -317,8 +319,47 @@ async def _index(
     return 0
 
 
-if __name__ == "__main__":
-    main()
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds each step may take before failing.",
+)
+@click.option(
+    "--amount", type=int, default=None, help="Principal asked for, in kobo (default NGN 500,000.00)."
+)
+@click.option("--tenor-months", type=int, default=None, help="Tenor asked for (default 3).")
+@click.option("--sme-user-id", default=None, help="The borrower's SME user id (default acme-trading-ltd).")
+def demo(
+    state_dir: Path, timeout: float, amount: int | None, tenor_months: int | None, sme_user_id: str | None
+) -> None:
+    """One loan end to end against the running stack (`caas up`): application, decision, offer,
+    acceptance, two signer signatures, payout, three repayments (one delivered twice), REPAID.
+
+    Reads GATEWAY_URL, DEMO_PARTNER_TOKEN, SIGNER_KEYS, SIMULATOR_URL, CHAIN_RPC_URL and
+    DEPLOYMENT_FILE from the environment or .caas/dev.env. Exit status 0 when the chain says REPAID,
+    1 on any refusal, failure or timeout (with the step and the reason).
+    """
+    from offchain.demo import DemoConfig, DemoError, run_demo
+
+    try:
+        config = DemoConfig.from_env(
+            state_dir / "dev.env",
+            step_timeout_s=timeout,
+            amount=amount,
+            tenor_months=tenor_months,
+            sme_user_id=sme_user_id,
+        )
+        run_demo(config, out=lambda line: click.echo(line))
+    except DemoError as exc:
+        click.echo(f"caas demo failed at {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("caas demo interrupted", err=True)
+        sys.exit(130)
 
 
 def _register_tools() -> None:
@@ -329,3 +370,8 @@ def _register_tools() -> None:
 
 
 _register_tools()
+
+
+# last: `python -m offchain.cli` must see the tool commands registered above too
+if __name__ == "__main__":
+    main()
