@@ -43,6 +43,7 @@ test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-contracts
 	$(MAKE) --no-print-directory test-offchain
 	$(MAKE) --no-print-directory test-stack
+	$(MAKE) --no-print-directory test-system
 
 .PHONY: test-contracts
 test-contracts: setup ## ape tests of the contracts against Anvil
@@ -58,6 +59,10 @@ test-offchain: setup ## backend tests on the real PostgreSQL (127.0.0.1:5432) an
 .PHONY: test-stack
 test-stack: setup ## `caas up` end to end in a scratch dir (embedded default; needs ports 8000-8010)
 	$(OFFCHAIN_PYTEST) tests/offchain -m stack -s
+
+.PHONY: test-system
+test-system: setup ## system tests: `caas demo`, default + write-off, payout retry on a fresh stack (ports 8000-8010)
+	$(OFFCHAIN_PYTEST) tests/system -m stack -s
 
 .PHONY: gas
 gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)

@@ -1,0 +1,95 @@
+"""A loan that is never repaid: closes of business see it missed, past due, DEFAULTED at the
+contract's threshold (mark_default on chain) and proposed for write-off; the committee's
+signers propose, confirm and execute the write-off from their own keys. Moves the chain's clock
+by months, so it runs after the other system tests (see conftest)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from system_support import DAY, Stack, lagos_date, until
+
+from offchain.domain.loan_book import LoanState
+
+pytestmark = [pytest.mark.stack, pytest.mark.time_travel]
+HOUR = 3_600
+
+
+def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stack) -> None:
+    loan_id = stack.approved_loan("system-default")
+    loan = stack.loan_in(loan_id, "ACTIVE", within_s=120)
+    chain_loan_id = loan["chain_loan_id"]
+    disbursed_at = int(datetime.fromisoformat(loan["disbursed_at"]).timestamp())
+    first_due = disbursed_at + loan["installment_interval_s"]
+    grace = loan["grace_period_s"]
+    threshold = stack.book.functions.default_after_days().call()
+    raw_id = bytes.fromhex(chain_loan_id[2:])
+
+    def close_business_day_at(unix: int) -> dict[str, Any]:
+        """Move the chain to `unix`, then run that business date's close of business."""
+        stack.warp_to(unix)
+        day = lagos_date(stack.head_timestamp())
+        run = stack.post("/v1/collections/cob-runs", {"business_date": day.isoformat()})
+        assert run["status"] == "completed" and run["loans_processed"] >= 1, run
+        return run
+
+    def history() -> list[str]:
+        return [h["kind"] for h in stack.get(f"/v1/loans/{loan_id}/collections")["history"]]
+
+    # the first installment falls due and is not paid
+    close_business_day_at(first_due + HOUR)
+    assert "missed" in history()
+    # past the grace period: past due, and a late fee within the cap
+    close_business_day_at(first_due + grace + DAY + HOUR)
+    assert stack.book.functions.days_past_due(raw_id, stack.head_timestamp()).call() >= 1
+    until(lambda: stack.events(loan_id, "LateFeeAssessed"), what="LateFeeAssessed")
+
+    # one day short of the threshold: still ACTIVE
+    close_business_day_at(first_due + (threshold - 1) * DAY + HOUR)
+    assert stack.book.functions.days_past_due(raw_id, stack.head_timestamp()).call() == threshold - 1
+    assert "mark_default" not in history()
+    assert stack.chain_state(chain_loan_id) is LoanState.ACTIVE
+
+    # at the threshold: the close of business sends mark_default
+    close_business_day_at(first_due + threshold * DAY + HOUR)
+    assert "mark_default" in history()
+    until(lambda: stack.chain_state(chain_loan_id) is LoanState.DEFAULTED, what="DEFAULTED on chain")
+    stack.loan_in(loan_id, "DEFAULTED")
+    (defaulted,) = stack.events(loan_id, "LoanDefaulted")
+
+    # the next business day opens the committee's write-off proposal
+    close_business_day_at(stack.head_timestamp() + DAY)
+    proposals = [
+        p for p in stack.get("/v1/collections/write-off-proposals")["data"] if p["loan_id"] == loan_id
+    ]
+    assert len(proposals) == 1, proposals
+    proposal = proposals[0]
+    assert proposal["status"] == "awaiting_signers", proposal
+    assert proposal["propose"]["action"] == 5 and proposal["propose"]["arg"] == chain_loan_id
+    assert proposal["committee"].lower() == stack.deployment.committee_address.lower()
+
+    # signers, from their own keys: one proposes the stored calldata, another confirms, one executes
+    first, second = stack.signer_keys[:2]
+    committee = stack.committee
+    receipt = stack.transact(first, proposal["committee"], proposal["calldata"])
+    (proposed,) = committee.events.Proposed().process_receipt(receipt)
+    proposal_id = proposed["args"]["proposal_id"]
+    assert proposed["args"]["action"] == 5 and proposed["args"]["arg"] == raw_id
+    assert stack.chain_state(chain_loan_id) is LoanState.DEFAULTED  # one signature is not enough
+    stack.transact(second, proposal["committee"], committee.encode_abi("confirm", args=[proposal_id]))
+    stack.transact(first, proposal["committee"], committee.encode_abi("execute", args=[proposal_id]))
+
+    assert stack.chain_state(chain_loan_id) is LoanState.WRITTEN_OFF
+    written_off = stack.loan_in(loan_id, "WRITTEN_OFF")
+    assert [e["event"] for e in written_off["transactions"]][-1] == "LoanWrittenOff"
+    assert stack.book.functions.outstanding(raw_id).call() > 0  # written off, not repaid
+    listed = [p for p in stack.get("/v1/collections/write-off-proposals")["data"] if p["loan_id"] == loan_id]
+    assert listed[0]["status"] == "executed"
+    kinds = history()
+    assert kinds.index("missed") < kinds.index("mark_default") < kinds.index("write_off_proposal"), kinds
+    print(
+        f"\ndefault: missed {datetime.fromtimestamp(first_due)} UTC, DEFAULTED at {threshold} days past due "
+        f"(tx {defaulted['tx_hash']}), written off by proposal {proposal_id}"
+    )
