@@ -18,8 +18,7 @@ A throwaway database `caas_bench_api_<random>` is created on CAAS_BENCH_PG_URL's
 seeded as the superuser and dropped at the end; Redis is CAAS_BENCH_REDIS_URL. Rate limits are
 raised out of the way (10,000,000/minute) so they are counted but never refuse.
 
-`--write` replaces the "Partner API (gateway)" section of docs/BENCHMARKS.md (between
-`<!-- api:start -->` and `<!-- api:end -->`, appended if missing).
+`--write` replaces the "Partner API (gateway)" section of docs/BENCHMARKS.md (bench/report.py).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the bare app's closure annotations.
@@ -48,7 +47,6 @@ if str(REPO) not in sys.path:  # `python bench/api.py` puts bench/, not the repo
 PG_URL = os.environ.get("CAAS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CAAS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOC = REPO / "docs" / "BENCHMARKS.md"
-START, END = "<!-- api:start -->", "<!-- api:end -->"
 UNLIMITED = "10000000/minute"
 
 TARGET_READ_RPS = 1_000
@@ -163,7 +161,9 @@ def serve(kind: str, port: int, database_url: str, redis_url: str) -> None:
 
 
 @contextlib.contextmanager
-def server(kind: str, database_url: str, probe_path: str, headers: dict[str, str]) -> Iterator[str]:
+def server(
+    kind: str, database_url: str, probe_path: str, headers: dict[str, str]
+) -> Iterator[tuple[str, int]]:
     import httpx
 
     port = _free_port()
@@ -186,7 +186,7 @@ def server(kind: str, database_url: str, probe_path: str, headers: dict[str, str
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} server did not start (exit {process.poll()})") from None
                 time.sleep(0.2)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -291,6 +291,9 @@ class Result:
     p99_ms: float
     requests: int
     errors: int  # non-2xx answers plus socket errors
+    # the server process's CPU time (user + system) per answered request during the measured run:
+    # steadier than req/s on a machine other work shares
+    cpu_ms: float = 0.0
 
 
 def _ms(text: str) -> float:
@@ -342,15 +345,23 @@ def wrk(url: str, script: str, *, connections: int, duration: float, args: list[
     }
 
 
-def measure(endpoint: str, url: str, script: str, opts: argparse.Namespace) -> Result:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def measure(endpoint: str, url: str, script: str, opts: argparse.Namespace, pid: int) -> Result:
     run_id = uuid.uuid4().hex[:10]
     if opts.warmup > 0:
         wrk(url, script, connections=opts.connections, duration=opts.warmup, args=[f"warm-{run_id}"])
+    cpu_before = _cpu_seconds(pid)
     figures = wrk(url, script, connections=opts.connections, duration=opts.duration, args=[f"run-{run_id}"])
+    cpu = _cpu_seconds(pid) - cpu_before
     result = Result(endpoint, **{k: v for k, v in figures.items() if k != "raw"})
+    result.cpu_ms = cpu * 1000 / max(1, result.requests)
     print(
         f"  {endpoint}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-        f"{result.requests:,} requests, {result.errors} errors",
+        f"{result.requests:,} requests, {result.errors} errors, {result.cpu_ms:.2f} ms server CPU/request",
         file=sys.stderr,
     )
     return result
@@ -382,19 +393,24 @@ def run(opts: argparse.Namespace) -> tuple[list[Result], dict]:
     load_before = os.getloadavg()[0]
     with throwaway_database() as database_url:
         loan_id = seed(database_url, partner_id, settings.auth.ref_secret.get_secret_value())
-        with server("bare", database_url, "/bare/probe", {}) as base:
+        with server("bare", database_url, "/bare/probe", {}) as (base, pid):
             print("bare FastAPI:", file=sys.stderr)
-            bare_get = measure("bare `GET /bare/{id}`", f"{base}/bare/{loan_id}", _get_script(None), opts)
-            bare_post = measure("bare `POST /bare`", f"{base}/bare", _post_script("/bare", None), opts)
+            bare_get = measure(
+                "bare `GET /bare/{id}`", f"{base}/bare/{loan_id}", _get_script(None), opts, pid
+            )
+            bare_post = measure("bare `POST /bare`", f"{base}/bare", _post_script("/bare", None), opts, pid)
         loan_path = f"/v1/loans/{loan_id}"
-        with server("gateway", database_url, loan_path, {"Authorization": auth_header}) as base:
+        with server("gateway", database_url, loan_path, {"Authorization": auth_header}) as (base, pid):
             print("gateway:", file=sys.stderr)
-            gw_get = measure("gateway `GET /v1/loans/{id}`", base + loan_path, _get_script(auth_header), opts)
+            gw_get = measure(
+                "gateway `GET /v1/loans/{id}`", base + loan_path, _get_script(auth_header), opts, pid
+            )
             gw_post = measure(
                 "gateway `POST /v1/applications`",
                 f"{base}/v1/applications",
                 _post_script("/v1/applications", auth_header),
                 opts,
+                pid,
             )
         import psycopg2
 
@@ -436,13 +452,13 @@ def render(results: list[Result], extra: dict, opts: argparse.Namespace, command
         f"{opts.duration:g} s per endpoint; PostgreSQL and Redis on the same machine; "
         f"1-min load average {extra['load'][0]:.1f} at the start, {extra['load'][1]:.1f} at the end.",
         "",
-        "| endpoint | req/s | p50 | p99 | ratio to bare | errors | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| endpoint | req/s | p50 | p99 | ratio to bare | server CPU / request | errors | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.endpoint} | {r.rps:,.0f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | "
-            f"{ratio.get(id(r), 1.0):.2f}× | {r.errors} | {targets.get(id(r), '')} |"
+            f"{ratio.get(id(r), 1.0):.2f}× | {r.cpu_ms:.2f} ms | {r.errors} | {targets.get(id(r), '')} |"
         )
     read_ok = (
         gw_get.rps >= TARGET_READ_RPS
@@ -458,21 +474,6 @@ def render(results: list[Result], extra: dict, opts: argparse.Namespace, command
         "one per request.",
     ]
     return "\n".join(lines)
-
-
-def write_section(body: str) -> None:
-    text = DOC.read_text()
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: section, text, flags=re.DOTALL)
-    else:
-        text = (
-            text.rstrip("\n")
-            + "\n\n## Partner API (gateway) (`python bench/api.py --write`)\n\n"
-            + section
-            + "\n"
-        )
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -505,7 +506,9 @@ def main() -> None:
     body = render(results, extra, opts, command)
     print(body)
     if opts.write:
-        write_section(body)
+        from report import write_section  # bench/ is on sys.path when run as a script
+
+        write_section("api", "Partner API (gateway) (`python bench/api.py --write`)", body)
         print(f"\nwrote {DOC.relative_to(REPO)}", file=sys.stderr)
 
 

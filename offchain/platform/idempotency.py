@@ -22,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, func, null, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.credit import IdempotencyKey
 from offchain.platform.db import Database
@@ -60,11 +61,22 @@ async def run_idempotent(
     *,
     db: Database,
     partner_id: uuid.UUID,
-    handler: Callable[[], Awaitable[tuple[int, Any]]],
+    handler: Callable[[], Awaitable[tuple[int, Any]]] | None = None,
+    in_transaction: Callable[[AsyncSession], Awaitable[tuple[int, Any]]] | None = None,
     ttl: timedelta = MIN_TTL,
 ) -> JSONResponse:
-    """Run `handler` (returning status and JSON body) at most once per partner key."""
+    """Run the request's work (returning status and JSON body) at most once per partner key.
+
+    `handler` manages its own transactions. `in_transaction(session)` is given the partner's
+    transaction instead, and the key is completed in that same transaction: the answer is stored
+    exactly when the work commits, and a request costs one transaction fewer.
+    """
+    if (handler is None) == (in_transaction is None):
+        raise TypeError("pass exactly one of handler and in_transaction")
     raw_key = request.headers.get(HEADER)
+    if in_transaction is not None:
+        handler = _in_partner_transaction(db, partner_id, in_transaction)
+    assert handler is not None
     if raw_key is None:
         status, body = await _answer(request, handler)
         return JSONResponse(jsonable_encoder(body), status_code=status, media_type=_media(status))
@@ -135,6 +147,9 @@ async def run_idempotent(
             headers={"Idempotent-Replayed": "true"},
         )
 
+    completed: list[bool] = []
+    if in_transaction is not None:
+        handler = _in_partner_transaction(db, partner_id, in_transaction, complete=this_key, done=completed)
     try:
         status, body = await _answer(request, handler)
     except BaseException:
@@ -146,13 +161,39 @@ async def run_idempotent(
             )
         raise
     encoded = jsonable_encoder(body)
-    async with db.partner_session(partner_id) as session:
-        await session.execute(
-            update(IdempotencyKey)
-            .where(this_key)
-            .values(state="completed", response_status=status, response_body=encoded)
-        )
+    if not completed:  # a refusal (the work rolled back) or a self-managed handler
+        async with db.partner_session(partner_id) as session:
+            await session.execute(_complete(this_key, status, encoded))
     return JSONResponse(encoded, status_code=status, media_type=_media(status))
+
+
+def _complete(this_key: Any, status: int, encoded: Any) -> Any:
+    return (
+        update(IdempotencyKey)
+        .where(this_key)
+        .values(state="completed", response_status=status, response_body=encoded)
+    )
+
+
+def _in_partner_transaction(
+    db: Database,
+    partner_id: uuid.UUID,
+    work: Callable[[AsyncSession], Awaitable[tuple[int, Any]]],
+    *,
+    complete: Any = None,
+    done: list[bool] | None = None,
+) -> Callable[[], Awaitable[tuple[int, Any]]]:
+    async def run() -> tuple[int, Any]:
+        async with db.partner_session(partner_id) as session:
+            status, body = await work(session)
+            if complete is not None:
+                body = jsonable_encoder(body)
+                await session.execute(_complete(complete, status, body))
+        if done is not None:
+            done.append(True)  # committed: the answer is stored
+        return status, body
+
+    return run
 
 
 async def _answer(request: Request, handler: Callable[[], Awaitable[tuple[int, Any]]]) -> tuple[int, Any]:

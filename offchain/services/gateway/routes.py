@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import aiohttp
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.models import Loan
 from offchain.platform import auth
@@ -76,17 +77,16 @@ async def submit_application(
     db: DatabaseDep,
     settings: SettingsDep,
 ) -> JSONResponse:
-    async def handle() -> tuple[int, Any]:
-        async with db.partner_session(principal.partner_id) as session:
-            view = await usecases.submit_application(
-                session=session,
-                principal=principal,
-                body=body,
-                ref_secret=settings.auth.ref_secret.get_secret_value(),
-            )
+    async def handle(session: AsyncSession) -> tuple[int, Any]:
+        view = await usecases.submit_application(
+            session=session,
+            principal=principal,
+            body=body,
+            ref_secret=settings.auth.ref_secret.get_secret_value(),
+        )
         return 201, view.model_dump(mode="json")
 
-    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, in_transaction=handle)
 
 
 @router.get(
@@ -240,19 +240,18 @@ async def accept_offer(
     deployment, _ = _chain(request)
     settings = request.app.state.settings
 
-    async def handle() -> tuple[int, Any]:
-        async with db.partner_session(principal.partner_id) as session:
-            accepted = await usecases.accept_offer(
-                session=session,
-                principal=principal,
-                offer_id=offer_id,
-                body=body,
-                ref_secret=settings.auth.ref_secret.get_secret_value(),
-                deployment=deployment,
-            )
+    async def handle(session: AsyncSession) -> tuple[int, Any]:
+        accepted = await usecases.accept_offer(
+            session=session,
+            principal=principal,
+            offer_id=offer_id,
+            body=body,
+            ref_secret=settings.auth.ref_secret.get_secret_value(),
+            deployment=deployment,
+        )
         return 201, accepted.model_dump(mode="json")
 
-    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+    return await run_idempotent(request, db=db, partner_id=principal.partner_id, in_transaction=handle)
 
 
 @router.get(
