@@ -5,8 +5,7 @@ by months, so it runs after the other system tests (see conftest)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from system_support import DAY, Stack, lagos_date, until
@@ -27,40 +26,47 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     threshold = stack.book.functions.default_after_days().call()
     raw_id = bytes.fromhex(chain_loan_id[2:])
 
-    def close_business_day_at(unix: int) -> dict[str, Any]:
-        """Move the chain to `unix`, then run that business date's close of business."""
+    closed: list[str] = []
+
+    def close_business_days_until(unix: int) -> None:
+        """Move the chain to `unix`, then close every business date since the last one closed
+        up to that date (the catch-up the daily job does after an outage)."""
         stack.warp_to(unix)
         day = lagos_date(stack.head_timestamp())
-        run = stack.post("/v1/collections/cob-runs", {"business_date": day.isoformat()})
-        assert run["status"] == "completed" and run["loans_processed"] >= 1, run
-        return run
+        result = stack.post("/v1/collections/cob-runs", {"business_date": day.isoformat(), "catch_up": True})
+        runs = result["runs"]
+        assert all(r["status"] == "completed" and r["loans_processed"] >= 1 for r in runs), runs
+        assert runs[-1]["business_date"] == day.isoformat()
+        closed.extend(r["business_date"] for r in runs)
 
     def history() -> list[str]:
         return [h["kind"] for h in stack.get(f"/v1/loans/{loan_id}/collections")["history"]]
 
-    # the first installment falls due and is not paid
-    close_business_day_at(first_due + HOUR)
+    # the first installment falls due; the next day it is missed
+    close_business_days_until(first_due + HOUR)
+    close_business_days_until(first_due + grace + DAY + HOUR)
     assert "missed" in history()
     # past the grace period: past due, and a late fee within the cap
-    close_business_day_at(first_due + grace + DAY + HOUR)
     assert stack.book.functions.days_past_due(raw_id, stack.head_timestamp()).call() >= 1
     until(lambda: stack.events(loan_id, "LateFeeAssessed"), what="LateFeeAssessed")
 
-    # one day short of the threshold: still ACTIVE
-    close_business_day_at(first_due + (threshold - 1) * DAY + HOUR)
+    # every business date on to one day short of the threshold (catch-up covers 31 at most)
+    for days in range(30, threshold - 1, 30):
+        close_business_days_until(first_due + days * DAY + HOUR)
+    close_business_days_until(first_due + (threshold - 1) * DAY + HOUR)
     assert stack.book.functions.days_past_due(raw_id, stack.head_timestamp()).call() == threshold - 1
     assert "mark_default" not in history()
     assert stack.chain_state(chain_loan_id) is LoanState.ACTIVE
 
     # at the threshold: the close of business sends mark_default
-    close_business_day_at(first_due + threshold * DAY + HOUR)
+    close_business_days_until(first_due + threshold * DAY + HOUR)
     assert "mark_default" in history()
     until(lambda: stack.chain_state(chain_loan_id) is LoanState.DEFAULTED, what="DEFAULTED on chain")
     stack.loan_in(loan_id, "DEFAULTED")
     (defaulted,) = stack.events(loan_id, "LoanDefaulted")
 
     # the next business day opens the committee's write-off proposal
-    close_business_day_at(stack.head_timestamp() + DAY)
+    close_business_days_until(stack.head_timestamp() + DAY)
     proposals = [
         p for p in stack.get("/v1/collections/write-off-proposals")["data"] if p["loan_id"] == loan_id
     ]
@@ -87,9 +93,14 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     assert stack.book.functions.outstanding(raw_id).call() > 0  # written off, not repaid
     listed = [p for p in stack.get("/v1/collections/write-off-proposals")["data"] if p["loan_id"] == loan_id]
     assert listed[0]["status"] == "executed"
+    # every business date since the first one closed exactly once, none skipped
+    first_day = lagos_date(first_due + HOUR)
+    assert closed == [(first_day + timedelta(days=n)).isoformat() for n in range(len(closed))], closed
+    assert len(closed) >= threshold + 1
     kinds = history()
     assert kinds.index("missed") < kinds.index("mark_default") < kinds.index("write_off_proposal"), kinds
     print(
-        f"\ndefault: missed {datetime.fromtimestamp(first_due)} UTC, DEFAULTED at {threshold} days past due "
-        f"(tx {defaulted['tx_hash']}), written off by proposal {proposal_id}"
+        f"\ndefault: first installment due {datetime.fromtimestamp(first_due, UTC):%Y-%m-%d %H:%M} UTC, DEFAULTED at {threshold} days past due "
+        f"(tx {defaulted['tx_hash']}), written off by proposal {proposal_id}; {len(closed)} business dates "
+        f"closed, {closed[0]} to {closed[-1]}"
     )
