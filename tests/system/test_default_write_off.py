@@ -100,7 +100,8 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     kinds = history()
     assert kinds.index("missed") < kinds.index("mark_default") < kinds.index("write_off_proposal"), kinds
     print(
-        f"\ndefault: first installment due {datetime.fromtimestamp(first_due, UTC):%Y-%m-%d %H:%M} UTC, DEFAULTED at {threshold} days past due "
+        f"\ndefault: first installment due {datetime.fromtimestamp(first_due, UTC):%Y-%m-%d %H:%M} UTC, "
+        f"DEFAULTED at {threshold} days past due "
         f"(tx {defaulted['tx_hash']}), written off by proposal {proposal_id}; {len(closed)} business dates "
         f"closed, {closed[0]} to {closed[-1]}"
     )
