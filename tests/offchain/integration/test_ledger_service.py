@@ -264,3 +264,30 @@ async def test_reconciliation_without_a_chain_is_recorded_as_failed(settings: Se
         run = await client.post("/v1/ledger/reconciliation/runs", headers=_headers(settings, uuid.uuid4()))
     assert run.status_code == 201
     assert run.json()["status"] == "failed" and "not configured" in run.json()["error"]
+
+
+async def test_scheduled_reconciliation_runs_in_the_background(settings: Settings, db: Database) -> None:
+    scheduled = settings.model_copy(
+        update={
+            "ledger": settings.ledger.model_copy(
+                update={"reconcile_enabled": True, "reconcile_interval_s": 0.2}
+            )
+        }
+    )
+
+    async def scheduled_runs() -> int:
+        async with db.worker_session() as session:
+            query = text("SELECT count(*) FROM caas_ledger_recon_runs WHERE trigger = 'schedule'")
+            return int((await session.execute(query)).scalar_one())
+
+    before = await scheduled_runs()
+    async with ledger_client(scheduled) as client:
+        for _ in range(100):
+            if await scheduled_runs() >= before + 2:
+                break
+            await asyncio.sleep(0.1)
+        latest = (
+            await client.get("/v1/ledger/reconciliation", headers=_headers(settings, uuid.uuid4()))
+        ).json()
+    assert await scheduled_runs() >= before + 2  # it keeps running, one run per interval
+    assert latest["status"] == "failed"  # this settings fixture has no chain: recorded, not hidden
