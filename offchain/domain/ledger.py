@@ -186,6 +186,8 @@ class Leg:
         if not isinstance(self.currency, str) or not _CURRENCY.fullmatch(self.currency):
             raise UnbalancedPosting(f"currency must be an ISO 4217 alpha code, got {self.currency!r}")
         object.__setattr__(self, "side", Side(self.side))
+        if not isinstance(self.account, str):
+            raise UnbalancedPosting(f"account must be an account code, got {self.account!r}")
         parse_account(self.account)  # refuse codes outside the chart before they reach a table
 
     def reversed(self) -> Leg:

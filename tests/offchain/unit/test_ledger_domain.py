@@ -130,6 +130,13 @@ def test_codes_outside_the_chart_are_refused(code: str) -> None:
         credit(code, 1, "NGN")
 
 
+def test_account_must_be_a_code() -> None:
+    with pytest.raises(UnbalancedPosting):
+        debit(None, 1, "NGN")  # type: ignore[arg-type]
+    with pytest.raises(UnbalancedPosting):
+        debit(ledger.SUSPENSE, 1, "ngn")
+
+
 def test_codes_parse_back_with_their_normal_side() -> None:
     kinds = [parse_account(code).kind for code in ACCOUNTS]
     assert kinds == [
