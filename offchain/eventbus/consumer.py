@@ -40,6 +40,9 @@ class StreamConsumer:
     batch: int = 50
     # "0": a new group starts with what is already in the stream; "$": only new messages
     start_id: str = "0"
+    # Messages of different keys (loans, references) handled at once, up to this many; the
+    # messages of one key stay in stream order. 1: strictly one at a time.
+    concurrency: int = 1
 
     async def setup(self) -> None:
         for topic in self.topics:
@@ -71,11 +74,26 @@ class StreamConsumer:
             count=self.batch,
             block=None if handled else (self.block_ms if block_ms is None else block_ms),
         )
-        for stream, messages in response or []:
-            for message_id, fields in messages:
-                await self._deliver(stream, message_id, fields, deliveries=1)
-                handled += 1
-        return handled
+        batch = [(stream, mid, fields, 1) for stream, messages in response or [] for mid, fields in messages]
+        await self._deliver_all(batch)
+        return handled + len(batch)
+
+    async def _deliver_all(self, batch: list[tuple[str, str, dict[str, str], int]]) -> None:
+        if self.concurrency <= 1 or len(batch) <= 1:
+            for stream, message_id, fields, deliveries in batch:
+                await self._deliver(stream, message_id, fields, deliveries=deliveries)
+            return
+        lanes: dict[str, list[tuple[str, str, dict[str, str], int]]] = {}
+        for item in batch:
+            lanes.setdefault(item[2].get("key") or item[1], []).append(item)
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def lane(items: list[tuple[str, str, dict[str, str], int]]) -> None:
+            async with gate:
+                for stream, message_id, fields, deliveries in items:
+                    await self._deliver(stream, message_id, fields, deliveries=deliveries)
+
+        await asyncio.gather(*(lane(items) for items in lanes.values()))
 
     async def _reclaim(self) -> int:
         handled = 0
@@ -94,9 +112,8 @@ class StreamConsumer:
             if gone:
                 await self.redis.xack(stream, self.group, *gone)
             counts = await self._delivery_counts(stream, [mid for mid, _ in live])
-            for message_id, fields in live:
-                await self._deliver(stream, message_id, fields, deliveries=counts.get(message_id, 1))
-                handled += 1
+            await self._deliver_all([(stream, mid, fields, counts.get(mid, 1)) for mid, fields in live])
+            handled += len(live)
         return handled
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:

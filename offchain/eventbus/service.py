@@ -13,7 +13,7 @@ from offchain.platform.app import AppResources
 
 
 def consumer_for(
-    resources: AppResources, *, group: str, topics: Sequence[str], handler: Handler
+    resources: AppResources, *, group: str, topics: Sequence[str], handler: Handler, concurrency: int = 1
 ) -> StreamConsumer:
     if resources.redis is None:
         raise RuntimeError(f"{group} needs Redis (REDIS_URL)")
@@ -28,10 +28,19 @@ def consumer_for(
         names=StreamNames(events.stream_prefix),
         max_deliveries=events.max_deliveries,
         retry_idle_ms=events.retry_idle_ms,
+        concurrency=concurrency,
     )
 
 
 async def run_consumer(
-    resources: AppResources, stop: asyncio.Event, *, group: str, topics: Sequence[str], handler: Handler
+    resources: AppResources,
+    stop: asyncio.Event,
+    *,
+    group: str,
+    topics: Sequence[str],
+    handler: Handler,
+    concurrency: int = 1,
 ) -> None:
-    await consumer_for(resources, group=group, topics=topics, handler=handler).run(stop)
+    await consumer_for(resources, group=group, topics=topics, handler=handler, concurrency=concurrency).run(
+        stop
+    )

@@ -19,12 +19,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
 from offchain.domain import money_movement
@@ -267,21 +267,17 @@ async def _requeue(session: AsyncSession, payout: Payout, settings: MoneySetting
 async def _request_chain_record(session: AsyncSession, payout: Payout, deployment: Deployment) -> None:
     if payout.chain_requested:
         return  # a re-payout after a reversal: the chain already has this loan's disbursement
-    calldata = _loan_book_calldata(
-        deployment,
-        "record_disbursement",
-        [
-            bytes.fromhex(payout.chain_loan_id[2:]),
-            payout.amount,
-            bytes.fromhex((await _payout_ref(session, payout.loan_id))[2:]),
-            money_movement.rail_ref(payout.rail, payout.reference),
-        ],
+    data = calldata.record_disbursement(
+        bytes.fromhex(payout.chain_loan_id[2:]),
+        payout.amount,
+        bytes.fromhex((await _payout_ref(session, payout.loan_id))[2:]),
+        money_movement.rail_ref(payout.rail, payout.reference),
     )
     await submit(
         session,
         idempotency_key=disburse_intent_key(payout.loan_id),
         to=deployment.loan_book_address,
-        data=calldata,
+        data=data,
     )
     payout.chain_requested = True
 
@@ -291,13 +287,6 @@ async def _payout_ref(session: AsyncSession, loan_id: uuid.UUID) -> str:
     if value is None:
         raise RuntimeError(f"loan {loan_id} has no indexed payout_ref")
     return str(value)
-
-
-def _loan_book_calldata(deployment: Deployment, function: str, args: list[Any]) -> bytes:
-    from web3 import Web3
-
-    contract = Web3().eth.contract(address=deployment.loan_book_address, abi=deployment.loan_book_abi)
-    return bytes.fromhex(contract.encode_abi(function, args=args)[2:])
 
 
 async def check_with_rail(session: AsyncSession, payout: Payout, ctx: PayoutContext) -> None:

@@ -31,6 +31,9 @@ from offchain.services.repayment.routes import router
 
 log = get_logger(__name__)
 
+# payments of different loans at once (each loan is locked while its money is allocated); the
+# database pool (DATABASE__POOL_SIZE + MAX_OVERFLOW) should hold both consumers' sessions
+CONCURRENCY = 8
 INTAKE_TOPICS = ("paystack.charge.success", "sme.payment.received")
 CHAIN_TOPICS = (
     "chain.RepaymentRecorded",
@@ -87,7 +90,14 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
                 "payment.intake", reference=payment.reference, status=result.status, created=result.created
             )
 
-        await run_consumer(resources, stop, group="repayment.intake", topics=INTAKE_TOPICS, handler=handle)
+        await run_consumer(
+            resources,
+            stop,
+            group="repayment.intake",
+            topics=INTAKE_TOPICS,
+            handler=handle,
+            concurrency=CONCURRENCY,
+        )
 
 
 async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
@@ -127,7 +137,14 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
                         if key.startswith(("repay:", "reverse:")):
                             await payments.on_intent_refused(session, key, payload.get("revert_reason"))
 
-        await run_consumer(resources, stop, group="repayment.chain", topics=CHAIN_TOPICS, handler=handle)
+        await run_consumer(
+            resources,
+            stop,
+            group="repayment.chain",
+            topics=CHAIN_TOPICS,
+            handler=handle,
+            concurrency=CONCURRENCY,
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
 from offchain.domain import ledger as accounts
@@ -55,13 +56,6 @@ def reverse_intent_key(payment_ref: str) -> str:
 
 def _hex(value: bytes) -> str:
     return "0x" + value.hex()
-
-
-def _calldata(deployment: Deployment, function: str, args: list[Any]) -> bytes:
-    from web3 import Web3
-
-    contract = Web3().eth.contract(address=deployment.loan_book_address, abi=deployment.loan_book_abi)
-    return bytes.fromhex(contract.encode_abi(function, args=args)[2:])
 
 
 @dataclass(frozen=True)
@@ -238,16 +232,14 @@ async def apply_to_loan(
         row.detail = f"loan state {loan.chain_state}: kept as the borrower's credit"
         return
     await journal.hold(session, posting)
-    calldata = _calldata(
-        deployment,
-        "record_repayment",
-        [bytes.fromhex(loan.chain_loan_id[2:]), allocation.applied, bytes.fromhex(row.payment_ref[2:])],
+    data = calldata.record_repayment(
+        bytes.fromhex(loan.chain_loan_id[2:]), allocation.applied, bytes.fromhex(row.payment_ref[2:])
     )
     await submit(
         session,
         idempotency_key=record_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
-        data=calldata,
+        data=data,
     )
     row.status = "pending_chain"
     row.detail = None
@@ -296,16 +288,14 @@ async def request_reversal(
     loan = await session.get(Loan, row.loan_id)
     assert loan is not None
     reason_code = mm.keccak_reason(reason)
-    calldata = _calldata(
-        deployment,
-        "reverse_repayment",
-        [bytes.fromhex(loan.chain_loan_id[2:]), bytes.fromhex(row.payment_ref[2:]), reason_code],
+    data = calldata.reverse_repayment(
+        bytes.fromhex(loan.chain_loan_id[2:]), bytes.fromhex(row.payment_ref[2:]), reason_code
     )
     await submit(
         session,
         idempotency_key=reverse_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
-        data=calldata,
+        data=data,
     )
     row.status = "reversal_pending"
     row.detail = f"reversal requested: {reason}"

@@ -1,0 +1,288 @@
+"""Repayment pipeline benchmark: Paystack charge -> signed webhook -> verify -> record_repayment on
+Anvil -> indexed -> ledger posted -> partner event `credit.repayment.received` in the outbox.
+
+The whole path runs for real: the simulator (Paystack) delivers signed webhooks over HTTP to the
+gateway (uvicorn on a free port); underwriting, orchestration (relay, sender, indexer),
+disbursement and repayment run in this process on a fresh PostgreSQL database, Redis and an
+Anvil of their own. Loans are created, approved and paid out through the partner API first.
+
+- latency: charges at a steady rate; per charge, charge accepted by the rail -> partner event
+  committed (caas_outbox.created_at of credit.repayment.received for its reference);
+- throughput: a burst of charges; repayments/s from the first charge to the last partner event.
+
+    python bench/money.py --loans 8 --latency-n 100 --rate 10 --burst 1000 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg2
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "offchain" / "integration")]
+
+from journey_support import approved_loan, chain_settings, loan_state  # noqa: E402
+from report import write_section  # noqa: E402
+from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread  # noqa: E402
+
+from offchain.platform import auth  # noqa: E402
+from offchain.platform.db import Database  # noqa: E402
+from offchain.platform.embedded import anvil_executable, rpc_call  # noqa: E402
+from offchain.rails.simulator.app import create_app as simulator_app  # noqa: E402
+from offchain.rails.simulator.config import SimulatorConfig  # noqa: E402
+from offchain.services.disbursement.app import create_app as disbursement_app  # noqa: E402
+from offchain.services.gateway.app import create_app as gateway_app  # noqa: E402
+from offchain.services.orchestration.app import create_app as orchestration_app  # noqa: E402
+from offchain.services.repayment.app import create_app as repayment_app  # noqa: E402
+from offchain.services.underwriting.app import create_app as underwriting_app  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _database():
+    name = f"caas_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(PG)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextlib.contextmanager
+def _anvil():
+    port = _free_port()
+    process = subprocess.Popen([anvil_executable(), "--port", str(port), "--silent"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                rpc_call(url, "eth_chainId", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def _partner_events(db: Database, prefix: str) -> dict[str, datetime]:
+    async with db.worker_session() as session:
+        rows = await session.execute(
+            text(
+                "SELECT payload->>'reference', created_at FROM caas_outbox "
+                "WHERE topic = 'credit.repayment.received' AND payload->>'reference' LIKE :p"
+            ),
+            {"p": prefix + "%"},
+        )
+        return {ref: at for ref, at in rows.all()}
+
+
+async def _wait_for(db: Database, prefix: str, count: int, within_s: float) -> dict[str, datetime]:
+    deadline = time.monotonic() + within_s
+    while True:
+        seen = await _partner_events(db, prefix)
+        if len(seen) >= count or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.2)
+
+
+async def _stages(db: Database, prefix: str, started: float) -> dict[str, dict[str, float]]:
+    """When the burst's payments passed each stage: seconds after the first charge (p50, p100)."""
+    query = text(
+        """
+        SELECT w.consumed_at AS webhook, p.created_at AS intake, i.confirmed_at AS confirmed, e.created_at AS indexed, o.created_at AS partner
+        FROM caas_payments p
+        LEFT JOIN caas_consumed_events w ON w.consumer = 'gateway.paystack-webhooks'
+             AND w.event_id = 'paystack:charge.success:' || p.provider_reference
+        LEFT JOIN caas_tx_intents i ON i.idempotency_key = 'repay:' || p.payment_ref
+        LEFT JOIN caas_chain_events e ON e.event = 'RepaymentRecorded' AND e.args->>'payment_ref' = p.payment_ref
+        LEFT JOIN caas_outbox o ON o.topic = 'credit.repayment.received' AND o.payload->>'payment_ref' = p.payment_ref
+        WHERE p.provider_reference LIKE :p
+        """
+    )
+    async with db.worker_session() as session:
+        rows = (await session.execute(query, {"p": prefix + "%"})).mappings().all()
+    out: dict[str, dict[str, float]] = {}
+    for stage in ("webhook", "intake", "confirmed", "indexed", "partner"):
+        times = [row[stage].timestamp() - started for row in rows if row[stage] is not None]
+        if times:
+            out[stage] = {"p50": round(statistics.median(times), 2), "last": round(max(times), 2), "n": len(times)}
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict:
+    with _database() as database_url, _anvil() as anvil_url, tempfile.TemporaryDirectory() as tmp:
+        settings = chain_settings(
+            database_url=database_url,
+            redis_url=REDIS,
+            stream_prefix=f"bench-money-{uuid.uuid4().hex[:6]}",
+            anvil_url=anvil_url,
+            out_dir=Path(tmp),
+        )
+        gateway_port = _free_port()
+        config = SimulatorConfig(
+            paystack_secret_key=PAYSTACK_SECRET,
+            sme_events_secret=SME_SECRET,
+            gateway_url=f"http://127.0.0.1:{gateway_port}",
+        )
+        with ServerThread(simulator_app(config), _free_port()) as simulator:
+            settings = settings.model_copy(
+                update={
+                    "rails": settings.rails.model_copy(update={"simulator_url": simulator.url}),
+                    "log": settings.log.model_copy(update={"level": "WARNING"}),
+                }
+            )
+            with ServerThread(gateway_app(settings), gateway_port) as gateway:
+                apps = [
+                    underwriting_app(settings),
+                    orchestration_app(settings),
+                    disbursement_app(settings),
+                    repayment_app(settings),
+                ]
+                async with contextlib.AsyncExitStack() as stack:
+                    for app in apps:
+                        await stack.enter_async_context(app.router.lifespan_context(app))
+                    client = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url, timeout=60))
+                    sim = await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            base_url=simulator.url, timeout=60, limits=httpx.Limits(max_connections=64)
+                        )
+                    )
+                    db = Database.from_settings(settings.database)
+                    stack.push_async_callback(db.dispose)
+                    secret = settings.auth.jwt_secret.get_secret_value()
+                    headers = {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
+                    loans = await asyncio.gather(
+                        *(approved_loan(client, headers, external_id=f"bench-{i}") for i in range(args.loans))
+                    )
+                    loan_ids = [loan["loan_id"] for loan in loans]
+                    for loan_id in loan_ids:
+                        await loan_state(client, headers, loan_id, "ACTIVE", within_s=180)
+
+                    async def charge(i: int, reference: str) -> float:
+                        body = {
+                            "amount": 100_00,
+                            "currency": "NGN",
+                            "loan_id": loan_ids[i % len(loan_ids)],
+                            "reference": reference,
+                        }
+                        sent = time.time()
+                        answer = await sim.post("/simulate/charge", json=body)
+                        answer.raise_for_status()
+                        return sent
+
+                    # -- latency at a steady rate
+                    sent_at: dict[str, float] = {}
+                    tasks = []
+                    for i in range(args.latency_n):
+                        reference = f"lat-{i}"
+                        tasks.append(asyncio.create_task(charge(i, reference)))
+                        await asyncio.sleep(1 / args.rate)
+                    for i, task in enumerate(tasks):
+                        sent_at[f"lat-{i}"] = await task
+                    seen = await _wait_for(db, "lat-", args.latency_n, 120)
+                    latencies = [seen[ref].timestamp() - sent_at[ref] for ref in seen]
+
+                    # -- throughput on a burst
+                    gate = asyncio.Semaphore(args.concurrency)
+
+                    async def limited(i: int) -> float:
+                        async with gate:
+                            return await charge(i, f"burst-{i}")
+
+                    started = time.time()
+                    await asyncio.gather(*(limited(i) for i in range(args.burst)))
+                    accepted = time.time()
+                    burst_seen = await _wait_for(db, "burst-", args.burst, 600)
+                    stages = await _stages(db, "burst-", started)
+                    last = max(at.timestamp() for at in burst_seen.values()) if burst_seen else accepted
+                    return {
+                        "loans": args.loans,
+                        "latency_n": args.latency_n,
+                        "latency_seen": len(seen),
+                        "rate": args.rate,
+                        "p50_s": statistics.median(latencies) if latencies else None,
+                        "p99_s": _pct(latencies, 0.99) if latencies else None,
+                        "max_s": max(latencies) if latencies else None,
+                        "burst": args.burst,
+                        "burst_seen": len(burst_seen),
+                        "charges_per_s": args.burst / (accepted - started),
+                        "repayments_per_s": len(burst_seen) / (last - started),
+                        "stages": stages,
+                    }
+
+
+def render(result: dict, command: str) -> str:
+    return "\n".join(
+        [
+            f"Command: `{command}` ({datetime.now(UTC).date()}, this 2-core shared machine, Anvil automine).",
+            "",
+            "Path measured: simulator `POST /simulate/charge` (Paystack takes the money) -> signed `charge.success`",
+            "webhook -> gateway -> outbox -> repayment (verify with Paystack, match, ledger hold, intent) ->",
+            "sender -> Anvil -> indexer -> repayment (hold posted, interest) -> `credit.repayment.received`",
+            "committed to the outbox (the partner webhook is sent from there by notifications).",
+            "",
+            "| measure | value | target |",
+            "|---|---|---|",
+            f"| latency p50 (charge -> partner event), {result['latency_n']} charges at {result['rate']}/s "
+            f"| {result['p50_s']:.2f} s | <= 1.5 s |",
+            f"| latency p99 | {result['p99_s']:.2f} s (max {result['max_s']:.2f} s) | <= 3 s |",
+            f"| sustained repayments/s, burst of {result['burst']} over {result['loans']} loans "
+            f"| {result['repayments_per_s']:.0f}/s ({result['burst_seen']}/{result['burst']} seen) | >= 100/s |",
+            f"| rail intake (simulator accepted charges) | {result['charges_per_s']:.0f}/s | |",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loans", type=int, default=8)
+    parser.add_argument("--latency-n", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--write", action="store_true", help="write the section of docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    print(result)
+    command = "python bench/money.py " + " ".join(sys.argv[1:])
+    rendered = render(result, command.replace(" --write", ""))
+    print(rendered)
+    if args.write:
+        write_section("money", "Repayments: webhook to partner event", rendered)
+
+
+if __name__ == "__main__":
+    main()
