@@ -370,6 +370,9 @@ class NotificationsSettings(_Group):
     delivery_batch: int = Field(default=50, ge=1)
     delivery_concurrency: int = Field(default=16, ge=1)
     worker_poll_s: float = Field(default=1.0, gt=0)
+    # consumers of the partner-event streams per process: each handles one event per transaction,
+    # so their number is what lets commits (WAL flushes) overlap; keep it under the DB pool size
+    intake_concurrency: int = Field(default=8, ge=1)
     # A claimed delivery whose worker died is due again after this long.
     delivery_lease_s: float = Field(default=60.0, gt=0)
     # GET /v1/events shows this many days; stored events are purged after `event_retention_days`.

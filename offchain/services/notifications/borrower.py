@@ -119,7 +119,8 @@ class BorrowerMessenger:
             return "invalid"
         channel = str(payload.get("channel", ""))
         template = str(payload.get("template", ""))
-        data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+        raw_data = payload.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         loan_id = payload.get("loan_id")
         retry_error: str | None = None
         async with self.db.worker_session() as session:

@@ -1,9 +1,11 @@
 """The webhook delivery worker: POST each due delivery, signed; retry with backoff; dead-letter.
 
-Replicas share the work through the database: a round claims due deliveries with
+Replicas share the work through the database: a worker claims due deliveries with
 `FOR UPDATE SKIP LOCKED` and leases them (moves `next_attempt_at` past the POST's timeout) in one
-short transaction, then sends with no transaction open, then records each outcome. A worker that
-dies mid-round leaves leased rows that fall due again when the lease ends: at-least-once
+short transaction, sends with no transaction open, and records outcomes in batches. It keeps up
+to `delivery_concurrency` POSTs in flight and claims more as soon as any finishes, so a partner
+endpoint that hangs until its timeout holds one slot, never the whole worker.
+A worker that dies leaves leased rows that fall due again when the lease ends: at-least-once
 delivery, which is why every delivery carries the event id for partners to dedupe on.
 """
 
@@ -18,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import DateTime, SmallInteger, Text, bindparam, delete, func, insert, select, update
 
 from offchain.domain.notifications import signing
 from offchain.domain.notifications.envelope import envelope
@@ -35,6 +37,31 @@ from offchain.services.notifications.secrets import SecretBox, secret_box
 log = get_logger(__name__)
 
 USER_AGENT = "CaaS-Webhooks/1"
+
+_deliveries = WebhookDelivery.__table__
+_attempts = WebhookAttempt.__table__
+# One statement for every outcome (executemany). Only the claim this worker holds is updated: a
+# replay or a delete since the claim wins. A failure after an earlier success keeps delivered_at.
+_RECORD = (
+    update(_deliveries)
+    .where(
+        _deliveries.c.id == bindparam("d_id"),
+        _deliveries.c.status == "pending",
+        _deliveries.c.attempts == bindparam("d_attempt"),
+    )
+    .values(
+        status=bindparam("d_status"),
+        failures=bindparam("d_failures"),
+        next_attempt_at=bindparam("d_next", type_=DateTime(timezone=True)),
+        delivered_at=func.coalesce(
+            bindparam("d_delivered", type_=DateTime(timezone=True)), _deliveries.c.delivered_at
+        ),
+        dead_at=bindparam("d_dead", type_=DateTime(timezone=True)),
+        last_status_code=bindparam("d_code", type_=SmallInteger()),
+        last_error=bindparam("d_error", type_=Text()),
+        updated_at=func.now(),
+    )
+)
 PURGE_EVERY_S = 3600.0
 
 
@@ -100,7 +127,6 @@ class DeliveryWorker:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=settings.delivery_concurrency * 2),
         )
-        self._semaphore = asyncio.Semaphore(settings.delivery_concurrency)
         self._last_purge = 0.0
 
     async def aclose(self) -> None:
@@ -108,42 +134,96 @@ class DeliveryWorker:
             await self.http.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures = 0
-        while not stop.is_set():
+        outcomes: asyncio.Queue[tuple[Job, Outcome]] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record_from(outcomes))
+        in_flight: set[asyncio.Task[None]] = set()
+        failures, last_observed = 0, 0.0
+        try:
+            while not stop.is_set():
+                free = self.settings.delivery_concurrency - len(in_flight)
+                jobs: list[Job] = []
+                if free > 0:
+                    try:
+                        jobs = await self.claim(limit=min(free, self.settings.delivery_batch))
+                        failures = 0
+                    except Exception:
+                        failures += 1
+                        log.exception("webhook.claim_failed", attempt=failures)
+                for job in jobs:
+                    task = asyncio.create_task(self._send_into(job, outcomes))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if time.monotonic() - last_observed > 1.0:
+                    last_observed = time.monotonic()
+                    await self._housekeeping()
+                if jobs and len(in_flight) < self.settings.delivery_concurrency:
+                    continue  # more may be due right now
+                await self._wait(stop, in_flight, failures)
+        finally:
+            if in_flight:
+                _, unfinished = await asyncio.wait(in_flight, timeout=self.settings.delivery_timeout_s + 1)
+                for task in unfinished:
+                    task.cancel()  # their leases run out and another worker sends them
+            await outcomes.join()
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
+
+    async def _wait(self, stop: asyncio.Event, in_flight: set[asyncio.Task[None]], failures: int) -> None:
+        """Until stop, new work (wakeup), a free slot when all are busy, or the next poll."""
+        self.wakeup.clear()
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self.wakeup.wait()),
+        ]
+        if len(in_flight) >= self.settings.delivery_concurrency:
+            waiters += list(in_flight)
+        delay = self.settings.worker_poll_s if not failures else min(0.5 * 2**failures, 30.0)
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters[:2]:
+            waiter.cancel()
+
+    async def _housekeeping(self) -> None:
+        try:
+            await self.observe_queue()
+            if time.monotonic() - self._last_purge > PURGE_EVERY_S:
+                await self.purge()
+        except Exception:
+            log.exception("webhook.housekeeping_failed")
+
+    async def _send_into(self, job: Job, outcomes: asyncio.Queue[tuple[Job, Outcome]]) -> None:
+        await outcomes.put((job, await self.send(job)))
+
+    async def _record_from(self, outcomes: asyncio.Queue[tuple[Job, Outcome]]) -> None:
+        """Record outcomes as they come, everything waiting at that moment in one transaction."""
+        while True:
+            batch = [await outcomes.get()]
+            while not outcomes.empty() and len(batch) < 500:
+                batch.append(outcomes.get_nowait())
             try:
-                handled = await self.run_once()
-                await self.observe_queue()
-                if time.monotonic() - self._last_purge > PURGE_EVERY_S:
-                    await self.purge()
-                failures = 0
+                await self.record(batch)
             except Exception:
-                failures += 1
-                log.exception("webhook.worker_round_failed", attempt=failures)
-                handled = 0
-            if handled >= self.settings.delivery_batch:
-                continue
-            delay = self.settings.worker_poll_s if not failures else min(0.5 * 2**failures, 30.0)
-            self.wakeup.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wakeup.wait())]
-            _, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
+                # the leases make them due again: a partner may see one twice, never zero times
+                log.exception("webhook.record_failed", deliveries=len(batch))
+            finally:
+                for _ in batch:
+                    outcomes.task_done()
 
     async def run_once(self) -> int:
-        """Claim up to one batch of due deliveries and send them; returns how many were claimed."""
-        jobs = await self.claim()
+        """Claim one batch of due deliveries, send them all, record them; returns how many."""
+        jobs = await self.claim(limit=self.settings.delivery_batch)
         if jobs:
-            await asyncio.gather(*(self._send_and_record(job) for job in jobs))
+            sent = await asyncio.gather(*(self.send(job) for job in jobs))
+            await self.record(list(zip(jobs, sent, strict=True)))
         return len(jobs)
 
-    async def claim(self) -> list[Job]:
+    async def claim(self, *, limit: int) -> list[Job]:
         lease = timedelta(seconds=max(self.settings.delivery_lease_s, self.settings.delivery_timeout_s * 2))
         async with self.db.worker_session() as session:
             due = (
                 select(WebhookDelivery.id)
                 .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= func.now())
                 .order_by(WebhookDelivery.next_attempt_at)
-                .limit(self.settings.delivery_batch)
+                .limit(limit)
                 .with_for_update(skip_locked=True)
             )
             claimed = (
@@ -208,15 +288,6 @@ class DeliveryWorker:
             body=encode_body(payload),
         )
 
-    async def _send_and_record(self, job: Job) -> None:
-        async with self._semaphore:
-            outcome = await self.send(job)
-        try:
-            await self.record(job, outcome)
-        except Exception:
-            # the lease makes it due again; the partner may see it twice, never zero times
-            log.exception("webhook.record_failed", delivery_id=str(job.delivery_id))
-
     async def send(self, job: Job) -> Outcome:
         assert job.url is not None
         headers = {
@@ -250,32 +321,44 @@ class DeliveryWorker:
             return Outcome(True, status, None, seconds, "delivered")
         return Outcome(False, status, f"endpoint answered {status}", seconds, "http_error")
 
-    async def record(self, job: Job, outcome: Outcome) -> None:
+    async def record(self, results: list[tuple[Job, Outcome]]) -> None:
+        """Write attempts and delivery states of many sends in one transaction."""
         now = datetime.now(UTC)
-        self.metrics.attempts.labels(outcome.kind).inc()
-        self.metrics.attempt_seconds.observe(outcome.seconds)
-        async with self.db.worker_session() as session:
-            session.add(
-                WebhookAttempt(
-                    partner_id=job.partner_id,
-                    delivery_id=job.delivery_id,
-                    status_code=outcome.status_code,
-                    error=outcome.error,
-                    duration_ms=round(outcome.seconds * 1000, 3),
-                )
+        attempts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for job, outcome in results:
+            self.metrics.attempts.labels(outcome.kind).inc()
+            self.metrics.attempt_seconds.observe(outcome.seconds)
+            attempts.append(
+                {
+                    "partner_id": job.partner_id,
+                    "delivery_id": job.delivery_id,
+                    "status_code": outcome.status_code,
+                    "error": outcome.error,
+                    "duration_ms": round(outcome.seconds * 1000, 3),
+                }
             )
-            values: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error}
+            row = {
+                "d_id": job.delivery_id,
+                "d_attempt": job.attempt,
+                "d_status": "pending",
+                "d_failures": job.failures,
+                "d_next": None,
+                "d_delivered": None,
+                "d_dead": None,
+                "d_code": outcome.status_code,
+                "d_error": outcome.error,
+            }
             if outcome.delivered:
-                values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+                row.update(d_status="delivered", d_delivered=now)
                 self.metrics.event_age_seconds.observe(max(0.0, (now - job.event_created_at).total_seconds()))
             else:
-                failures = job.failures + 1
-                retry_at = self.policy.next_attempt(
-                    failed_attempts=failures, window_started_at=job.window_started_at, now=now
+                row["d_failures"] = job.failures + 1
+                row["d_next"] = self.policy.next_attempt(
+                    failed_attempts=job.failures + 1, window_started_at=job.window_started_at, now=now
                 )
-                values["failures"] = failures
-                if retry_at is None:
-                    values.update(status="dead", dead_at=now, next_attempt_at=None)
+                if row["d_next"] is None:
+                    row.update(d_status="dead", d_dead=now)
                     self.metrics.dead_lettered.inc()
                     log.warning(
                         "webhook.dead_lettered",
@@ -284,27 +367,19 @@ class DeliveryWorker:
                         attempts=job.attempt,
                         error=outcome.error,
                     )
-                else:
-                    values["next_attempt_at"] = retry_at
-            # Only the claim this worker holds: a replay or a delete since then wins.
-            await session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == job.delivery_id,
-                    WebhookDelivery.status == "pending",
-                    WebhookDelivery.attempts == job.attempt,
-                )
-                .values(**values)
+            updates.append(row)
+            log.info(
+                "webhook.attempted",
+                delivery_id=str(job.delivery_id),
+                event_type=job.event_type,
+                attempt=job.attempt,
+                outcome=outcome.kind,
+                status_code=outcome.status_code,
+                ms=round(outcome.seconds * 1000, 1),
             )
-        log.info(
-            "webhook.attempted",
-            delivery_id=str(job.delivery_id),
-            event_type=job.event_type,
-            attempt=job.attempt,
-            outcome=outcome.kind,
-            status_code=outcome.status_code,
-            ms=round(outcome.seconds * 1000, 1),
-        )
+        async with self.db.worker_session() as session:
+            await session.execute(insert(_attempts), attempts)
+            await session.execute(_RECORD, updates)
 
     async def observe_queue(self) -> None:
         async with self.db.worker_session() as session:

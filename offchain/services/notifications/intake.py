@@ -99,22 +99,31 @@ async def run_event_intake(
         return
     settings = resources.settings
     wakeup: asyncio.Event = resources.extras.setdefault(WAKEUP, asyncio.Event())
-    store = idempotent(
-        resources.db, GROUP, lambda session, event: store_event(session, event, metrics=metrics)
-    )
+
+    async def store_one(session: AsyncSession, event: Event) -> None:
+        await store_event(session, event, metrics=metrics)
+
+    store = idempotent(resources.db, GROUP, store_one)
 
     async def handle(event: Event) -> None:
         await store(event)
         wakeup.set()  # after the commit: the worker sees the new deliveries at once
 
-    consumer = StreamConsumer(
-        redis=resources.redis,
-        group=GROUP,
-        name=f"{socket.gethostname()}-{os.getpid()}",
-        topics=list(PARTNER_EVENT_TYPES),
-        handler=handle,
-        names=StreamNames(settings.events.stream_prefix),
-        max_deliveries=settings.events.max_deliveries,
-        retry_idle_ms=settings.events.retry_idle_ms,
-    )
-    await consumer.run(stop)
+    # Several consumers of the group in this process: each event is one short transaction, so
+    # intake throughput grows with them until PostgreSQL is the limit. Partners get no ordering
+    # guarantee between events anyway (retries reorder them); each carries created_at.
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    consumers = [
+        StreamConsumer(
+            redis=resources.redis,
+            group=GROUP,
+            name=f"{base}-{n}",
+            topics=list(PARTNER_EVENT_TYPES),
+            handler=handle,
+            names=StreamNames(settings.events.stream_prefix),
+            max_deliveries=settings.events.max_deliveries,
+            retry_idle_ms=settings.events.retry_idle_ms,
+        )
+        for n in range(settings.notifications.intake_concurrency)
+    ]
+    await asyncio.gather(*(consumer.run(stop) for consumer in consumers))

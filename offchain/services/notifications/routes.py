@@ -25,15 +25,17 @@ from offchain.services.notifications.secrets import secret_box
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
     403: {"description": "the token lacks the permission this call needs", **PROBLEM},
     422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
     429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
 }
-NOT_FOUND = {404: {"description": "no such resource for this partner", **PROBLEM}}
-BAD_BODY = {400: {"description": "the body is not JSON", **PROBLEM}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such resource for this partner", **PROBLEM}
+}
+BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON", **PROBLEM}}
 
 
 # The gateway's dependency: permission check, then the partner's rate limit where the app has one.

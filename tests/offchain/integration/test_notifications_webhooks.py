@@ -23,13 +23,17 @@ from sqlalchemy import func, select
 from offchain.eventbus import StreamNames, publish, replay, run_relay
 from offchain.eventbus.messages import Event
 from offchain.persistence.models import OutboxMessage
-from offchain.persistence.notifications import WebhookDelivery, WebhookEvent
+from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform import auth
 from offchain.platform.db import Database
 from offchain.platform.settings import Settings
 from offchain.services.gateway.app import create_app as create_gateway
 from offchain.services.notifications.app import create_app
+from offchain.services.notifications.delivery import DeliveryWorker
 from offchain.services.notifications.intake import store_event
+from offchain.services.notifications.schemas import EndpointIn
+from offchain.services.notifications.secrets import secret_box
+from offchain.services.notifications.usecases import create_endpoint as create
 
 SECRET = Settings().auth.jwt_secret.get_secret_value()
 WINDOW_S = 3.0
@@ -495,8 +499,6 @@ async def test_delete_endpoint__cancels_its_pending_deliveries(service, db, part
 async def test_secrets_are_encrypted_at_rest(service, db, partner):
     endpoint = await create_endpoint(service, partner, "https://example.com/hook")
     async with db.worker_session() as session:
-        from offchain.persistence.notifications import WebhookEndpoint
-
         row = await session.get(WebhookEndpoint, uuid.UUID(endpoint["id"]))
     assert endpoint["secret"] not in row.secret_ciphertext
     assert endpoint["secret"].removeprefix("whsec_") not in row.secret_ciphertext
@@ -517,3 +519,44 @@ async def test_gateway_serves_the_same_routes(tuned, partner):
             listed = await http.get("/v1/webhook-endpoints", headers=token(partner))
             assert [e["id"] for e in listed.json()["data"]] == [created.json()["id"]]
             assert (await http.get("/v1/events", headers=token(partner))).status_code == 200
+
+
+async def test_two_workers_share_due_deliveries_without_doubles(tuned, db, partner, endpoint_receiver):
+    """Replicas claim with FOR UPDATE SKIP LOCKED: every delivery is POSTed once, by one of them."""
+
+    path = f"/ok/{uuid.uuid4().hex}"
+    settings = tuned.notifications.model_copy(update={"delivery_batch": 7, "delivery_concurrency": 4})
+    async with db.partner_session(partner) as session:
+        await create(
+            session=session,
+            partner_id=partner,
+            body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.repayment.due"]),
+            box=secret_box(settings),
+            allow_insecure=True,
+        )
+    async with db.worker_session() as session:
+        for n in range(60):
+            event = Event(
+                id=-(10**13) - int(uuid.uuid4().int % 10**9),
+                topic="credit.repayment.due",
+                payload={"n": n},
+                partner_id=str(partner),
+                created_at=datetime.now(UTC).isoformat(),
+            )
+            assert await store_event(session, event) == 1
+    workers = [DeliveryWorker(db, settings) for _ in range(2)]
+    try:
+        claimed = [0, 0]
+
+        async def drain(index: int) -> None:
+            while handled := await workers[index].run_once():
+                claimed[index] += handled
+
+        await asyncio.gather(drain(0), drain(1))
+    finally:
+        for worker in workers:
+            await worker.aclose()
+    received = endpoint_receiver.to(path)
+    numbers = sorted(r.json()["data"]["n"] for r in received)
+    assert numbers == list(range(60))  # each once
+    assert sum(claimed) == 60 and all(claimed), claimed  # and both workers took a share
