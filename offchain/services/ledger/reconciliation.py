@@ -89,6 +89,10 @@ def register_check(check: Check) -> Check:
     return check
 
 
+def registered_checks() -> list[Check]:
+    return list(_CHECKS)
+
+
 @dataclass
 class Report:
     run_id: int | None

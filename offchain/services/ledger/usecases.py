@@ -27,7 +27,9 @@ from offchain.platform.app import AppResources
 from offchain.platform.auth import Principal
 from offchain.platform.db import Database
 from offchain.platform.problems import Problem
+from offchain.platform.settings import Settings
 from offchain.services.ledger import reconciliation
+from offchain.services.ledger.rail_checks import RailCheck
 
 NOT_FOUND = "urn:caas:problem:not-found"
 # one reconciliation at a time across replicas (session-level advisory lock)
@@ -219,6 +221,14 @@ class LedgerMetrics:
         self.finished.set(time.time())
 
 
+def rail_checks(settings: Settings) -> list[reconciliation.Check]:
+    """The rail leg, when a rail is configured: payments and payouts against the providers."""
+    rails = settings.rails
+    if not (rails.paystack_base_url or rails.simulator_url):
+        return []
+    return [RailCheck(rails)]
+
+
 async def run_reconciliation(
     resources: AppResources, *, trigger: str, metrics: LedgerMetrics | None = None
 ) -> reconciliation.Report | None:
@@ -247,6 +257,7 @@ async def run_reconciliation(
                 deployment=deployment,
                 trigger=trigger,
                 stale_hold_s=resources.settings.ledger.stale_hold_s,
+                checks=[*reconciliation.registered_checks(), *rail_checks(resources.settings)],
             )
         if metrics is not None:
             metrics.record(report)

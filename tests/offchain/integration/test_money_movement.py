@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
+from offchain.chain.jsonrpc import JsonRpc
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
@@ -34,6 +35,8 @@ from offchain.rails.simulator.app import create_app as simulator_app
 from offchain.rails.simulator.config import SimulatorConfig
 from offchain.services.disbursement.app import create_app as disbursement_app
 from offchain.services.gateway.app import create_app as gateway_app
+from offchain.services.ledger.reconciliation import reconcile
+from offchain.services.ledger.usecases import rail_checks
 from offchain.services.orchestration.app import create_app as orchestration_app
 from offchain.services.repayment.app import create_app as repayment_app
 from offchain.services.underwriting.app import create_app as underwriting_app
@@ -228,6 +231,23 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
             assert events["credit.disbursement.completed"] == 1
             assert events["credit.repayment.received"] == 3
             assert events["credit.loan.repaid"] == 1
+
+            # -- reconciliation: ledger <-> chain <-> rail agree; a tampered record is caught
+            rpc = JsonRpc(settings.chain.rpc_url)
+            checks = rail_checks(settings)
+            report = await reconcile(db=db, rpc=rpc, deployment=deployment, checks=checks)
+            assert report.status == "consistent", [m.as_dict() for m in report.mismatches]
+            async with db.worker_session() as session:
+                await session.execute(
+                    text(
+                        "UPDATE caas_payments SET amount = amount + 1 WHERE provider_reference = 'money-rp-2'"
+                    )
+                )
+            report = await reconcile(db=db, rpc=rpc, deployment=deployment, checks=checks)
+            kinds = sorted(m.kind for m in report.mismatches)
+            assert kinds == ["clearing_vs_payments", "payment_vs_rail"], [
+                m.as_dict() for m in report.mismatches
+            ]
         finally:
             await db.dispose()
 

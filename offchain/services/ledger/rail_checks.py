@@ -1,0 +1,180 @@
+"""The rail leg of reconciliation: our payments and payouts against what the providers say,
+and the ledger's cash accounts against our payment records.
+
+Plugged into the ledger's reconciliation run (offchain.services.ledger.reconciliation), whose
+ledger <-> chain checks cover the loans; these add:
+- payment_vs_rail: a payment we hold as received, but the provider's verify disagrees (status,
+  amount or currency);
+- payout_vs_rail: a payout we hold as paid that the rail does not show as paid, or one we hold
+  as not paid that the rail shows as paid;
+- clearing_vs_payments / suspense_vs_payments: the ledger's rail clearing and suspense accounts
+  against the sum of the payment records they should hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from offchain.domain import ledger as accounts
+from offchain.domain import money_movement as mm
+from offchain.domain.ledger import Mismatch
+from offchain.persistence import ledger as journal
+from offchain.persistence.money import Payment, Payout
+from offchain.platform.settings import RailsSettings
+from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackNotFound
+from offchain.rails.sme.payments import SmePaymentNotFound, SmePaymentsClient
+
+# statuses in which the money is ours to account for (a reversed payment went back)
+HELD = ("received", "unmatched", "pending_chain", "recorded", "credited", "reversal_pending")
+
+
+@dataclass(frozen=True)
+class RailCheck:
+    """A reconciliation check (callable with the run's context); equal configs register once."""
+
+    rails: RailsSettings
+    window_days: int = 7
+    max_items: int = 500
+    concurrency: int = 8
+
+    async def __call__(self, context) -> list[Mismatch]:  # type: ignore[no-untyped-def]
+        found: list[Mismatch] = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)) as http:
+            paystack = PaystackClient.from_settings(self.rails, http=http)
+            sme = SmePaymentsClient.from_settings(self.rails, http=http)
+            since = datetime.now(UTC) - timedelta(days=self.window_days)
+            async with context.db.worker_session() as session:
+                payments = list(
+                    (
+                        await session.execute(
+                            select(Payment)
+                            .where(Payment.updated_at >= since, Payment.status.in_(HELD))
+                            .order_by(Payment.updated_at.desc())
+                            .limit(self.max_items)
+                        )
+                    ).scalars()
+                )
+                payouts = list(
+                    (
+                        await session.execute(
+                            select(Payout).where(Payout.updated_at >= since).limit(self.max_items)
+                        )
+                    ).scalars()
+                )
+                found += await self._cash_accounts(session)
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def payment_check(row: Payment) -> Mismatch | None:
+                async with gate:
+                    return await _check_payment(row, paystack, sme)
+
+            async def payout_check(row: Payout) -> Mismatch | None:
+                async with gate:
+                    return await _check_payout(row, paystack)
+
+            results = await asyncio.gather(
+                *(payment_check(p) for p in payments), *(payout_check(p) for p in payouts)
+            )
+        return found + [m for m in results if m is not None]
+
+    async def _cash_accounts(self, session) -> list[Mismatch]:  # type: ignore[no-untyped-def]
+        found = []
+        totals = (
+            await session.execute(
+                select(Payment.provider, Payment.currency, func.sum(Payment.amount))
+                .where(Payment.status.in_(HELD))
+                .group_by(Payment.provider, Payment.currency)
+            )
+        ).all()
+        for provider, currency, total in totals:
+            clearing = await journal.balance(session, accounts.rail_clearing(provider), currency)
+            if clearing.posted != int(total):
+                found.append(
+                    Mismatch(
+                        "clearing_vs_payments",
+                        f"{accounts.rail_clearing(provider)}/{currency}",
+                        int(total),
+                        clearing.posted,
+                        "the rail clearing account does not hold the payments received",
+                    )
+                )
+        suspended = (
+            await session.execute(
+                select(Payment.currency, func.sum(Payment.amount))
+                .where(Payment.status == "unmatched")
+                .group_by(Payment.currency)
+            )
+        ).all()
+        expected = {currency: int(total) for currency, total in suspended}
+        for currency in set(expected) | {"NGN"}:
+            suspense = await journal.balance(session, accounts.SUSPENSE, currency)
+            if suspense.posted != expected.get(currency, 0):
+                found.append(
+                    Mismatch(
+                        "suspense_vs_payments",
+                        f"{accounts.SUSPENSE}/{currency}",
+                        expected.get(currency, 0),
+                        suspense.posted,
+                        "suspense does not hold exactly the unmatched payments",
+                    )
+                )
+        return found
+
+
+async def _check_payment(row: Payment, paystack: PaystackClient, sme: SmePaymentsClient) -> Mismatch | None:
+    subject = f"{row.provider}:{row.provider_reference}"
+    try:
+        if row.provider == mm.PAYSTACK:
+            verified = await paystack.verify_transaction(row.provider_reference)
+            figures = (verified.succeeded, verified.amount, verified.currency)
+        else:
+            sme_payment = await sme.verify(row.provider_reference)
+            figures = (sme_payment.succeeded, sme_payment.amount, sme_payment.currency)
+    except (PaystackNotFound, SmePaymentNotFound):
+        return Mismatch(
+            "payment_vs_rail", subject, f"{row.amount} {row.currency}", None, "unknown to the provider"
+        )
+    except (PaystackError, httpx.HTTPError) as error:
+        return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
+    if figures != (True, row.amount, row.currency):
+        return Mismatch(
+            "payment_vs_rail",
+            subject,
+            f"paid {row.amount} {row.currency}",
+            f"{'paid' if figures[0] else 'not paid'} {figures[1]} {figures[2]}",
+            "the provider's record differs from ours",
+        )
+    return None
+
+
+async def _check_payout(row: Payout, paystack: PaystackClient) -> Mismatch | None:
+    subject = f"payout:{row.reference}"
+    try:
+        transfer = await paystack.verify_transfer(row.reference)
+    except PaystackNotFound:
+        if row.status == "succeeded":
+            return Mismatch(
+                "payout_vs_rail", subject, "paid", None, "the rail has no transfer under our reference"
+            )
+        return None
+    except (PaystackError, httpx.HTTPError) as error:
+        return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
+    paid_by_rail = transfer.status.paid_out and transfer.amount == row.amount
+    if row.status == "succeeded" and not paid_by_rail:
+        return Mismatch(
+            "payout_vs_rail", subject, f"paid {row.amount}", f"{transfer.status.value} {transfer.amount}"
+        )
+    if row.status in ("abandoned", "review") and transfer.status.paid_out:
+        return Mismatch(
+            "payout_vs_rail",
+            subject,
+            f"not paid ({row.status})",
+            f"paid {transfer.amount}",
+            "money left unrecorded",
+        )
+    return None
