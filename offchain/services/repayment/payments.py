@@ -32,6 +32,7 @@ from offchain.persistence import ledger as journal
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
+from offchain.rails.paystack.client import PaystackClient
 
 log = get_logger(__name__)
 
@@ -476,3 +477,38 @@ async def issue_reference(session: AsyncSession, loan: Loan) -> str:
         .on_conflict_do_nothing()
     )
     return reference
+
+
+async def virtual_account_of(session: AsyncSession, loan_id: uuid.UUID) -> dict[str, Any] | None:
+    route = (
+        await session.execute(
+            select(PaymentRoute).where(
+                PaymentRoute.loan_id == loan_id, PaymentRoute.kind == "virtual_account"
+            )
+        )
+    ).scalar_one_or_none()
+    return {"loan_id": str(loan_id), "account_number": route.value, **route.detail} if route else None
+
+
+async def open_virtual_account(
+    session: AsyncSession, loan: Loan, *, paystack: PaystackClient
+) -> dict[str, Any]:
+    """A Paystack dedicated account for the loan (loan locked by the caller); no personal data:
+    the customer is named after the loan, not the borrower."""
+    customer = await paystack.create_customer(
+        email=f"loan-{loan.id.hex}@borrowers.caas.invalid", metadata={"loan_id": str(loan.id)}
+    )
+    account = await paystack.create_dedicated_account(customer=customer.customer_code)
+    detail = {"bank": account.bank.name, "account_name": account.account_name, "currency": account.currency}
+    await session.execute(
+        pg_insert(PaymentRoute)
+        .values(
+            kind="virtual_account",
+            value=account.account_number,
+            loan_id=loan.id,
+            partner_id=loan.partner_id,
+            detail=detail,
+        )
+        .on_conflict_do_nothing()
+    )
+    return {"loan_id": str(loan.id), "account_number": account.account_number, **detail}

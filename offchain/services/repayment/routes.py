@@ -21,6 +21,7 @@ from offchain.platform import auth
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
+from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.services.repayment import payments
 
 router = APIRouter(prefix="/v1", tags=["payments"])
@@ -195,3 +196,35 @@ async def issue_payment_reference(
         await payments.lock_loan(session, loan.id)
         reference = await payments.issue_reference(session, loan)
     return {"loan_id": str(loan_id), "reference": reference}
+
+
+@router.post(
+    "/loans/{loan_id}/virtual-account",
+    status_code=201,
+    responses={
+        404: {"description": "unknown loan", **PROBLEM},
+        503: {"description": "the payment provider is unavailable", **PROBLEM},
+    },
+    summary="The loan's dedicated virtual account: money paid into it finds this loan (created once)",
+)
+async def virtual_account(
+    loan_id: uuid.UUID, principal: Collector, db: DatabaseDep, request: Request
+) -> dict[str, Any]:
+    loan = await _own_loan(db, principal, loan_id)
+    settings = request.app.state.settings
+    async with db.worker_session() as session:
+        await payments.lock_loan(session, loan.id)
+        existing = await payments.virtual_account_of(session, loan.id)
+        if existing is not None:
+            return existing
+        try:
+            paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
+            account = await payments.open_virtual_account(session, loan, paystack=paystack)
+        except PaystackError as error:
+            raise Problem(
+                503,
+                "urn:caas:problem:dependency-unavailable",
+                title="Payment provider unavailable",
+                detail=f"Paystack: {error.message}",
+            ) from error
+        return account

@@ -165,13 +165,46 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
         assert [a.status_code for a in answers] == [200] * 10
         assert statuses == ["accepted"] + ["duplicate"] * 9, statuses
 
-        # -- repayment 3: more than is left; the excess is the borrower's credit
-        rest = total_due - 2 * first
+        # -- repayment 3: into the loan's dedicated virtual account (no loan id on the payment)
+        opened = await client.post(f"/v1/loans/{loan_id}/virtual-account", headers=headers)
+        assert opened.status_code == 201, opened.text
+        again = await client.post(f"/v1/loans/{loan_id}/virtual-account", headers=headers)
+        assert again.json()["account_number"] == opened.json()["account_number"]
+        await _charge(
+            sim, amount=1_000_00, account_number=opened.json()["account_number"], reference="money-va-1"
+        )
+
+        # -- repayment 4: the SME platform's wallet, a signed sme.payment.received event
+        sme_payment = await sim.post(
+            "/simulate/sme/payment",
+            json={
+                "amount": 2_000_00,
+                "currency": "NGN",
+                "method": "wallet",
+                "loan_id": loan_id,
+                "reference": "money-sme-1",
+            },
+        )
+        assert sme_payment.status_code == 202, sme_payment.text
+
+        async def recorded(*references: str) -> bool:
+            async with db.worker_session() as session:
+                statuses = (
+                    await session.execute(
+                        select(Payment.status).where(Payment.provider_reference.in_(references))
+                    )
+                ).scalars()
+                return sorted(statuses) == ["recorded"] * len(references)
+
+        db = Database.from_settings(settings.database)
+        await until(lambda: recorded("money-rp-1", "money-rp-2", "money-va-1", "money-sme-1"), within_s=90)
+
+        # -- repayment 5: more than is left; the excess is the borrower's credit
+        rest = total_due - 2 * first - 1_000_00 - 2_000_00
         await _charge(sim, amount=rest + 1_000_00, loan_id=loan_id, reference="money-rp-3")
 
         await loan_state(client, headers, loan_id, "REPAID", within_s=90)
 
-        db = Database.from_settings(settings.database)
         try:
 
             async def settled():  # type: ignore[no-untyped-def]
@@ -181,13 +214,15 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                             await session.execute(select(Payment).order_by(Payment.provider_reference))
                         ).scalars()
                     )
-                return rows if rows and all(r.status == "recorded" for r in rows) and len(rows) == 3 else None
+                return rows if rows and all(r.status == "recorded" for r in rows) and len(rows) == 5 else None
 
             rows = await until(settled, within_s=60)
-            assert [(r.provider_reference, r.applied, r.excess) for r in rows] == [
-                ("money-rp-1", first, 0),
-                ("money-rp-2", first, 0),
-                ("money-rp-3", rest, 1_000_00),
+            assert [(r.provider_reference, r.applied, r.excess, r.match_method) for r in rows] == [
+                ("money-rp-1", first, 0, "metadata"),
+                ("money-rp-2", first, 0, "metadata"),
+                ("money-rp-3", rest, 1_000_00, "metadata"),
+                ("money-sme-1", 2_000_00, 0, "metadata"),
+                ("money-va-1", 1_000_00, 0, "virtual_account"),
             ]
             # on chain: each payment exactly once
             deployment = Deployment.load(settings.chain.deployment_file)
@@ -199,7 +234,7 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
             assert book.functions.outstanding(chain_id).call() == 0
 
             async with db.worker_session() as session:
-                recorded = (
+                recorded_events = (
                     await session.execute(
                         text(
                             "SELECT count(*) FROM caas_chain_events WHERE event = 'RepaymentRecorded' AND loan_id = :l"
@@ -207,13 +242,15 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                         {"l": chain_loan_id},
                     )
                 ).scalar_one()
-                assert recorded == 3
+                assert recorded_events == 5
                 receivable = await journal.balance(session, accounts.loan_receivable(loan_id), "NGN")
                 unearned = await journal.balance(session, accounts.loan_unearned_income(loan_id), "NGN")
                 clearing = await journal.balance(session, accounts.rail_clearing(mm.PAYSTACK), "NGN")
                 assert receivable.posted == 0 and receivable.pending_credits == 0
                 assert unearned.posted == 0
-                assert clearing.posted == total_due + 1_000_00
+                assert clearing.posted == total_due + 1_000_00 - 2_000_00
+                sme_clearing = await journal.balance(session, accounts.rail_clearing(mm.SME), "NGN")
+                assert sme_clearing.posted == 2_000_00
                 for line in await journal.trial_balance(session):
                     assert line.balanced, line
                 payout_row = await session.get(Payout, uuid.UUID(loan_id))
@@ -229,7 +266,7 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                     ).all()
                 )
             assert events["credit.disbursement.completed"] == 1
-            assert events["credit.repayment.received"] == 3
+            assert events["credit.repayment.received"] == 5
             assert events["credit.loan.repaid"] == 1
 
             # -- reconciliation: ledger <-> chain <-> rail agree; a tampered record is caught
