@@ -37,7 +37,7 @@ from offchain.platform.problems import install_problem_handlers
 from offchain.platform.redis import create_redis
 from offchain.platform.service import Dependency, ServiceSpec
 from offchain.platform.settings import Settings, get_settings
-from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app
+from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, probe_or_scrape
 
 log = get_logger(__name__)
 
@@ -196,10 +196,14 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans (offchain.platform.tracing); probes and scrapes every
+        # few seconds are no one's trace, and request metrics are ours (ServiceMetrics)
+        telemetry={"exclude": probe_or_scrape, "metrics": False},
     )
     app.state.spec = spec
     app.state.settings = settings
     app.state.metrics = ServiceMetrics(spec.name)
+    instrument_app(app, settings.tracing, spec.name)
     app.add_middleware(
         RequestContextMiddleware,
         service=spec.name,
@@ -208,7 +212,6 @@ def create_service_app(
         log_format=settings.log.format,
     )
     install_problem_handlers(app)
-    instrument_app(app, settings.tracing, spec.name)
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)

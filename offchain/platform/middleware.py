@@ -81,9 +81,9 @@ class RequestContextMiddleware:
                     headers.append("X-Request-ID", request_id)
             await send(message)
 
-        span = trace.get_current_span()  # the server span of offchain.platform.tracing, if any
+        span = trace.get_current_span()  # the request's server span (offchain.platform.tracing)
         if span.is_recording():
-            span.set_attribute("caas.request_id", request_id)
+            span.set_attributes({"caas.service": self.service, "caas.request_id": request_id})
         tokens = structlog.contextvars.bind_contextvars(service=self.service, request_id=request_id)
         started = time.perf_counter()
         self._in_flight.inc()

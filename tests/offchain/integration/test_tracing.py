@@ -51,9 +51,12 @@ def spans(settings: Settings):
     processor.shutdown()
 
 
-@pytest_asyncio.fixture
-async def gateway(settings: Settings):
-    app = create_app(settings)
+@pytest_asyncio.fixture(params=["none", "console"])
+async def gateway(request, settings: Settings):
+    # "none": FastAPI's own server spans; "console" (any exporter): the FastAPI instrumentation's.
+    # The process's provider exists already, so nothing is printed.
+    tracing = settings.tracing.model_copy(update={"exporter": request.param})
+    app = create_app(settings.model_copy(update={"tracing": tracing}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gateway"
@@ -145,9 +148,16 @@ async def test_trace__gateway_request_to_outbox_event_to_consumer(
     ]
     assert len(consumer_spans) == 1
     consumer_span = consumer_spans[0]
-    # same trace, and the consumer's parent is the gateway's server span that published it
+    # same trace, and the consumer's parent is the gateway request's span that published it
+    # (the server span, or FastAPI's endpoint span under it)
     assert consumer_span.context.trace_id == server_span.context.trace_id
-    assert consumer_span.parent.span_id == server_span.context.span_id
+    by_id = {s.context.span_id: s for s in finished}
+    ancestors, parent = [], consumer_span.parent
+    while parent is not None and parent.span_id in by_id:
+        ancestors.append(by_id[parent.span_id])
+        parent = by_id[parent.span_id].parent
+    assert server_span in ancestors
+    assert all(span.attributes.get("caas.service") in (None, "gateway") for span in ancestors)
     assert consumer_span.name == "process credit.application.submitted"
 
 
