@@ -94,7 +94,7 @@ def _anvil():
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _partner_events(db: Database, prefix: str) -> dict[str, datetime]:
@@ -122,13 +122,16 @@ async def _stages(db: Database, prefix: str, started: float) -> dict[str, dict[s
     """When the burst's payments passed each stage: seconds after the first charge (p50, p100)."""
     query = text(
         """
-        SELECT w.consumed_at AS webhook, p.created_at AS intake, i.confirmed_at AS confirmed, e.created_at AS indexed, o.created_at AS partner
+        SELECT w.consumed_at AS webhook, p.created_at AS intake, i.confirmed_at AS confirmed,
+               e.created_at AS indexed, o.created_at AS partner
         FROM caas_payments p
         LEFT JOIN caas_consumed_events w ON w.consumer = 'gateway.paystack-webhooks'
              AND w.event_id = 'paystack:charge.success:' || p.provider_reference
         LEFT JOIN caas_tx_intents i ON i.idempotency_key = 'repay:' || p.payment_ref
-        LEFT JOIN caas_chain_events e ON e.event = 'RepaymentRecorded' AND e.args->>'payment_ref' = p.payment_ref
-        LEFT JOIN caas_outbox o ON o.topic = 'credit.repayment.received' AND o.payload->>'payment_ref' = p.payment_ref
+        LEFT JOIN caas_chain_events e
+             ON e.event = 'RepaymentRecorded' AND e.args->>'payment_ref' = p.payment_ref
+        LEFT JOIN caas_outbox o
+             ON o.topic = 'credit.repayment.received' AND o.payload->>'payment_ref' = p.payment_ref
         WHERE p.provider_reference LIKE :p
         """
     )
@@ -138,7 +141,11 @@ async def _stages(db: Database, prefix: str, started: float) -> dict[str, dict[s
     for stage in ("webhook", "intake", "confirmed", "indexed", "partner"):
         times = [row[stage].timestamp() - started for row in rows if row[stage] is not None]
         if times:
-            out[stage] = {"p50": round(statistics.median(times), 2), "last": round(max(times), 2), "n": len(times)}
+            out[stage] = {
+                "p50": round(statistics.median(times), 2),
+                "last": round(max(times), 2),
+                "n": len(times),
+            }
     return out
 
 
@@ -174,7 +181,9 @@ async def run(args: argparse.Namespace) -> dict:
                 async with contextlib.AsyncExitStack() as stack:
                     for app in apps:
                         await stack.enter_async_context(app.router.lifespan_context(app))
-                    client = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url, timeout=60))
+                    client = await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=gateway.url, timeout=60)
+                    )
                     sim = await stack.enter_async_context(
                         httpx.AsyncClient(
                             base_url=simulator.url, timeout=60, limits=httpx.Limits(max_connections=64)
@@ -185,7 +194,16 @@ async def run(args: argparse.Namespace) -> dict:
                     secret = settings.auth.jwt_secret.get_secret_value()
                     headers = {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
                     loans = await asyncio.gather(
-                        *(approved_loan(client, headers, external_id=f"bench-{i}") for i in range(args.loans))
+                        *(
+                            approved_loan(
+                                client,
+                                headers,
+                                external_id=f"bench-{i}",
+                                sme_user_id=f"bench-sme-{i}",
+                                account_serial=f"{100_000_000 + i:09d}",
+                            )
+                            for i in range(args.loans)
+                        )
                     )
                     loan_ids = [loan["loan_id"] for loan in loans]
                     for loan_id in loan_ids:
@@ -249,8 +267,8 @@ def render(result: dict, command: str) -> str:
         [
             f"Command: `{command}` ({datetime.now(UTC).date()}, this 2-core shared machine, Anvil automine).",
             "",
-            "Path measured: simulator `POST /simulate/charge` (Paystack takes the money) -> signed `charge.success`",
-            "webhook -> gateway -> outbox -> repayment (verify with Paystack, match, ledger hold, intent) ->",
+            "Path measured: simulator `POST /simulate/charge` (Paystack takes the money) -> signed",
+            "`charge.success` webhook -> gateway -> outbox -> repayment (verify with Paystack, match, ledger hold, intent) ->",
             "sender -> Anvil -> indexer -> repayment (hold posted, interest) -> `credit.repayment.received`",
             "committed to the outbox (the partner webhook is sent from there by notifications).",
             "",
@@ -260,14 +278,17 @@ def render(result: dict, command: str) -> str:
             f"| {result['p50_s']:.2f} s | <= 1.5 s |",
             f"| latency p99 | {result['p99_s']:.2f} s (max {result['max_s']:.2f} s) | <= 3 s |",
             f"| sustained repayments/s, burst of {result['burst']} over {result['loans']} loans "
-            f"| {result['repayments_per_s']:.0f}/s ({result['burst_seen']}/{result['burst']} seen) | >= 100/s |",
+            f"| {result['repayments_per_s']:.0f}/s ({result['burst_seen']}/{result['burst']} seen) "
+            "| >= 100/s |",
             f"| rail intake (simulator accepted charges) | {result['charges_per_s']:.0f}/s | |",
         ]
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--loans", type=int, default=8)
     parser.add_argument("--latency-n", type=int, default=100)
     parser.add_argument("--rate", type=float, default=10.0)

@@ -47,7 +47,9 @@ class DemoConfig:
     signer_keys: tuple[str, ...]
     chain_rpc_url: str | None = None
     deployment_file: str | None = None
-    sme_user_id: str = "acme-trading-ltd"
+    # None: a borrower and payout account of this run's own, so that running the demo again and
+    # again never looks like one borrower drawing loan after loan (transaction monitoring)
+    sme_user_id: str | None = None
     amount: int = 500_000_00  # NGN 500,000.00 in kobo
     tenor_months: int = 3
     step_timeout_s: float = 120.0
@@ -132,6 +134,8 @@ class Demo:
         self.out = out
         self.http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
         self.run_id = uuid.uuid4().hex[:10]
+        self.borrower = config.sme_user_id or f"acme-trading-{self.run_id}"
+        self.payout_serial = f"{int(self.run_id, 16) % 10**9:09d}"
         self.result = DemoResult()
         self._number = 0
         self.step = "preflight"  # the step under way, for errors nobody anticipated
@@ -243,7 +247,7 @@ class Demo:
             expect=(201,),
             json={
                 "external_id": f"demo-{self.run_id}",
-                "borrower": {"sme_user_id": cfg.sme_user_id},
+                "borrower": {"sme_user_id": self.borrower},
                 "amount": {"value": cfg.amount, "currency": "NGN"},
                 "tenor_months": cfg.tenor_months,
                 "purpose": "inventory",
@@ -253,7 +257,7 @@ class Demo:
         self._print(
             step,
             f"{created['id']} {created['status']}: {money(cfg.amount)} over {cfg.tenor_months} months "
-            f"for SME user {cfg.sme_user_id}",
+            f"for SME user {self.borrower}",
         )
         return created
 
@@ -301,7 +305,7 @@ class Demo:
             json={
                 "payout": {
                     "method": "bank_transfer",
-                    "account_number": valid_nuban(),
+                    "account_number": valid_nuban(serial=self.payout_serial),
                     "bank_code": PAYOUT_BANK_CODE,
                 }
             },

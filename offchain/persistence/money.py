@@ -31,7 +31,12 @@ from offchain.persistence.base import Base, Bytes32Hex, Uint256, bytes32_check, 
 from offchain.persistence.models import PARTNER_SCOPED
 
 PARTNER_SCOPED.update(
-    {"caas_payouts": "partner_id", "caas_payments": "partner_id", "caas_payment_routes": "partner_id"}
+    {
+        "caas_payouts": "partner_id",
+        "caas_payments": "partner_id",
+        "caas_payment_routes": "partner_id",
+        "caas_monitoring_flags": "partner_id",
+    }
 )
 
 # queued: a hold is placed and the transfer is (re)initiated by the worker
@@ -149,4 +154,28 @@ class PaymentRoute(Base):
     loan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caas_loans.id"))
     partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caas_partners.id"))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = created_at()
+
+
+class MonitoringFlag(Base):
+    """A transaction-monitoring rule that fired on a payout or a payment, until someone clears it."""
+
+    __tablename__ = "caas_monitoring_flags"
+    __table_args__ = (
+        UniqueConstraint("subject_kind", "subject_id", "rule"),
+        CheckConstraint("subject_kind IN ('payout', 'payment')", name="subject_kind_known"),
+        CheckConstraint("status IN ('open', 'cleared')", name="status_known"),
+        Index(None, "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("caas_partners.id"), index=True)
+    loan_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("caas_loans.id"))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()

@@ -29,6 +29,7 @@ from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
 from offchain.domain import money_movement
 from offchain.domain.money import from_iso_numeric
+from offchain.domain.monitoring import MonitoringPolicy
 from offchain.eventbus.outbox import publish
 from offchain.persistence import ledger as journal
 from offchain.persistence.credit import Origination
@@ -43,10 +44,12 @@ from offchain.rails.paystack.client import (
     PaystackRejected,
 )
 from offchain.rails.paystack.models import Transfer
+from offchain.services import monitoring
 
 log = get_logger(__name__)
 
 DISBURSEMENT_COMPLETED = "credit.disbursement.completed"
+DEFAULT_POLICY = MonitoringPolicy()
 APPROVED = 2
 
 
@@ -79,7 +82,9 @@ def retry_delay(settings: MoneySettings, attempt: int) -> timedelta:
 # --- the hold, at approval ---------------------------------------------------------------------
 
 
-async def open_payout(session: AsyncSession, *, chain_loan_id: str) -> Payout | None:
+async def open_payout(
+    session: AsyncSession, *, chain_loan_id: str, policy: MonitoringPolicy = DEFAULT_POLICY
+) -> Payout | None:
     """On LoanApproved: the payout row and the hold of its first attempt, once per loan.
 
     Returns None for a loan the backend did not originate (nothing to pay it to) or does not
@@ -125,6 +130,11 @@ async def open_payout(session: AsyncSession, *, chain_loan_id: str) -> Payout | 
     if inserted is not None and payout is not None:
         await place_hold(session, payout)
         log.info("payout.opened", loan_id=str(loan.id), reference=payout.reference, amount=payout.amount)
+        flags = await monitoring.check_payout(session, payout, policy)
+        if flags:
+            # nothing leaves before someone looks: the hold stays, the transfer waits
+            payout.status = "review"
+            payout.last_error = "held by transaction monitoring: " + ", ".join(f.rule for f in flags)
     return payout
 
 

@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
-from offchain.persistence.money import Payout
+from offchain.persistence.money import MonitoringFlag, Payout
 from offchain.platform import auth
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
@@ -85,3 +85,66 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
         view = payout_view(payout)
         view["hold"] = hold_id(payout.loan_id, payout.attempt)
         return view
+
+
+@router.post(
+    "/payouts/{loan_id}/release",
+    responses={
+        404: {"description": "no payout for this loan", **PROBLEM},
+        409: {"description": "the payout is not held for review", **PROBLEM},
+    },
+    summary="Release a payout held by transaction monitoring (its flags are cleared by the caller)",
+)
+async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
+    from offchain.services import monitoring
+    from offchain.services.disbursement.payouts import lock_payout
+
+    async with db.partner_session(principal.partner_id) as session:
+        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+    async with db.worker_session() as session:
+        payout = await lock_payout(session, loan_id)
+        assert payout is not None
+        if payout.status != "review":
+            raise Problem(
+                409,
+                "urn:caas:problem:payout-not-held",
+                title="Payout not held",
+                detail=f"the payout is {payout.status}; only a payout held for review is released",
+                errors=[{"field": "loan_id", "reason": f"payout status is {payout.status}"}],
+            )
+        cleared = await monitoring.clear(session, kind="payout", subject=str(loan_id), by=principal.subject)
+        payout.status = "queued"
+        payout.next_attempt_at = datetime.now(UTC)
+        payout.last_error = f"released by {principal.subject} ({cleared} flags cleared)"
+        return payout_view(payout)
+
+
+@router.get("/monitoring/flags", summary="Transaction-monitoring flags on the partner's payouts and payments")
+async def list_flags(
+    principal: Disburser, db: DatabaseDep, status: Annotated[str, Query(pattern="^(open|cleared)$")] = "open"
+) -> dict[str, Any]:
+    async with db.partner_session(principal.partner_id) as session:
+        rows = (
+            await session.execute(
+                select(MonitoringFlag)
+                .where(MonitoringFlag.status == status)
+                .order_by(MonitoringFlag.created_at.desc())
+                .limit(200)
+            )
+        ).scalars()
+        return {
+            "data": [
+                {
+                    "id": str(f.id),
+                    "subject": f.subject_kind,
+                    "subject_id": f.subject_id,
+                    "loan_id": str(f.loan_id) if f.loan_id else None,
+                    "rule": f.rule,
+                    "detail": f.detail,
+                    "status": f.status,
+                    "created_at": f.created_at.isoformat(),
+                }
+                for f in rows
+            ]
+        }

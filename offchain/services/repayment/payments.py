@@ -27,16 +27,19 @@ from offchain.chain.sender import submit
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.domain.money import from_iso_numeric
+from offchain.domain.monitoring import MonitoringPolicy
 from offchain.eventbus.outbox import publish
 from offchain.persistence import ledger as journal
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
 from offchain.rails.paystack.client import PaystackClient
+from offchain.services import monitoring
 
 log = get_logger(__name__)
 
 ACTIVE, REPAID, DEFAULTED = 3, 4, 5
+DEFAULT_POLICY = MonitoringPolicy()
 REPAYABLE = (ACTIVE, DEFAULTED)
 REPAYMENT_RECEIVED = "credit.repayment.received"
 LOAN_REPAID = "credit.loan.repaid"
@@ -196,6 +199,7 @@ async def apply_to_loan(
     deployment: Deployment,
     source: str | None = None,
     posting_suffix: str = "",
+    policy: MonitoringPolicy = DEFAULT_POLICY,
 ) -> None:
     loan = await lock_loan(session, loan_id)
     if loan is None or loan.partner_id is None or loan.currency is None:
@@ -215,6 +219,8 @@ async def apply_to_loan(
     owed = await available_to_apply(session, loan.id, row.currency) if loan.chain_state in REPAYABLE else 0
     allocation = mm.allocate(row.amount, owed)
     row.applied, row.excess = allocation.applied, allocation.excess
+    # flags only: the money has arrived, recording it is not in question
+    await monitoring.check_payment(session, row, loan, policy)
     posting = mm.repayment_posting(
         posting_id=posting_id(row.payment_ref) + posting_suffix,
         rail=row.provider,

@@ -78,6 +78,7 @@ async def approved_loan(
     sme_user_id: str = "acme-trading-ltd",
     amount: int = 500_000_00,
     tenor_months: int = 6,
+    account_serial: str = "012345678",
 ) -> dict[str, Any]:
     """Application -> offer -> accept -> two EIP-712 signatures -> APPROVED on chain."""
     submitted = await client.post(
@@ -103,7 +104,13 @@ async def approved_loan(
     offer = application["offers"][0]
     accepted = await client.post(
         f"/v1/offers/{offer['id']}/accept",
-        json={"payout": {"method": "bank_transfer", "account_number": valid_nuban(), "bank_code": "058"}},
+        json={
+            "payout": {
+                "method": "bank_transfer",
+                "account_number": valid_nuban(serial=account_serial),
+                "bank_code": "058",
+            }
+        },
         headers={**headers, "Idempotency-Key": f"{external_id}-accept"},
     )
     assert accepted.status_code == 201, accepted.text

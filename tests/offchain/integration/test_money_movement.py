@@ -346,6 +346,28 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
             assert [t["status"] for t in mine] == ["success"], (name, mine)
             await sim.delete("/simulate/scenario")
 
+        # transaction monitoring: another borrower's payout to the same account is held for review
+        held = await approved_loan(
+            client, headers, external_id="payout-shared-account", sme_user_id="bright-bakery-ltd"
+        )
+
+        async def in_review():  # type: ignore[no-untyped-def]
+            payout = (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()
+            return payout if payout.get("status") == "review" else None
+
+        review = await until(in_review, within_s=60)
+        assert "shared_payout_account" in review["last_error"], review
+        await asyncio.sleep(1.0)
+        assert (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()[
+            "status"
+        ] == "review"
+        flags = (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"]
+        assert [(f["loan_id"], f["rule"]) for f in flags] == [(held["loan_id"], "shared_payout_account")]
+        released = await client.post(f"/v1/payouts/{held['loan_id']}/release", headers=headers)
+        assert released.status_code == 200, released.text
+        await loan_state(client, headers, held["loan_id"], "ACTIVE", within_s=120)
+        assert (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"] == []
+
         total_due = (await client.get(f"/v1/loans/{approved['loan_id']}", headers=headers)).json()[
             "outstanding"
         ]
@@ -355,8 +377,6 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
             assert outcome["chain_requested"] is True
             # the scenario really happened: the first transfer did not pay, the second did
             assert outcome["attempt"] == 2, (name, outcome)
-        # all three loans funded by one partner: exactly three principals, nothing twice
-        assert (
-            outcomes["reversed-reordered"]["funding_posted"]
-            == 3 * outcomes["failed-once"]["funding_for_this_loan"]
-        )
+        # four loans funded by one partner: exactly four principals, nothing twice
+        funding = await _payout_outcome(settings, held["loan_id"])
+        assert funding["funding_posted"] == 4 * outcomes["failed-once"]["funding_for_this_loan"]
