@@ -470,7 +470,7 @@ def render(
         before = baseline.get(r.endpoint)
         if before is not None and r.endpoint.startswith("gateway"):
             lines.append(
-                f"| ↳ same endpoint, baseline checkout | {before.rps:,.0f} | {before.p50_ms:.1f} ms | "
+                f"| ↳ same endpoint, {opts.baseline_label} | {before.rps:,.0f} | {before.p50_ms:.1f} ms | "
                 f"{before.p99_ms:.1f} ms | | {before.cpu_ms:.2f} ms | {before.errors} | |"
             )
     read_ok = (
@@ -504,7 +504,7 @@ WHERE_THE_TIME_GOES = [
     "",
     "Why the targets are still missed here: the gateway is CPU-bound — the *server CPU / "
     "request* column — and most of that CPU is per round trip and per framework layer, not our "
-    "logic. On this VM a loopback socket write costs ~0.3 ms of CPU (cProfile: `socket.send`, "
+    "logic. On this VM, under load, a loopback socket write costs ~0.3 ms of CPU (cProfile: `socket.send`, "
     "asyncpg's execute), so 5 round trips alone are ~1.5 ms before SQLAlchemy's ORM, FastAPI's "
     "dependency solving (token → permission → quota) and pydantic; the bare app needs ~0.25 ms. "
     "The previous gateway, measured just before with the same script, is shown under each "
