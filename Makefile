@@ -75,6 +75,18 @@ bench: setup ## every benchmark; each writes its section of docs/BENCHMARKS.md
 	python bench/indexer.py --write
 	python bench/sender.py --write
 
+.PHONY: load
+load: setup ## capacity of the whole stack: a ladder of open-loop rates over the partner API + webhooks (ports 8000-8010)
+	python bench/load.py capacity --write
+
+.PHONY: soak
+soak: setup ## capacity, then a 10-minute soak at half of it: zero errors, nothing lost (ports 8000-8010; not in `make test`)
+	python bench/load.py soak --minutes 10 --write
+
+.PHONY: drills
+drills: setup ## fault drills on `caas up --processes`: kill -9 each service, PostgreSQL/Redis/Anvil down 30 s (ports 8000-8010)
+	python bench/drills.py --write
+
 .PHONY: lint
 lint: setup ## ruff and mypy
 	ruff check offchain scripts tests bench
