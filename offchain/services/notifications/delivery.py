@@ -17,10 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from sqlalchemy import DateTime, SmallInteger, Text, bindparam, delete, func, insert, select, update
+from sqlalchemy import DateTime, SmallInteger, Table, Text, bindparam, delete, func, insert, select, update
 
 from offchain.domain.notifications import signing
 from offchain.domain.notifications.envelope import envelope
@@ -38,16 +38,18 @@ log = get_logger(__name__)
 
 USER_AGENT = "CaaS-Webhooks/1"
 
-_deliveries = WebhookDelivery.__table__
-_attempts = WebhookAttempt.__table__
+_deliveries = cast(Table, WebhookDelivery.__table__)
+_attempts = cast(Table, WebhookAttempt.__table__)
 # One statement for every outcome (executemany). Only the claim this worker holds is updated: a
-# replay or a delete since the claim wins. A failure after an earlier success keeps delivered_at.
+# replay (new window) or a delete (cancelled) since the claim wins over the late outcome.
+# A failure after an earlier success keeps delivered_at.
 _RECORD = (
     update(_deliveries)
     .where(
         _deliveries.c.id == bindparam("d_id"),
         _deliveries.c.status == "pending",
         _deliveries.c.attempts == bindparam("d_attempt"),
+        _deliveries.c.window_started_at == bindparam("d_window", type_=DateTime(timezone=True)),
     )
     .values(
         status=bindparam("d_status"),
@@ -341,6 +343,7 @@ class DeliveryWorker:
             row = {
                 "d_id": job.delivery_id,
                 "d_attempt": job.attempt,
+                "d_window": job.window_started_at,
                 "d_status": "pending",
                 "d_failures": job.failures,
                 "d_next": None,

@@ -5,6 +5,7 @@ Served by the gateway (8000, the public API) and by the notifications service (8
 
 # No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from offchain.platform.settings import Environment
 from offchain.services.gateway.pagination import MAX_LIMIT
 from offchain.services.gateway.routes import limited
 from offchain.services.notifications import schemas, usecases
-from offchain.services.notifications.secrets import secret_box
+from offchain.services.notifications.secrets import SecretBox, secret_box
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
@@ -36,6 +37,27 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such resource for this partner", **PROBLEM}
 }
 BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "the body is not JSON", **PROBLEM}}
+
+
+# The idempotency store keeps answers for replays (72 h, plain JSONB): a signing secret goes in
+# sealed with the secrets key and is opened only on the way out, so it is never at rest in clear.
+_SEALED = "sealed:"
+
+
+def _sealed(body: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    return {**body, "secret": _SEALED + box.encrypt(body["secret"])}
+
+
+def _revealed(response: JSONResponse, box: SecretBox) -> JSONResponse:
+    body = json.loads(bytes(response.body))
+    secret = body.get("secret") if isinstance(body, dict) else None
+    if not (isinstance(secret, str) and secret.startswith(_SEALED)):
+        return response  # a problem answer
+    body["secret"] = box.decrypt(secret.removeprefix(_SEALED))
+    headers = {
+        k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+    }
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
 
 
 # The gateway's dependency: permission check, then the partner's rate limit where the app has one.
@@ -57,18 +79,22 @@ async def create_endpoint(
     db: DatabaseDep,
     settings: SettingsDep,
 ) -> JSONResponse:
+    box = secret_box(settings.notifications)
+
     async def handle() -> tuple[int, Any]:
         async with db.partner_session(principal.partner_id) as session:
             created = await usecases.create_endpoint(
                 session=session,
                 partner_id=principal.partner_id,
                 body=body,
-                box=secret_box(settings.notifications),
+                box=box,
                 allow_insecure=settings.env is not Environment.PRODUCTION,
             )
-        return 201, created.model_dump(mode="json")
+        return 201, _sealed(created.model_dump(mode="json"), box)
 
-    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+    return _revealed(
+        await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle), box
+    )
 
 
 @router.get("/webhook-endpoints", response_model=schemas.EndpointList, responses=COMMON_ERRORS)
@@ -122,17 +148,21 @@ async def rotate_secret(
     if body is not None and body.expire_previous_in_s is not None:
         overlap = body.expire_previous_in_s
 
+    box = secret_box(settings.notifications)
+
     async def handle() -> tuple[int, Any]:
         async with db.partner_session(principal.partner_id) as session:
             rotated = await usecases.rotate_secret(
                 session=session,
                 endpoint_id=endpoint_id,
-                box=secret_box(settings.notifications),
+                box=box,
                 overlap_s=overlap,
             )
-        return 200, rotated.model_dump(mode="json")
+        return 200, _sealed(rotated.model_dump(mode="json"), box)
 
-    return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)
+    return _revealed(
+        await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle), box
+    )
 
 
 @router.get(

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,15 +19,17 @@ import httpx
 import pytest
 import pytest_asyncio
 from http_receiver import Receiver, receiver
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from offchain.eventbus import StreamNames, publish, replay, run_relay
 from offchain.eventbus.messages import Event
+from offchain.persistence.credit import IdempotencyKey
+from offchain.persistence.migrate import upgrade
 from offchain.persistence.models import OutboxMessage
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform import auth
 from offchain.platform.db import Database
-from offchain.platform.settings import Settings
+from offchain.platform.settings import DatabaseSettings, Settings
 from offchain.services.gateway.app import create_app as create_gateway
 from offchain.services.notifications.app import create_app
 from offchain.services.notifications.delivery import DeliveryWorker
@@ -34,6 +37,7 @@ from offchain.services.notifications.intake import store_event
 from offchain.services.notifications.schemas import EndpointIn
 from offchain.services.notifications.secrets import secret_box
 from offchain.services.notifications.usecases import create_endpoint as create
+from offchain.services.notifications.usecases import replay_event as replay_usecase
 
 SECRET = Settings().auth.jwt_secret.get_secret_value()
 WINDOW_S = 3.0
@@ -77,6 +81,22 @@ async def service(tuned: Settings, db: Database, redis):
             yield http
         stop.set()
         await relay
+
+
+@pytest.fixture(scope="module")
+def own_database_url(make_database) -> str:
+    url = make_database()
+    upgrade(url)
+    return url
+
+
+@pytest_asyncio.fixture
+async def own_db(own_database_url: str):
+    """A database of its own for tests that drive DeliveryWorker directly: a bare worker claims
+    every due delivery, including those other tests' dead endpoints still retry."""
+    database = Database.from_settings(DatabaseSettings(url=own_database_url), application_name="caas-tests")
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture
@@ -330,7 +350,7 @@ async def test_duplicate_outbox_delivery__one_event_one_delivery_per_endpoint(
 # -- API: endpoints, isolation, listing ----------------------------------------------------------
 
 
-async def test_endpoints__create_list_get_delete_and_idempotency(service, partner):
+async def test_endpoints__create_list_get_delete_and_idempotency(service, db, partner):
     body = {"url": "http://127.0.0.1:9/hook", "event_types": ["credit.loan.repaid", "credit.loan.repaid"]}
     headers = {**token(partner), "Idempotency-Key": f"create-{uuid.uuid4()}"}
     created = await service.post("/v1/webhook-endpoints", json=body, headers=headers)
@@ -340,6 +360,13 @@ async def test_endpoints__create_list_get_delete_and_idempotency(service, partne
     assert again.json() == created.json()  # same endpoint, same one-time secret: not a second endpoint
     endpoint = created.json()
     assert endpoint["event_types"] == ["credit.loan.repaid"]
+    async with db.partner_session(partner) as session:
+        stored = (
+            await session.execute(
+                select(IdempotencyKey.response_body).where(IdempotencyKey.key == headers["Idempotency-Key"])
+            )
+        ).scalar_one()
+    assert endpoint["secret"] not in json.dumps(stored)  # kept for replays, sealed
     listing = (await service.get("/v1/webhook-endpoints", headers=token(partner))).json()["data"]
     assert [e["id"] for e in listing] == [endpoint["id"]]
     assert "secret" not in listing[0]
@@ -521,12 +548,12 @@ async def test_gateway_serves_the_same_routes(tuned, partner):
             assert (await http.get("/v1/events", headers=token(partner))).status_code == 200
 
 
-async def test_two_workers_share_due_deliveries_without_doubles(tuned, db, partner, endpoint_receiver):
+async def test_two_workers_share_due_deliveries_without_doubles(tuned, own_db, partner, endpoint_receiver):
     """Replicas claim with FOR UPDATE SKIP LOCKED: every delivery is POSTed once, by one of them."""
 
     path = f"/ok/{uuid.uuid4().hex}"
     settings = tuned.notifications.model_copy(update={"delivery_batch": 7, "delivery_concurrency": 4})
-    async with db.partner_session(partner) as session:
+    async with own_db.partner_session(partner) as session:
         await create(
             session=session,
             partner_id=partner,
@@ -534,7 +561,7 @@ async def test_two_workers_share_due_deliveries_without_doubles(tuned, db, partn
             box=secret_box(settings),
             allow_insecure=True,
         )
-    async with db.worker_session() as session:
+    async with own_db.worker_session() as session:
         for n in range(60):
             event = Event(
                 id=-(10**13) - int(uuid.uuid4().int % 10**9),
@@ -544,7 +571,7 @@ async def test_two_workers_share_due_deliveries_without_doubles(tuned, db, partn
                 created_at=datetime.now(UTC).isoformat(),
             )
             assert await store_event(session, event) == 1
-    workers = [DeliveryWorker(db, settings) for _ in range(2)]
+    workers = [DeliveryWorker(own_db, settings) for _ in range(2)]
     try:
         claimed = [0, 0]
 
@@ -560,3 +587,144 @@ async def test_two_workers_share_due_deliveries_without_doubles(tuned, db, partn
     numbers = sorted(r.json()["data"]["n"] for r in received)
     assert numbers == list(range(60))  # each once
     assert sum(claimed) == 60 and all(claimed), claimed  # and both workers took a share
+
+
+async def test_lease__a_claim_whose_worker_died_is_sent_by_another(tuned, own_db, partner, endpoint_receiver):
+    path = f"/ok/{uuid.uuid4().hex}"
+    settings = tuned.notifications.model_copy(update={"delivery_timeout_s": 0.1, "delivery_lease_s": 0.3})
+    async with own_db.partner_session(partner) as session:
+        await create(
+            session=session,
+            partner_id=partner,
+            body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.loan.repaid"]),
+            box=secret_box(settings),
+            allow_insecure=True,
+        )
+    async with own_db.worker_session() as session:
+        event = Event(
+            id=-(10**13) - int(uuid.uuid4().int % 10**9),
+            topic="credit.loan.repaid",
+            payload={"crash": True},
+            partner_id=str(partner),
+            created_at=datetime.now(UTC).isoformat(),
+        )
+        await store_event(session, event)
+    crashed, survivor = DeliveryWorker(own_db, settings), DeliveryWorker(own_db, settings)
+    try:
+        assert len(await crashed.claim(limit=10)) == 1  # ... and then it dies without sending
+        assert await survivor.run_once() == 0  # leased: not due for anyone else yet
+        await asyncio.sleep(0.4)
+        assert await survivor.run_once() == 1
+    finally:
+        await crashed.aclose()
+        await survivor.aclose()
+    [received] = endpoint_receiver.to(path)
+    assert received.headers["Caas-Delivery-Attempt"] == "2"
+
+
+async def test_hanging_endpoint__times_out_without_holding_up_the_others(service, db, tuned, partner):
+    """The app's worker (delivery_timeout_s from settings) against an endpoint that never answers in time."""
+
+    def behaviour(path: str, count: int):
+        if path.startswith("/slow"):
+            time.sleep(3.0)  # the server thread hangs past the worker's 2 s timeout
+        return 200, {}
+
+    with receiver(behaviour) as rec:
+        await create_endpoint(service, partner, rec.url + "/slow", ["credit.loan.repaid"])
+        await create_endpoint(service, partner, rec.url + "/fast", ["credit.loan.repaid"])
+        started = time.monotonic()
+        outbox_ids = [await emit(db, partner) for _ in range(3)]
+        await until(lambda: _async(len(rec.to("/fast")) == 3), what="fast endpoint served")
+        assert time.monotonic() - started < 2.0  # not behind the slow endpoint's 2 s timeouts
+        event = await until(lambda: event_for_outbox(db, outbox_ids[0]))
+
+        async def timed_out():
+            response = await service.get(f"/v1/events/{event.id}", headers=token(partner))
+            slow = [d for d in response.json()["deliveries"] if d["last_error"]]
+            return slow[0] if slow else None
+
+        slow = await until(timed_out, within=15, what="a recorded timeout")
+        assert slow["last_error"].startswith("timeout") and slow["last_status_code"] is None
+
+
+async def test_purge__events_past_retention_go_with_their_deliveries(tuned, own_db, partner):
+    old_outbox = -(10**13) - int(uuid.uuid4().int % 10**9)
+    async with own_db.partner_session(partner) as session:
+        endpoint = await create(
+            session=session,
+            partner_id=partner,
+            body=EndpointIn(url="http://127.0.0.1:9/x", event_types=["*"]),
+            box=secret_box(tuned.notifications),
+            allow_insecure=True,
+        )
+    async with own_db.worker_session() as session:
+        for outbox_id, days in ((old_outbox, 40), (old_outbox - 1, 20)):
+            await store_event(
+                session,
+                Event(
+                    id=outbox_id,
+                    topic="credit.loan.repaid",
+                    payload={"days": days},
+                    partner_id=str(partner),
+                    created_at=(datetime.now(UTC) - timedelta(days=days)).isoformat(),
+                ),
+            )
+    worker = DeliveryWorker(own_db, tuned.notifications)
+    try:
+        assert await worker.purge() >= 1
+    finally:
+        await worker.aclose()
+    assert await event_for_outbox(own_db, old_outbox) is None
+    kept = await event_for_outbox(own_db, old_outbox - 1)
+    assert kept is not None
+    async with own_db.worker_session() as session:
+        endpoint_deliveries = await session.scalar(
+            select(func.count()).where(WebhookDelivery.endpoint_id == endpoint.id)
+        )
+    assert endpoint_deliveries == 1  # the purged event's delivery went with it
+    async with own_db.worker_session() as session:  # nothing left due for the next bare worker
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == endpoint.id)
+            .values(status="cancelled")
+        )
+
+
+async def test_replay_during_an_attempt_in_flight_is_not_swallowed(tuned, own_db, partner, endpoint_receiver):
+    path = f"/ok/{uuid.uuid4().hex}"
+    settings = tuned.notifications
+    async with own_db.partner_session(partner) as session:
+        await create(
+            session=session,
+            partner_id=partner,
+            body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.loan.repaid"]),
+            box=secret_box(settings),
+            allow_insecure=True,
+        )
+    outbox_id = -(10**13) - int(uuid.uuid4().int % 10**9)
+    async with own_db.worker_session() as session:
+        await store_event(
+            session,
+            Event(
+                id=outbox_id,
+                topic="credit.loan.repaid",
+                payload={"race": True},
+                partner_id=str(partner),
+                created_at=datetime.now(UTC).isoformat(),
+            ),
+        )
+    event = await event_for_outbox(own_db, outbox_id)
+    worker = DeliveryWorker(own_db, settings)
+    try:
+        [job] = [j for j in await worker.claim(limit=50) if j.event_id == event.id]
+        outcome = await worker.send(job)  # delivered ...
+        async with own_db.partner_session(partner) as session:  # ... while the partner asks for a replay
+            await replay_usecase(
+                session=session, partner_id=partner, event_id=event.id, endpoint_id=None, listing_days=30
+            )
+        await worker.record([(job, outcome)])  # the late outcome must not settle the replay
+        assert await worker.run_once() == 1
+    finally:
+        await worker.aclose()
+    assert len(endpoint_receiver.to(path)) == 2
