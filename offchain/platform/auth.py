@@ -88,23 +88,26 @@ class JwtVerifier:
         # ttu: a token's entry lives until its `exp` (+ leeway, as jwt.decode allows) or cache_s.
         self._cache = TLRUCache(
             maxsize=self.cache_size,
-            ttu=lambda _token, principal, now: min(
-                now + self.cache_s, float(principal.claims["exp"]) + self.leeway_s
+            ttu=lambda _token, entry, now: min(
+                now + self.cache_s, float(entry[0].claims["exp"]) + self.leeway_s
             ),
             timer=time.time,
         )
 
     async def verify(self, token: str) -> Principal:
         if self.cache_size and self.cache_s > 0:
-            cached: Principal | None = self._cache.get(token)
-            if cached is not None:
-                return cached
-            principal = await self._verify(token)
-            self._cache[token] = principal
+            # An RS256 answer holds only while the key set it was checked against does: after the
+            # JWKS is refetched (rotation, a retired key) the token is checked again.
+            generation = getattr(self.jwks, "fetches", 0)
+            cached: tuple[Principal, int | None] | None = self._cache.get(token)
+            if cached is not None and cached[1] in (None, generation):
+                return cached[0]
+            principal, algorithm = await self._verify(token)
+            self._cache[token] = (principal, generation if algorithm == "RS256" else None)
             return principal
-        return await self._verify(token)
+        return (await self._verify(token))[0]
 
-    async def _verify(self, token: str) -> Principal:
+    async def _verify(self, token: str) -> tuple[Principal, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -130,7 +133,7 @@ class JwtVerifier:
             raise _unauthenticated("token expired") from error
         except jwt.PyJWTError as error:
             raise _unauthenticated(f"invalid token: {error}") from error
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), algorithm
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -75,6 +75,7 @@ class SmeSim:
         self.keys: list[SigningKey] = [SigningKey.generate()]
         self.notifications: list[dict[str, Any]] = []
         self.payments: dict[str, dict[str, Any]] = {}  # by reference, as GET /sme/payments/{ref} shows
+        self.wallet_transfers: dict[str, dict[str, Any]] = {}  # payouts into SME wallets, by reference
 
     @property
     def current_key(self) -> SigningKey:
@@ -85,6 +86,7 @@ class SmeSim:
             "keys": [k.to_json() for k in self.keys],
             "notifications": self.notifications,
             "payments": self.payments,
+            "wallet_transfers": self.wallet_transfers,
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -92,6 +94,7 @@ class SmeSim:
             self.keys = [SigningKey.from_json(k) for k in data["keys"]]
         self.notifications = list(data.get("notifications", []))
         self.payments = dict(data.get("payments", {}))
+        self.wallet_transfers = dict(data.get("wallet_transfers", {}))
 
     def rotate(self, *, retire_previous: bool = False) -> SigningKey:
         new = SigningKey.generate()
@@ -195,6 +198,42 @@ class SmeSim:
         self.payments[data["reference"]] = {**data, "status": "successful"}
         return self.send_event(events.PAYMENT_RECEIVED, data, reference=data["reference"])
 
+    def wallet_transfer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A payout into an SME wallet: settles at once. Wallet numbers starting 000 are closed.
+
+        The reference is the idempotency key: the same payout again returns the transfer made;
+        another payout under it is refused; a failed one may be retried under it.
+        """
+        reference, wallet_id = body.get("reference"), body.get("wallet_id")
+        amount, currency = body.get("amount"), body.get("currency", "NGN")
+        if not isinstance(reference, str) or not reference or not isinstance(wallet_id, str) or not wallet_id:
+            raise HTTPException(400, "reference and wallet_id are required")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise HTTPException(400, "amount must be a positive integer of minor units")
+        existing = self.wallet_transfers.get(reference)
+        if existing is not None:
+            if (existing["wallet_id"], existing["amount"], existing["currency"]) != (
+                wallet_id,
+                amount,
+                currency,
+            ):
+                raise HTTPException(409, "reference already names another transfer")
+            if existing["status"] != "failed":
+                return existing
+        failed = wallet_id.startswith("000")
+        transfer = {
+            "reference": reference,
+            "transfer_id": f"wtr_{secrets.token_hex(8)}",
+            "wallet_id": wallet_id,
+            "amount": amount,
+            "currency": currency,
+            "status": "failed" if failed else "successful",
+            "failure_reason": "wallet is closed" if failed else None,
+            "completed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        self.wallet_transfers[reference] = transfer
+        return transfer
+
     def notify(self, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
         try:
             payload = json.loads(raw) if raw else None
@@ -249,6 +288,17 @@ def sme_router(sim: SmeSim) -> APIRouter:
         if record is None:
             raise HTTPException(404, "payment not found")
         return record
+
+    @router.post("/wallet/transfers")
+    async def wallet_transfer(request: Request) -> dict[str, Any]:
+        return sim.wallet_transfer(await _json_object(request))
+
+    @router.get("/wallet/transfers/{reference}")
+    async def wallet_transfer_status(reference: str) -> dict[str, Any]:
+        transfer = sim.wallet_transfers.get(reference)
+        if transfer is None:
+            raise HTTPException(404, "transfer not found")
+        return transfer
 
     @router.post("/notifications", status_code=202)
     async def notifications(request: Request) -> dict[str, Any]:

@@ -79,3 +79,70 @@ class SmePaymentsClient:
                 body: Any = response.json()
                 return SmePayment.model_validate(body)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class WalletTransferRefused(Exception):
+    """The SME platform refused the payout outright (bad request): no transfer exists."""
+
+
+class WalletTransfer(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    reference: str
+    amount: int
+    currency: str
+    status: str  # successful | failed | pending
+    transfer_id: str | None = None
+    failure_reason: str | None = None
+
+
+class SmeWalletClient:
+    """Payouts into SME platform wallets, under our own reference (the idempotency key)."""
+
+    def __init__(self, base_url: str, *, http: httpx.AsyncClient, attempts: int = 3) -> None:
+        self._base = base_url.rstrip("/")
+        self._http = http
+        self._attempts = attempts
+
+    @classmethod
+    def from_settings(cls, rails: RailsSettings, *, http: httpx.AsyncClient) -> SmeWalletClient:
+        base = rails.sme_service_urls()["payments"]
+        if not base:
+            raise SmePaymentsUnavailable(
+                "SME payments is not configured: set SME_PAYMENTS_URL or SIMULATOR_URL"
+            )
+        return cls(base, http=http)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        # A repeat cannot pay twice: the reference makes the transfer idempotent at the platform.
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            retry=retry_if_exception_type(SmePaymentsUnavailable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    response = await self._http.request(
+                        method, f"{self._base}{path}", json=body, timeout=httpx.Timeout(10.0, connect=2.0)
+                    )
+                except httpx.HTTPError as error:
+                    raise SmePaymentsUnavailable(f"SME wallet unreachable: {error}") from error
+                if response.status_code == 404:
+                    raise SmePaymentNotFound(path)
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise SmePaymentsUnavailable(f"SME wallet answered {response.status_code}")
+                if response.status_code >= 400:
+                    raise WalletTransferRefused(response.text[:500])
+                return response.json()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def transfer(self, *, reference: str, wallet_id: str, amount: int, currency: str) -> WalletTransfer:
+        body = {"reference": reference, "wallet_id": wallet_id, "amount": amount, "currency": currency}
+        return WalletTransfer.model_validate(await self._call("POST", "/sme/wallet/transfers", body))
+
+    async def verify(self, reference: str) -> WalletTransfer:
+        return WalletTransfer.model_validate(
+            await self._call("GET", f"/sme/wallet/transfers/{quote(reference, safe='')}")
+        )

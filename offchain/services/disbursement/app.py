@@ -26,6 +26,7 @@ from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.client import PaystackClient
+from offchain.rails.sme.payments import SmeWalletClient
 from offchain.services.disbursement import payouts
 from offchain.services.disbursement.routes import router
 from offchain.services.registry import SERVICES
@@ -42,8 +43,16 @@ async def payout_context(resources: AppResources) -> AsyncIterator[payouts.Payou
     if not settings.chain.deployment_file:
         raise RuntimeError("disbursement needs DEPLOYMENT_FILE (the LoanBook it records payouts on)")
     client = PaystackClient.from_settings(settings.rails, http=resources.http)
+    wallet = (
+        SmeWalletClient.from_settings(settings.rails, http=resources.http)
+        if settings.rails.sme_service_urls()["payments"]
+        else None
+    )
     yield payouts.PayoutContext(
-        paystack=client, settings=settings.money, deployment=Deployment.load(settings.chain.deployment_file)
+        paystack=client,
+        settings=settings.money,
+        deployment=Deployment.load(settings.chain.deployment_file),
+        wallet=wallet,
     )
 
 

@@ -43,7 +43,14 @@ from offchain.rails.paystack.client import (
     PaystackNotFound,
     PaystackRejected,
 )
-from offchain.rails.paystack.models import Transfer
+from offchain.rails.paystack.models import Transfer, TransferStatus
+from offchain.rails.sme.payments import (
+    SmePaymentNotFound,
+    SmePaymentsUnavailable,
+    SmeWalletClient,
+    WalletTransfer,
+    WalletTransferRefused,
+)
 from offchain.services import monitoring
 
 log = get_logger(__name__)
@@ -60,6 +67,26 @@ class PayoutContext:
     paystack: PaystackClient
     settings: MoneySettings
     deployment: Deployment
+    wallet: SmeWalletClient | None = None  # payouts to SME wallets (method "wallet")
+
+
+@dataclass(frozen=True)
+class RailView:
+    """What a rail says of the transfer under a payout's reference, in Paystack's vocabulary."""
+
+    status: TransferStatus
+    code: str | None = None
+
+    @classmethod
+    def of_paystack(cls, transfer: Transfer) -> RailView:
+        return cls(transfer.status, transfer.transfer_code)
+
+    @classmethod
+    def of_wallet(cls, transfer: WalletTransfer) -> RailView:
+        status = {"successful": TransferStatus.SUCCESS, "failed": TransferStatus.FAILED}.get(
+            transfer.status, TransferStatus.PENDING
+        )
+        return cls(status, transfer.transfer_id)
 
 
 def hold_id(loan_id: uuid.UUID, attempt: int) -> str:
@@ -112,7 +139,8 @@ async def open_payout(
                 loan_id=loan.id,
                 partner_id=loan.partner_id,
                 chain_loan_id=loan.chain_loan_id,
-                rail=money_movement.PAYSTACK,
+                # wallets are the SME platform's own; banks and virtual accounts go through Paystack
+                rail=money_movement.SME if origination.payout_method == "wallet" else money_movement.PAYSTACK,
                 reference=money_movement.payout_reference(loan.id),
                 method=origination.payout_method,
                 bank_code=origination.payout_bank_code,
@@ -185,6 +213,9 @@ async def initiate(session: AsyncSession, payout: Payout, ctx: PayoutContext) ->
     answers with the transfer that exists under the reference.
     """
     settings = ctx.settings
+    if payout.rail == money_movement.SME:
+        await _initiate_wallet(session, payout, ctx)
+        return
     try:
         if payout.recipient_code is None:
             recipient = await ctx.paystack.create_recipient(
@@ -216,7 +247,32 @@ async def initiate(session: AsyncSession, payout: Payout, ctx: PayoutContext) ->
     payout.provider_status = transfer.status.value
     payout.last_error = None
     if transfer.status.conclusive:
-        await apply_transfer(session, payout, transfer, ctx)
+        await apply_outcome(session, payout, RailView.of_paystack(transfer), ctx)
+
+
+async def _initiate_wallet(session: AsyncSession, payout: Payout, ctx: PayoutContext) -> None:
+    if ctx.wallet is None:
+        payout.status, payout.last_error = "review", "no SME wallet rail configured"
+        return
+    try:
+        transfer = await ctx.wallet.transfer(
+            reference=payout.reference,
+            wallet_id=payout.account_number,
+            amount=payout.amount,
+            currency=payout.currency,
+        )
+    except WalletTransferRefused as error:
+        await _attempt_failed(session, payout, ctx.settings, reason=f"wallet rail refused: {error}")
+        return
+    except SmePaymentsUnavailable as error:
+        payout.last_error = f"wallet rail unavailable: {error}"
+        payout.next_attempt_at = _now() + timedelta(seconds=max(ctx.settings.worker_poll_s, 1.0))
+        return
+    payout.status = "initiated"
+    view = RailView.of_wallet(transfer)
+    payout.transfer_code, payout.provider_status, payout.last_error = view.code, view.status.value, None
+    if view.status.conclusive:
+        await apply_outcome(session, payout, view, ctx)
 
 
 # --- outcomes ----------------------------------------------------------------------------------
@@ -225,14 +281,18 @@ async def initiate(session: AsyncSession, payout: Payout, ctx: PayoutContext) ->
 async def apply_transfer(
     session: AsyncSession, payout: Payout, transfer: Transfer, ctx: PayoutContext
 ) -> None:
+    await apply_outcome(session, payout, RailView.of_paystack(transfer), ctx)
+
+
+async def apply_outcome(session: AsyncSession, payout: Payout, view: RailView, ctx: PayoutContext) -> None:
     """Act on the rail's verified view of the payout's transfer (row locked). Idempotent."""
-    status = transfer.status
+    status = view.status
     payout.provider_status = status.value
     if status.paid_out:
         if payout.status in ("queued", "initiated"):
             await journal.post_pending(session, hold_id(payout.loan_id, payout.attempt))
             payout.status = "succeeded"
-            payout.transfer_code = transfer.transfer_code
+            payout.transfer_code = view.code
             payout.last_error = None
             log.info("payout.succeeded", loan_id=str(payout.loan_id), attempt=payout.attempt)
             await _request_chain_record(session, payout, ctx.deployment)
@@ -302,14 +362,19 @@ async def _payout_ref(session: AsyncSession, loan_id: uuid.UUID) -> str:
 async def check_with_rail(session: AsyncSession, payout: Payout, ctx: PayoutContext) -> None:
     """Ask the rail for the transfer under the payout's reference and act on the answer."""
     try:
-        transfer = await ctx.paystack.verify_transfer(payout.reference)
-    except PaystackNotFound:
+        if payout.rail == money_movement.SME:
+            if ctx.wallet is None:
+                return
+            view = RailView.of_wallet(await ctx.wallet.verify(payout.reference))
+        else:
+            view = RailView.of_paystack(await ctx.paystack.verify_transfer(payout.reference))
+    except (PaystackNotFound, SmePaymentNotFound):
         if payout.status == "initiated":
             # the rail has no transfer under our reference: it never got it -- send again
             payout.status = "queued"
             payout.next_attempt_at = _now()
         return
-    await apply_transfer(session, payout, transfer, ctx)
+    await apply_outcome(session, payout, view, ctx)
 
 
 # --- the chain's confirmation -----------------------------------------------------------------

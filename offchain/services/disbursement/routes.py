@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from offchain.persistence.money import MonitoringFlag, Payout
@@ -148,3 +149,65 @@ async def list_flags(
                 for f in rows
             ]
         }
+
+
+class OtpIn(BaseModel):
+    otp: str = Field(min_length=4, max_length=12, pattern=r"^[0-9]+$")
+
+
+@router.post(
+    "/payouts/{loan_id}/finalize",
+    responses={
+        404: {"description": "no payout for this loan", **PROBLEM},
+        409: {"description": "the transfer is not waiting for an OTP", **PROBLEM},
+        422: {"description": "the OTP was refused", **PROBLEM},
+    },
+    summary="Finalize a transfer waiting for the OTP Paystack sent to the business (OTP integrations)",
+)
+async def finalize_payout(
+    loan_id: uuid.UUID, body: OtpIn, principal: Disburser, db: DatabaseDep, request: Request
+) -> dict[str, Any]:
+    from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackRejected
+    from offchain.services.disbursement.payouts import PayoutContext, apply_transfer, lock_payout
+
+    async with db.partner_session(principal.partner_id) as session:
+        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+    settings = request.app.state.settings
+    paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
+    async with db.worker_session() as session:
+        payout = await lock_payout(session, loan_id)
+        assert payout is not None
+        if payout.status != "initiated" or payout.provider_status != "otp" or not payout.transfer_code:
+            raise Problem(
+                409,
+                "urn:caas:problem:payout-not-awaiting-otp",
+                title="No OTP expected",
+                detail=f"the payout is {payout.status} / {payout.provider_status}",
+                errors=[{"field": "loan_id", "reason": "the transfer is not waiting for an OTP"}],
+            )
+        try:
+            transfer = await paystack.finalize_transfer(transfer_code=payout.transfer_code, otp=body.otp)
+        except PaystackRejected as error:
+            raise Problem(
+                422,
+                "urn:caas:problem:otp-refused",
+                title="OTP refused",
+                detail=error.message,
+                errors=[{"field": "otp", "reason": error.message}],
+            ) from error
+        except PaystackError as error:
+            raise Problem(
+                503, "urn:caas:problem:dependency-unavailable", title="Paystack unavailable"
+            ) from error
+        if settings.chain.deployment_file is None:
+            raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+        from offchain.chain.contracts import Deployment
+
+        ctx = PayoutContext(
+            paystack=paystack,
+            settings=settings.money,
+            deployment=Deployment.load(settings.chain.deployment_file),
+        )
+        await apply_transfer(session, payout, transfer, ctx)
+        return payout_view(payout)

@@ -27,7 +27,12 @@ from offchain.persistence import ledger as journal
 from offchain.persistence.money import Payment, Payout
 from offchain.platform.settings import RailsSettings
 from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackNotFound
-from offchain.rails.sme.payments import SmePaymentNotFound, SmePaymentsClient
+from offchain.rails.sme.payments import (
+    SmePaymentNotFound,
+    SmePaymentsClient,
+    SmePaymentsUnavailable,
+    SmeWalletClient,
+)
 
 # statuses in which the money is ours to account for (a reversed payment went back)
 HELD = ("received", "unmatched", "pending_chain", "recorded", "credited", "reversal_pending")
@@ -47,6 +52,7 @@ class RailCheck:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)) as http:
             paystack = PaystackClient.from_settings(self.rails, http=http)
             sme = SmePaymentsClient.from_settings(self.rails, http=http)
+            wallet = SmeWalletClient.from_settings(self.rails, http=http)
             since = datetime.now(UTC) - timedelta(days=self.window_days)
             async with context.db.worker_session() as session:
                 payments = list(
@@ -75,7 +81,7 @@ class RailCheck:
 
             async def payout_check(row: Payout) -> Mismatch | None:
                 async with gate:
-                    return await _check_payout(row, paystack)
+                    return await _check_payout(row, paystack, wallet)
 
             results = await asyncio.gather(
                 *(payment_check(p) for p in payments), *(payout_check(p) for p in payouts)
@@ -139,7 +145,7 @@ async def _check_payment(row: Payment, paystack: PaystackClient, sme: SmePayment
         return Mismatch(
             "payment_vs_rail", subject, f"{row.amount} {row.currency}", None, "unknown to the provider"
         )
-    except (PaystackError, httpx.HTTPError) as error:
+    except (PaystackError, SmePaymentsUnavailable, httpx.HTTPError) as error:
         return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
     if figures != (True, row.amount, row.currency):
         return Mismatch(
@@ -152,29 +158,27 @@ async def _check_payment(row: Payment, paystack: PaystackClient, sme: SmePayment
     return None
 
 
-async def _check_payout(row: Payout, paystack: PaystackClient) -> Mismatch | None:
+async def _check_payout(row: Payout, paystack: PaystackClient, wallet: SmeWalletClient) -> Mismatch | None:
     subject = f"payout:{row.reference}"
     try:
-        transfer = await paystack.verify_transfer(row.reference)
-    except PaystackNotFound:
+        if row.rail == mm.SME:
+            sent = await wallet.verify(row.reference)
+            paid, status, amount = sent.status == "successful", sent.status, sent.amount
+        else:
+            transfer = await paystack.verify_transfer(row.reference)
+            paid, status, amount = transfer.status.paid_out, transfer.status.value, transfer.amount
+    except (PaystackNotFound, SmePaymentNotFound):
         if row.status == "succeeded":
             return Mismatch(
                 "payout_vs_rail", subject, "paid", None, "the rail has no transfer under our reference"
             )
         return None
-    except (PaystackError, httpx.HTTPError) as error:
+    except (PaystackError, SmePaymentsUnavailable, httpx.HTTPError) as error:
         return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
-    paid_by_rail = transfer.status.paid_out and transfer.amount == row.amount
-    if row.status == "succeeded" and not paid_by_rail:
+    if row.status == "succeeded" and not (paid and amount == row.amount):
+        return Mismatch("payout_vs_rail", subject, f"paid {row.amount}", f"{status} {amount}")
+    if row.status in ("abandoned", "review") and paid:
         return Mismatch(
-            "payout_vs_rail", subject, f"paid {row.amount}", f"{transfer.status.value} {transfer.amount}"
-        )
-    if row.status in ("abandoned", "review") and transfer.status.paid_out:
-        return Mismatch(
-            "payout_vs_rail",
-            subject,
-            f"not paid ({row.status})",
-            f"paid {transfer.amount}",
-            "money left unrecorded",
+            "payout_vs_rail", subject, f"not paid ({row.status})", f"paid {amount}", "money left unrecorded"
         )
     return None

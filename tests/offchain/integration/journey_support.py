@@ -79,6 +79,7 @@ async def approved_loan(
     amount: int = 500_000_00,
     tenor_months: int = 6,
     account_serial: str = "012345678",
+    payout: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Application -> offer -> accept -> two EIP-712 signatures -> APPROVED on chain."""
     submitted = await client.post(
@@ -105,7 +106,8 @@ async def approved_loan(
     accepted = await client.post(
         f"/v1/offers/{offer['id']}/accept",
         json={
-            "payout": {
+            "payout": payout
+            or {
                 "method": "bank_transfer",
                 "account_number": valid_nuban(serial=account_serial),
                 "bank_code": "058",

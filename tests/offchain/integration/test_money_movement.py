@@ -368,6 +368,46 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
         await loan_state(client, headers, held["loan_id"], "ACTIVE", within_s=120)
         assert (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"] == []
 
+        # a payout to the borrower's SME wallet goes through the SME platform, not Paystack
+        wallet_loan = await approved_loan(
+            client,
+            headers,
+            external_id="payout-wallet",
+            payout={"method": "wallet", "account_number": "7012345678", "bank_code": "999"},
+        )
+        await loan_state(client, headers, wallet_loan["loan_id"], "ACTIVE", within_s=120)
+        wallet_payout = (await client.get(f"/v1/payouts/{wallet_loan['loan_id']}", headers=headers)).json()
+        assert (wallet_payout["rail"], wallet_payout["status"], wallet_payout["attempt"]) == (
+            "sme",
+            "succeeded",
+            1,
+        )
+        sent = (await sim.get(f"/sme/wallet/transfers/{wallet_payout['reference']}")).json()
+        assert (sent["wallet_id"], sent["amount"], sent["status"]) == (
+            "7012345678",
+            wallet_payout["amount"]["value"],
+            "successful",
+        )
+
+        # an integration with OTP on: the transfer waits until the business enters the OTP
+        assert (await sim.post("/simulate/scenario", json={"transfer": {"otp": True}})).status_code == 200
+        otp_loan = await approved_loan(client, headers, external_id="payout-otp", account_serial="098765432")
+
+        async def awaiting_otp():  # type: ignore[no-untyped-def]
+            payout = (await client.get(f"/v1/payouts/{otp_loan['loan_id']}", headers=headers)).json()
+            return payout if payout.get("provider_status") == "otp" else None
+
+        await until(awaiting_otp, within_s=60)
+        wrong = await client.post(
+            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "000000"}, headers=headers
+        )
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "otp", wrong.text
+        right = await client.post(
+            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "123456"}, headers=headers
+        )
+        assert right.status_code == 200, right.text
+        await loan_state(client, headers, otp_loan["loan_id"], "ACTIVE", within_s=120)
+
         total_due = (await client.get(f"/v1/loans/{approved['loan_id']}", headers=headers)).json()[
             "outstanding"
         ]
@@ -377,6 +417,6 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
             assert outcome["chain_requested"] is True
             # the scenario really happened: the first transfer did not pay, the second did
             assert outcome["attempt"] == 2, (name, outcome)
-        # four loans funded by one partner: exactly four principals, nothing twice
+        # six loans funded by one partner: exactly six principals, nothing twice
         funding = await _payout_outcome(settings, held["loan_id"])
-        assert funding["funding_posted"] == 4 * outcomes["failed-once"]["funding_for_this_loan"]
+        assert funding["funding_posted"] == 6 * outcomes["failed-once"]["funding_for_this_loan"]
