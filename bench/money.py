@@ -282,6 +282,12 @@ def render(result: dict, command: str) -> str:
             f"| {result['repayments_per_s']:.0f}/s ({result['burst_seen']}/{result['burst']} seen) "
             "| >= 100/s |",
             f"| rail intake (simulator accepted charges) | {result['charges_per_s']:.0f}/s | |",
+            "",
+            "When the burst's payments passed each stage (seconds after the first charge, median / last):",
+            "",
+            "| " + " | ".join(result["stages"]) + " |",
+            "|" + "---|" * len(result["stages"]),
+            "| " + " | ".join(f"{v['p50']} / {v['last']}" for v in result["stages"].values()) + " |",
         ]
     )
 
