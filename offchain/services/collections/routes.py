@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from offchain.platform import auth
+from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.services.collections import usecases
@@ -101,6 +102,15 @@ async def add_promise(
             today=collections.today(),
             created_by=principal.subject,
             repaid_now=repaid_now,
+        )
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="collections.promise_to_pay",
+            subject_type="loan",
+            subject_id=loan_id,
+            partner_id=principal.partner_id,
+            after=view,
         )
     return JSONResponse(view, status_code=201)
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from offchain.persistence.money import MonitoringFlag, Payout
 from offchain.platform import auth
+from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
@@ -78,11 +79,22 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
                 detail=f"the payout is {payout.status}; only an abandoned payout is retried by hand",
                 errors=[{"field": "loan_id", "reason": f"payout status is {payout.status}"}],
             )
+        before = payout_view(payout)
         payout.attempt += 1
         payout.status = "queued"
         payout.next_attempt_at = datetime.now(UTC)
         payout.last_error = f"retried by {principal.subject}"
         await place_hold(session, payout)
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payout.retry",
+            subject_type="payout",
+            subject_id=loan_id,
+            partner_id=principal.partner_id,
+            before=before,
+            after=payout_view(payout),
+        )
         view = payout_view(payout)
         view["hold"] = hold_id(payout.loan_id, payout.attempt)
         return view
@@ -114,10 +126,22 @@ async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseD
                 detail=f"the payout is {payout.status}; only a payout held for review is released",
                 errors=[{"field": "loan_id", "reason": f"payout status is {payout.status}"}],
             )
+        before = payout_view(payout)
         cleared = await monitoring.clear(session, kind="payout", subject=str(loan_id), by=principal.subject)
         payout.status = "queued"
         payout.next_attempt_at = datetime.now(UTC)
         payout.last_error = f"released by {principal.subject} ({cleared} flags cleared)"
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payout.release",
+            subject_type="payout",
+            subject_id=loan_id,
+            partner_id=principal.partner_id,
+            before=before,
+            after=payout_view(payout),
+            flags_cleared=cleared,
+        )
         return payout_view(payout)
 
 
@@ -209,5 +233,16 @@ async def finalize_payout(
             settings=settings.money,
             deployment=Deployment.load(settings.chain.deployment_file),
         )
+        before = payout_view(payout)
         await apply_transfer(session, payout, transfer, ctx)
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payout.finalize_otp",
+            subject_type="payout",
+            subject_id=loan_id,
+            partner_id=principal.partner_id,
+            before=before,
+            after=payout_view(payout),
+        )
         return payout_view(payout)

@@ -10,10 +10,12 @@ from typing import Annotated, Any
 import aiohttp
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from offchain.persistence.models import Loan
+from offchain.persistence.models import AuditLogEntry, Loan
 from offchain.platform import auth
+from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
@@ -175,6 +177,42 @@ async def audit_loan(
         return await audit_report(settings, loan)
 
 
+@router.get(
+    "/audit/log",
+    responses={**COMMON_ERRORS},
+    summary="The partner's privileged actions, newest first: who, what, when, before and after",
+)
+async def audit_log(
+    principal: AuditLoans,
+    db: DatabaseDep,
+    subject_type: Annotated[str | None, Query(pattern=r"^[a-z_]{1,100}$")] = None,
+    subject_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9:_.-]{1,200}$")] = None,
+    limit: Limit = 50,
+) -> dict:
+    query = select(AuditLogEntry).order_by(AuditLogEntry.id.desc()).limit(limit)
+    if subject_type:
+        query = query.where(AuditLogEntry.subject_type == subject_type)
+    if subject_id:
+        query = query.where(AuditLogEntry.subject_id == subject_id)
+    async with db.partner_session(principal.partner_id) as session:
+        rows = (await session.execute(query)).scalars().all()
+    return {
+        "data": [
+            {
+                "id": row.id,
+                "occurred_at": row.occurred_at.isoformat(),
+                "actor": row.actor,
+                "action": row.action,
+                "subject_type": row.subject_type,
+                "subject_id": row.subject_id,
+                "request_id": row.request_id,
+                "details": row.details,
+            }
+            for row in rows
+        ]
+    }
+
+
 AcceptOffers = Annotated[Principal, Depends(limited(auth.APPLICATION_CREATE, "write"))]
 ApproveLoans = Annotated[Principal, Depends(limited(auth.APPLICATION_APPROVE, "write"))]
 ReadApprovals = Annotated[Principal, Depends(limited(auth.LOAN_READ, "read"))]
@@ -249,7 +287,18 @@ async def accept_offer(
             ref_secret=settings.auth.ref_secret.get_secret_value(),
             deployment=deployment,
         )
-        return 201, accepted.model_dump(mode="json")
+        body_out = accepted.model_dump(mode="json")
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="offer.accept",
+            subject_type="offer",
+            subject_id=offer_id,
+            partner_id=principal.partner_id,
+            before={"offer_status": "open"},
+            after=body_out,
+        )
+        return 201, body_out
 
     return await run_idempotent(request, db=db, partner_id=principal.partner_id, in_transaction=handle)
 
@@ -303,6 +352,16 @@ async def add_approval(
                     loan_id=loan_id,
                     body=body,
                 )
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="loan.approval",
+                subject_type="loan",
+                subject_id=loan_id,
+                partner_id=principal.partner_id,
+                after=result,
+                signer=body.signer,
+            )
         return 200, result
 
     return await run_idempotent(request, db=db, partner_id=principal.partner_id, handler=handle)

@@ -18,6 +18,7 @@ from offchain.chain.contracts import Deployment
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment
 from offchain.platform import auth
+from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
@@ -144,7 +145,18 @@ async def match_payment(
                 detail=f"the payment is {row.status}",
                 errors=[{"field": "payment_id", "reason": f"status is {row.status}"}],
             )
+        before = payment_view(row)
         await payments.match_by_hand(session, row, loan_id=body.loan_id, deployment=deployment)
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payment.match",
+            subject_type="payment",
+            subject_id=payment_id,
+            partner_id=principal.partner_id,
+            before=before,
+            after=payment_view(row),
+        )
         return payment_view(row)
 
 
@@ -169,6 +181,7 @@ async def reverse_payment(
         row = (
             await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())
         ).scalar_one()
+        before = payment_view(row)
         try:
             await payments.request_reversal(session, row, reason=body.reason, deployment=deployment)
         except ValueError as refusal:
@@ -179,6 +192,17 @@ async def reverse_payment(
                 detail=str(refusal),
                 errors=[{"field": "payment_id", "reason": str(refusal)}],
             ) from refusal
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payment.reverse",
+            subject_type="payment",
+            subject_id=payment_id,
+            partner_id=principal.partner_id,
+            before=before,
+            after=payment_view(row),
+            reason=body.reason,
+        )
         return payment_view(row)
 
 

@@ -367,6 +367,18 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
         assert released.status_code == 200, released.text
         await loan_state(client, headers, held["loan_id"], "ACTIVE", within_s=120)
         assert (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"] == []
+        # the release is in the append-only audit log, with the state before and after
+        entries = (
+            await client.get("/v1/audit/log", params={"subject_type": "payout"}, headers=headers)
+        ).json()["data"]
+        release = [e for e in entries if e["action"] == "payout.release"]
+        assert len(release) == 1 and release[0]["subject_id"] == held["loan_id"], entries
+        assert (release[0]["details"]["before"]["status"], release[0]["details"]["after"]["status"]) == (
+            "review",
+            "queued",
+        )
+        actions = {e["action"] for e in (await client.get("/v1/audit/log", headers=headers)).json()["data"]}
+        assert {"offer.accept", "loan.approval", "payout.release"} <= actions, actions
 
         # a payout to the borrower's SME wallet goes through the SME platform, not Paystack
         wallet_loan = await approved_loan(
