@@ -178,7 +178,8 @@ class Journey(threading.Thread):
             (201,),
             json={
                 "external_id": self.tag,
-                "borrower": {"sme_user_id": "acme-trading-ltd"},
+                # its own borrower: a sixth payout to one borrower in 30 days is held for review
+                "borrower": {"sme_user_id": f"{self.tag}-sme"},
                 "amount": {"value": 300_000_00, "currency": "NGN"},
                 "tenor_months": 3,
                 "purpose": "inventory",
@@ -203,7 +204,8 @@ class Journey(threading.Thread):
             json={
                 "payout": {
                     "method": "bank_transfer",
-                    "account_number": valid_nuban(),
+                    # one account per borrower: a shared payout account is held for review
+                    "account_number": valid_nuban(PAYOUT_BANK_CODE, f"{int(self.tag[-6:], 16) % 10**9:09d}"),
                     "bank_code": PAYOUT_BANK_CODE,
                 }
             },

@@ -235,6 +235,54 @@ class Traffic:
         return tally
 
 
+def approved_loan(client: Any, external_id: str, *, sme_user_id: str, amount: int = LOAN_AMOUNT) -> str:
+    """tests/system's journey to APPROVED, for a borrower of our choosing: transaction monitoring
+    holds a sixth payout to one borrower within 30 days for review, so every loan here has its own
+    borrower and payout account."""
+    from offchain.chain.contracts import sign_approval
+    from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
+
+    created = client.post(
+        "/v1/applications",
+        {
+            "external_id": external_id,
+            "borrower": {"sme_user_id": sme_user_id},
+            "amount": {"value": amount, "currency": "NGN"},
+            "tenor_months": 3,
+            "purpose": "inventory",
+        },
+        expect=201,
+        headers={"Idempotency-Key": f"{external_id}-application"},
+    )
+
+    def decided() -> dict[str, Any] | None:
+        body = client.get(f"/v1/applications/{created['id']}")
+        return body if body["status"] not in ("submitted", "underwriting") else None
+
+    from system_support import until
+
+    application = until(decided, what="the decision")
+    assert application["status"] == "offered", application
+    # and its own payout account: one account receiving several borrowers' payouts is held too
+    serial = f"{int(uuid.uuid4().hex[:8], 16) % 10**9:09d}"
+    account = valid_nuban(PAYOUT_BANK_CODE, serial)
+    payout = {"method": "bank_transfer", "account_number": account, "bank_code": PAYOUT_BANK_CODE}
+    accepted = client.post(
+        f"/v1/offers/{application['offers'][0]['id']}/accept",
+        {"payout": payout},
+        expect=201,
+        headers={"Idempotency-Key": f"{external_id}-accept"},
+    )
+    loan_id = accepted["loan_id"]
+    client.loan_in(loan_id, "PENDING")
+    request = client.get(f"/v1/loans/{loan_id}/approval-request")
+    for key in client.signer_keys[: request["required"]]:
+        signer, signature = sign_approval(request["typed_data"], key)
+        client.post(f"/v1/loans/{loan_id}/approvals", {"signer": signer, "signature": "0x" + signature.hex()})
+    client.loan_in(loan_id, "APPROVED")
+    return str(loan_id)
+
+
 def setup_loans(running: Running, count: int) -> list[Loan]:
     """`count` loans taken to ACTIVE through the partner API, two signers and the simulated payout."""
     from concurrent.futures import ThreadPoolExecutor
@@ -244,7 +292,7 @@ def setup_loans(running: Running, count: int) -> list[Loan]:
     def one(i: int) -> Loan:
         client = running.client()
         try:
-            loan_id = client.approved_loan(f"load-loan-{tag}-{i}", amount=LOAN_AMOUNT)
+            loan_id = approved_loan(client, f"load-loan-{tag}-{i}", sme_user_id=f"load-borrower-{tag}-{i}")
             loan = client.loan_in(loan_id, "ACTIVE", within_s=180)
             return Loan(loan_id, loan["chain_loan_id"])
         finally:
