@@ -14,6 +14,7 @@ triggered through the control endpoints in app.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -288,6 +289,15 @@ def sme_router(sim: SmeSim) -> APIRouter:
         if record is None:
             raise HTTPException(404, "payment not found")
         return record
+
+    @router.get("/users/{user_id}/contact")
+    async def contact(user_id: str) -> dict[str, Any]:
+        """The user's contact details, made up from the id (same id, same details)."""
+        if user_id.startswith("unknown-"):
+            raise HTTPException(404, "user not found")
+        digits = int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big") % 10**9
+        slug = "".join(c if c.isalnum() else "." for c in user_id.lower()).strip(".") or "user"
+        return {"user_id": user_id, "phone": f"+2348{digits:09d}", "email": f"{slug}@sme-sim.example"}
 
     @router.post("/wallet/transfers")
     async def wallet_transfer(request: Request) -> dict[str, Any]:

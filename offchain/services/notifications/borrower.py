@@ -3,7 +3,8 @@
 Payload (the producer's contract, e.g. collections):
     {"notification_id": str, "partner_id": str, "loan_id": str, "sme_user_id": str,
      "channel": "sms" | "email" | "log", "template": str, "data": {...}}
-The recipient is `data.phone` (sms) or `data.email` (email). One message per notification_id:
+The recipient is `data.phone` (sms) or `data.email` (email), else the SME platform's contact
+details for `sme_user_id`, fetched at send time (nothing stored). One message per notification_id:
 its row is locked while sending and marked `sent` in the same transaction, so duplicates and
 concurrent replicas send nothing more. A provider outage marks it `failed` and raises, and the bus
 redelivers it (bounded by EVENTS__MAX_DELIVERIES, then its dead-letter stream); a refusal
@@ -43,6 +44,7 @@ from offchain.rails.messaging import (
     SmtpSender,
     TransientSendError,
 )
+from offchain.rails.sme.contacts import ContactNotFound, ContactsUnavailable, SmeContactsClient
 from offchain.services.notifications.metrics import NotificationMetrics
 
 log = get_logger(__name__)
@@ -100,6 +102,25 @@ class BorrowerMessenger:
     db: Database
     senders: dict[str, MessageSender]
     metrics: NotificationMetrics | None = None
+    # where a recipient comes from when the request names none: the SME platform, at send time
+    contacts: SmeContactsClient | None = None
+
+    async def _recipient(self, channel: str, data: dict[str, Any], sme_user_id: Any) -> str | None:
+        key = _RECIPIENT_KEY.get(channel)
+        if key is None:
+            return None
+        if data.get(key):
+            return str(data[key])
+        if self.contacts is None or not sme_user_id:
+            return None
+        try:
+            contact = await self.contacts.contact(str(sme_user_id))
+        except ContactNotFound as error:
+            raise PermanentSendError(f"the SME platform does not know user {sme_user_id}") from error
+        except ContactsUnavailable as error:
+            raise TransientSendError(str(error)) from error
+        value = getattr(contact, key)
+        return str(value) if value else None
 
     def _count(self, channel: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -155,8 +176,7 @@ class BorrowerMessenger:
                         f"channel {channel!r} is not available; known: {sorted(self.senders)}"
                     )
                 message = render(template, data, loan_id=str(loan_id) if loan_id is not None else None)
-                recipient_key = _RECIPIENT_KEY.get(channel)
-                to = str(data[recipient_key]) if recipient_key and data.get(recipient_key) else None
+                to = await self._recipient(channel, data, payload.get("sme_user_id"))
                 row.provider_ref = await sender.send(
                     OutgoingMessage(
                         reference=notification_id, to=to, subject=message.subject, body=message.body
@@ -190,7 +210,12 @@ async def run_borrower_messages(
         await stop.wait()
         return
     settings = resources.settings
-    messenger = BorrowerMessenger(resources.db, build_senders(settings, resources.http), metrics)
+    messenger = BorrowerMessenger(
+        resources.db,
+        build_senders(settings, resources.http),
+        metrics,
+        contacts=SmeContactsClient.from_settings(settings.rails, http=resources.http),
+    )
 
     async def handle(event: Event) -> None:
         await messenger.handle(event)

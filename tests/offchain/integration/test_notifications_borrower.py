@@ -314,3 +314,46 @@ async def test_consumer__log_channel_in_development(service, db):
         )
     ).text
     assert 'caas_borrower_messages_total{channel="log",outcome="sent"}' in metrics
+
+
+async def test_messenger__recipient_from_the_sme_platform_when_the_request_names_none(
+    db, smtp_server, free_port
+):
+    """Collections sends no contact details: the SME platform is asked at send time (nothing stored)."""
+    from simulator_support import ServerThread
+
+    from offchain.eventbus.messages import Event
+    from offchain.rails.simulator.app import create_app as simulator_app
+    from offchain.rails.simulator.config import SimulatorConfig
+    from offchain.rails.sme.contacts import SmeContactsClient
+    from offchain.services.notifications.borrower import BorrowerMessenger
+
+    controller, mailbox = smtp_server
+    data = {"installment": 1, "days_past_due": 9, "bucket": "1-30", "amount_due": MONEY, "outstanding": MONEY}
+    with ServerThread(simulator_app(SimulatorConfig()), free_port()) as simulator:
+        async with httpx.AsyncClient() as http:
+            messenger = BorrowerMessenger(
+                db, {"email": smtp_sender(controller)}, contacts=SmeContactsClient(simulator.url, http=http)
+            )
+
+            def request(user: str) -> Event:
+                return Event(
+                    id=1,
+                    topic="notification.borrower.requested",
+                    payload={
+                        "notification_id": f"note-{uuid.uuid4()}",
+                        "partner_id": str(uuid.uuid4()),
+                        "loan_id": str(uuid.uuid4()),
+                        "sme_user_id": user,
+                        "channel": "email",
+                        "template": "collection_initiated",
+                        "data": data,
+                    },
+                )
+
+            assert await messenger.handle(request("bright-bakery-ltd")) == "sent"
+            contact = (await http.get(f"{simulator.url}/sme/users/bright-bakery-ltd/contact")).json()
+            assert [m["to"] for m in mailbox.messages] == [[contact["email"]]]
+            # a user the SME platform does not know: refused for good, nothing sent
+            assert await messenger.handle(request("unknown-user-1")) == "rejected"
+            assert len(mailbox.messages) == 1
