@@ -17,7 +17,18 @@ from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 
-router = APIRouter(prefix="/v1", tags=["payouts"])
+_PROBLEM = {"content": {"application/problem+json": {}}}
+router = APIRouter(
+    prefix="/v1",
+    tags=["payouts"],
+    responses={
+        400: {"description": "the body could not be decoded", **_PROBLEM},
+        401: {"description": "missing or invalid bearer token", **_PROBLEM},
+        403: {"description": "the token lacks the permission this call needs", **_PROBLEM},
+        422: {"description": "a field failed validation (errors: [{field, reason}])", **_PROBLEM},
+        503: {"description": "a dependency (database, chain, rail) is unavailable", **_PROBLEM},
+    },
+)
 Disburser = Annotated[Principal, Depends(auth.require(auth.DISBURSEMENT_EXECUTE))]
 PROBLEM = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"

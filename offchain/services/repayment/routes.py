@@ -25,7 +25,18 @@ from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.services.repayment import payments
 
-router = APIRouter(prefix="/v1", tags=["payments"])
+_PROBLEM = {"content": {"application/problem+json": {}}}
+router = APIRouter(
+    prefix="/v1",
+    tags=["payments"],
+    responses={
+        400: {"description": "the body could not be decoded", **_PROBLEM},
+        401: {"description": "missing or invalid bearer token", **_PROBLEM},
+        403: {"description": "the token lacks the permission this call needs", **_PROBLEM},
+        422: {"description": "a field failed validation (errors: [{field, reason}])", **_PROBLEM},
+        503: {"description": "a dependency (database, chain, rail) is unavailable", **_PROBLEM},
+    },
+)
 Collector = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
 PROBLEM = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"
