@@ -360,6 +360,9 @@ def count_applications(running: Running, traffic: Traffic) -> dict[str, Any]:
 
 
 async def soak(traffic: Traffic, running: Running, args: argparse.Namespace, rate: float) -> dict[str, Any]:
+    # the capacity ladder's charges are still in the pipeline: let them land before the snapshot the
+    # per-loan check subtracts from, or they would count as the soak's
+    await asyncio.to_thread(wait_recorded, running, [c.reference for c in traffic.charges])
     before = outstanding(running, [loan.chain_loan_id for loan in traffic.loans])
     traffic.charges.clear()
     traffic.application_keys.clear()
