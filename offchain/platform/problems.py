@@ -122,7 +122,45 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _dependency_down(exc: BaseException) -> str | None:
+    """Which dependency an exception says is unreachable (PostgreSQL, Redis), if that is what it is."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (RedisConnectionError, RedisTimeoutError)):
+            return "redis"
+        if isinstance(current, (OperationalError, InterfaceError)) or (
+            isinstance(current, DBAPIError) and current.connection_invalidated
+        ):
+            return "database"
+        if isinstance(current, (ConnectionRefusedError, ConnectionResetError)) or (
+            isinstance(current, OSError) and current.errno in (111, 104, 110)
+        ):
+            return "network"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    dependency = _dependency_down(exc)
+    if dependency is not None:
+        # Temporary by nature: tell the caller to come back, not that we are broken.
+        log.warning(
+            "http.dependency_unavailable", path=request.url.path, dependency=dependency, error=repr(exc)
+        )
+        return problem_response(
+            request,
+            503,
+            type="urn:caas:problem:dependency-unavailable",
+            title="Dependency unavailable",
+            detail=f"A dependency ({dependency}) is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
     log.error("http.unhandled_exception", path=request.url.path, exc_info=exc)
     return problem_response(request, 500, detail="An unexpected error occurred.")
 
