@@ -49,6 +49,8 @@ from typing import Any, cast
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, keccak, to_checksum_address
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -127,6 +129,20 @@ def normalize_data(data: bytes | str) -> str:
     return text
 
 
+def _finished_span(row: Any, outcome: dict[str, Any]) -> None:
+    """The chain's answer as a span of the trace that asked for the call (one trace, request to chain)."""
+    if not row.trace_context:
+        return
+    parent = propagate.extract({"traceparent": row.trace_context})
+    span = tracer().start_span("caas.tx.final", context=parent, kind=SpanKind.CONSUMER)
+    if span.is_recording():
+        span.set_attribute("caas.tx_intent.key", row.idempotency_key)
+        span.set_attribute("caas.tx.status", outcome["b_status"])
+        span.set_attribute("caas.tx.hash", outcome["b_hash"] or "")
+        span.set_attribute("caas.tx.block_number", outcome["b_block_number"] or 0)
+    span.end()
+
+
 async def submit_intent(
     session: AsyncSession,
     *,
@@ -142,8 +158,16 @@ async def submit_intent(
     with tracer().start_as_current_span(
         "caas.tx_intent.submit", attributes={"caas.tx_intent.key": idempotency_key}
     ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
         intent, created = await _submit_intent(
-            session, idempotency_key=idempotency_key, to=to, data=data, value=value, sender=sender
+            session,
+            idempotency_key=idempotency_key,
+            to=to,
+            data=data,
+            value=value,
+            sender=sender,
+            trace_context=carrier.get("traceparent"),
         )
         if span.is_recording():
             span.set_attribute("caas.tx_intent.id", str(intent.id))
@@ -159,6 +183,7 @@ async def _submit_intent(
     data: bytes | str,
     value: int,
     sender: str | None,
+    trace_context: str | None = None,
 ) -> tuple[TxIntent, bool]:
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValueError("idempotency key must be 1-200 characters")
@@ -173,6 +198,7 @@ async def _submit_intent(
             data=calldata,
             value=value,
             from_address=normalize_address(sender) if sender else None,
+            trace_context=trace_context,
         )
         # A concurrent insert of the same key waits for the first transaction, then does nothing.
         .on_conflict_do_nothing(index_elements=[TxIntent.idempotency_key])
@@ -338,6 +364,7 @@ def _raise_first_error(results: Sequence[Any]) -> None:
 
 _OPEN_COLUMNS = (
     _t.c.id,
+    _t.c.trace_context,
     _t.c.idempotency_key,
     _t.c.status,
     _t.c.nonce,
@@ -744,6 +771,7 @@ class SenderWorker:
                 )
             )
             self._retry_at.pop(row.id, None)
+            _finished_span(row, p)
         await publish_all(session, events)
 
     # 2. fee bumps --------------------------------------------------------------------------

@@ -249,6 +249,8 @@ class TxIntent(Base):
     signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     broadcast_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # W3C traceparent of the request or event that asked for the call: the sender's spans join it
+    trace_context: Mapped[str | None] = mapped_column(String(128))
 
 
 class OutboxMessage(Base):

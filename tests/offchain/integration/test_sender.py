@@ -527,3 +527,36 @@ def test_orchestration_serves_intents_and_sends_them(settings: Settings, chain: 
     assert "caas_sender_confirmations_total" in metrics
     assert 'caas_sender_broadcasts_total{address="' in metrics
     assert chain.book.functions.loan_state(loan_id).call() == 1
+
+
+# --- 7. one trace from the request to the chain -------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_trace__the_request_that_asked_for_a_call_sees_its_chain_outcome(
+    db: Database, chain: Chain, worker: Callable[..., SenderWorker], settings
+) -> None:
+    from opentelemetry import propagate
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from offchain.platform.tracing import configure_tracing, tracer
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    configure_tracing(settings.tracing, "test").add_span_processor(processor)
+    try:
+        trace_id = uuid.uuid4().hex
+        caller = propagate.extract({"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
+        loan_id = keccak(text=f"loan:{_tag()}")
+        with tracer().start_as_current_span("partner request", context=caller):
+            await _submit_all(
+                db, chain.book_address, [(f"create_loan:0x{loan_id.hex()}", chain.create_loan_data(loan_id))]
+            )
+        await worker().drain(within_s=30)
+        [final] = [s for s in exporter.get_finished_spans() if s.name == "caas.tx.final"]
+        assert format(final.context.trace_id, "032x") == trace_id
+        assert final.attributes["caas.tx.status"] == "confirmed"
+        assert final.attributes["caas.tx.hash"].startswith("0x")
+    finally:
+        processor.shutdown()
