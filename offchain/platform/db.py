@@ -13,12 +13,14 @@ services do. Two scopes open on top of that:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from offchain.platform.settings import DatabaseSettings
@@ -90,17 +92,49 @@ class Database:
     async def partner_session(self, partner_id: uuid.UUID | str) -> AsyncIterator[AsyncSession]:
         """A transaction that sees only `partner_id`'s rows; commits on success."""
         pid = str(uuid.UUID(str(partner_id)))  # reject anything that is not a UUID
-        async with self.sessionmaker() as session, session.begin():
-            await set_partner(session, pid)
+        async with self._transaction(lambda session: set_partner(session, pid)) as session:
             yield session
 
     @asynccontextmanager
     async def worker_session(self) -> AsyncIterator[AsyncSession]:
         """A transaction for trusted background work across partners; commits on success."""
-        async with self.sessionmaker() as session, session.begin():
-            # worker_role is validated as a plain identifier by DatabaseSettings.
-            await session.execute(text(f"SET LOCAL ROLE {self.worker_role}"))
+        # worker_role is validated as a plain identifier by DatabaseSettings.
+        statement = text(f"SET LOCAL ROLE {self.worker_role}")
+        async with self._transaction(lambda session: session.execute(statement)) as session:
             yield session
+
+    @asynccontextmanager
+    async def _transaction(
+        self, first: Callable[[AsyncSession], Awaitable[Any]]
+    ) -> AsyncIterator[AsyncSession]:
+        """Begin, run the scoping statement, hand the session over; commit on success.
+
+        Pooled connections are not pinged before use (a round trip on every transaction): one
+        that died with the server (a restart, a failover) fails on the scoping statement instead,
+        which invalidates the pool; nothing has run yet, so that one statement is retried once on
+        a fresh connection and the caller never sees the restart.
+        """
+        for attempt in (1, 2):
+            session = self.sessionmaker()
+            try:
+                await session.begin()
+                await first(session)
+                break
+            except DBAPIError as error:
+                await session.close()
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
+            except BaseException:
+                await session.close()
+                raise
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
