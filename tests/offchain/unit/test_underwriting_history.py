@@ -153,6 +153,10 @@ def test_worst_equals_a_day_by_day_scan(payments, horizon):
             worst = max(worst, scan.days_past_due(pending[0][0]))
             scan.repay(pending.pop(0)[1])
         worst = max(worst, scan.days_past_due(t))
+    # payments after the last hour boundary but not after `as_of` count too
+    while pending and pending[0][0] <= as_of:
+        worst = max(worst, scan.days_past_due(pending[0][0]))
+        scan.repay(pending.pop(0)[1])
     worst = max(worst, scan.days_past_due(as_of))
     assert record.max_days_past_due == worst
     assert record.days_past_due == scan.days_past_due(as_of)
