@@ -47,17 +47,31 @@ CollectionsDep = Annotated[usecases.Collections, Depends(get_collections)]
     responses={409: {"description": "the business date has not begun", **PROBLEM}, **ERRORS},
     summary="Run the close of business now (idempotent: a date already run changes nothing)",
 )
-async def run_cob(body: CobRunIn, principal: Manage, collections: CollectionsDep) -> JSONResponse:
+async def run_cob(
+    body: CobRunIn, principal: Manage, collections: CollectionsDep, db: DatabaseDep
+) -> JSONResponse:
     business_date = body.business_date or collections.today()
     try:
         if body.catch_up:
             runs = await usecases.catch_up(collections, business_date)
-            return JSONResponse({"runs": runs, **runs[-1]})
-        return JSONResponse(await usecases.run_cob(collections, business_date))
+            result = {"runs": runs, **runs[-1]}
+        else:
+            result = await usecases.run_cob(collections, business_date)
     except ChainReadError as error:  # pragma: no cover - the node failed between calls
         from offchain.platform.problems import Problem
 
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain read failed") from error
+    async with db.partner_session(principal.partner_id) as session:
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="collections.cob_run",
+            subject_type="business_date",
+            subject_id=business_date.isoformat(),
+            partner_id=principal.partner_id,
+            catch_up=body.catch_up,
+        )
+    return JSONResponse(result)
 
 
 @router.get("/collections/cob-runs/{business_date}", responses=ERRORS)

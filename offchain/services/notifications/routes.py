@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from offchain.domain.notifications.envelope import PARTNER_EVENT_TYPES
 from offchain.platform import auth
+from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
@@ -90,6 +91,16 @@ async def create_endpoint(
                 box=box,
                 allow_insecure=settings.env is not Environment.PRODUCTION,
             )
+            after = created.model_dump(mode="json", exclude={"secret"})
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="webhook_endpoint.create",
+                subject_type="webhook_endpoint",
+                subject_id=str(after.get("id")),
+                partner_id=principal.partner_id,
+                after=after,
+            )
         return 201, _sealed(created.model_dump(mode="json"), box)
 
     return _revealed(
@@ -122,6 +133,14 @@ async def get_endpoint(endpoint_id: uuid.UUID, principal: ManageRead, db: Databa
 async def delete_endpoint(endpoint_id: uuid.UUID, principal: ManageWrite, db: DatabaseDep) -> Response:
     async with db.partner_session(principal.partner_id) as session:
         await usecases.delete_endpoint(session=session, endpoint_id=endpoint_id)
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="webhook_endpoint.delete",
+            subject_type="webhook_endpoint",
+            subject_id=endpoint_id,
+            partner_id=principal.partner_id,
+        )
     return Response(status_code=204)
 
 
@@ -156,6 +175,15 @@ async def rotate_secret(
                 session=session,
                 endpoint_id=endpoint_id,
                 box=box,
+                overlap_s=overlap,
+            )
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="webhook_endpoint.rotate_secret",
+                subject_type="webhook_endpoint",
+                subject_id=endpoint_id,
+                partner_id=principal.partner_id,
                 overlap_s=overlap,
             )
         return 200, _sealed(rotated.model_dump(mode="json"), box)
@@ -229,6 +257,14 @@ async def replay_event(
                 event_id=event_id,
                 endpoint_id=body.endpoint_id if body is not None else None,
                 listing_days=settings.notifications.event_listing_days,
+            )
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="event.replay",
+                subject_type="event",
+                subject_id=event_id,
+                partner_id=principal.partner_id,
             )
         return 202, replayed.model_dump(mode="json")
 

@@ -230,6 +230,15 @@ async def issue_payment_reference(
     async with db.worker_session() as session:
         await payments.lock_loan(session, loan.id)
         reference = await payments.issue_reference(session, loan)
+        await record_action(
+            session,
+            actor=principal.subject,
+            action="payment_reference.issue",
+            subject_type="loan",
+            subject_id=loan_id,
+            partner_id=principal.partner_id,
+            after={"reference": reference},
+        )
     return {"loan_id": str(loan_id), "reference": reference}
 
 
@@ -255,6 +264,15 @@ async def virtual_account(
         try:
             paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
             account = await payments.open_virtual_account(session, loan, paystack=paystack)
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="virtual_account.open",
+                subject_type="loan",
+                subject_id=loan_id,
+                partner_id=principal.partner_id,
+                after=account,
+            )
         except PaystackError as error:
             raise Problem(
                 503,

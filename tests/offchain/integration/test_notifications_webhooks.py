@@ -546,6 +546,11 @@ async def test_gateway_serves_the_same_routes(tuned, partner):
             listed = await http.get("/v1/webhook-endpoints", headers=token(partner))
             assert [e["id"] for e in listed.json()["data"]] == [created.json()["id"]]
             assert (await http.get("/v1/events", headers=token(partner))).status_code == 200
+            # managing endpoints is a privileged action: in the audit log, the secret never is
+            log = (await http.get("/v1/audit/log", headers=token(partner))).json()["data"]
+            [entry] = [e for e in log if e["action"] == "webhook_endpoint.create"]
+            assert entry["subject_id"] == created.json()["id"]
+            assert "secret" not in entry["details"]["after"] and created.json()["secret"] not in str(entry)
 
 
 async def test_two_workers_share_due_deliveries_without_doubles(tuned, own_db, partner, endpoint_receiver):
