@@ -34,6 +34,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "offchain" / "integration")]
 
+from http_receiver import receiver  # noqa: E402
 from journey_support import approved_loan, chain_settings, loan_state  # noqa: E402
 from report import write_section  # noqa: E402
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread  # noqa: E402
@@ -45,6 +46,7 @@ from offchain.rails.simulator.app import create_app as simulator_app  # noqa: E4
 from offchain.rails.simulator.config import SimulatorConfig  # noqa: E402
 from offchain.services.disbursement.app import create_app as disbursement_app  # noqa: E402
 from offchain.services.gateway.app import create_app as gateway_app  # noqa: E402
+from offchain.services.notifications.app import create_app as notifications_app  # noqa: E402
 from offchain.services.orchestration.app import create_app as orchestration_app  # noqa: E402
 from offchain.services.repayment.app import create_app as repayment_app  # noqa: E402
 from offchain.services.underwriting.app import create_app as underwriting_app  # noqa: E402
@@ -149,6 +151,20 @@ async def _stages(db: Database, prefix: str, started: float) -> dict[str, dict[s
     return out
 
 
+async def _delivered(partner, prefix: str, count: int, within_s: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """When each credit.repayment.received for `prefix` references reached the partner's endpoint."""
+    deadline = time.monotonic() + within_s
+    while True:
+        arrived: dict[str, float] = {}
+        for request in partner.to("/ok/caas"):
+            reference = (request.json().get("data") or {}).get("reference", "")
+            if reference.startswith(prefix):
+                arrived.setdefault(reference, request.at)
+        if len(arrived) >= count or time.monotonic() > deadline:
+            return arrived
+        await asyncio.sleep(0.2)
+
+
 async def run(args: argparse.Namespace) -> dict:
     with _database() as database_url, _anvil() as anvil_url, tempfile.TemporaryDirectory() as tmp:
         settings = chain_settings(
@@ -177,6 +193,7 @@ async def run(args: argparse.Namespace) -> dict:
                     orchestration_app(settings),
                     disbursement_app(settings),
                     repayment_app(settings),
+                    notifications_app(settings),
                 ]
                 async with contextlib.AsyncExitStack() as stack:
                     for app in apps:
@@ -193,6 +210,14 @@ async def run(args: argparse.Namespace) -> dict:
                     stack.push_async_callback(db.dispose)
                     secret = settings.auth.jwt_secret.get_secret_value()
                     headers = {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
+                    # the partner's webhook endpoint: a real HTTP server that notes when each arrives
+                    partner = stack.enter_context(receiver())
+                    subscribed = await client.post(
+                        "/v1/webhook-endpoints",
+                        json={"url": f"{partner.url}/ok/caas", "event_types": ["credit.repayment.received"]},
+                        headers={**headers, "Idempotency-Key": "bench-endpoint"},
+                    )
+                    subscribed.raise_for_status()
                     loans = await asyncio.gather(
                         *(
                             approved_loan(
@@ -232,6 +257,8 @@ async def run(args: argparse.Namespace) -> dict:
                         sent_at[f"lat-{i}"] = await task
                     seen = await _wait_for(db, "lat-", args.latency_n, 120)
                     latencies = [seen[ref].timestamp() - sent_at[ref] for ref in seen]
+                    delivered = await _delivered(partner, "lat-", args.latency_n, 120)
+                    webhook_latencies = [delivered[ref] - sent_at[ref] for ref in delivered]
 
                     # -- throughput on a burst
                     gate = asyncio.Semaphore(args.concurrency)
@@ -254,6 +281,9 @@ async def run(args: argparse.Namespace) -> dict:
                         "p50_s": statistics.median(latencies) if latencies else None,
                         "p99_s": _pct(latencies, 0.99) if latencies else None,
                         "max_s": max(latencies) if latencies else None,
+                        "webhook_seen": len(delivered),
+                        "webhook_p50_s": statistics.median(webhook_latencies) if webhook_latencies else None,
+                        "webhook_p99_s": _pct(webhook_latencies, 0.99) if webhook_latencies else None,
                         "burst": args.burst,
                         "burst_seen": len(burst_seen),
                         "charges_per_s": args.burst / (accepted - started),
@@ -278,6 +308,9 @@ def render(result: dict, command: str) -> str:
             f"| latency p50 (charge -> partner event), {result['latency_n']} charges at {result['rate']}/s "
             f"| {result['p50_s']:.2f} s | <= 1.5 s |",
             f"| latency p99 | {result['p99_s']:.2f} s (max {result['max_s']:.2f} s) | <= 3 s |",
+            f"| latency to the partner's webhook endpoint (signed delivery received), p50 / p99 "
+            f"| {result['webhook_p50_s']:.2f} s / {result['webhook_p99_s']:.2f} s "
+            f"({result['webhook_seen']}/{result['latency_n']}) | <= 1.5 s / <= 3 s |",
             f"| sustained repayments/s, burst of {result['burst']} over {result['loans']} loans "
             f"| {result['repayments_per_s']:.0f}/s ({result['burst_seen']}/{result['burst']} seen) "
             "| >= 100/s |",
