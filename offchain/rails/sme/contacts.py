@@ -11,17 +11,14 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from offchain.platform.settings import RailsSettings
+from offchain.rails.sme.http import SmeNotFound, SmeUnavailable, call
+
+ContactNotFound = SmeNotFound
 
 
-class ContactNotFound(LookupError):
-    pass
-
-
-class ContactsUnavailable(RuntimeError):
-    pass
+ContactsUnavailable = SmeUnavailable
 
 
 class Contact(BaseModel):
@@ -45,22 +42,6 @@ class SmeContactsClient:
 
     async def contact(self, user_id: str) -> Contact:
         url = f"{self._base}/sme/users/{quote(user_id, safe='')}/contact"
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
-            retry=retry_if_exception_type(ContactsUnavailable),
-            reraise=True,
+        return Contact.model_validate(
+            await call(self._http, "GET", url, attempts=self._attempts, what="SME contacts")
         )
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    response = await self._http.get(url, timeout=httpx.Timeout(5.0, connect=2.0))
-                except httpx.HTTPError as error:
-                    raise ContactsUnavailable(f"SME contacts unreachable: {error}") from error
-                if response.status_code == 404:
-                    raise ContactNotFound(user_id)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise ContactsUnavailable(f"SME contacts answered {response.status_code}")
-                response.raise_for_status()
-                return Contact.model_validate(response.json())
-        raise AssertionError("unreachable")  # pragma: no cover

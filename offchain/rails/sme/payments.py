@@ -12,17 +12,14 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from offchain.platform.settings import RailsSettings
+from offchain.rails.sme.http import SmeNotFound, SmeRefused, SmeUnavailable, call
+
+SmePaymentNotFound = SmeNotFound
 
 
-class SmePaymentNotFound(LookupError):
-    pass
-
-
-class SmePaymentsUnavailable(RuntimeError):
-    pass
+SmePaymentsUnavailable = SmeUnavailable
 
 
 class SmePayment(BaseModel):
@@ -59,30 +56,12 @@ class SmePaymentsClient:
 
     async def verify(self, reference: str) -> SmePayment:
         url = f"{self._base}/sme/payments/{quote(reference, safe='')}"
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
-            retry=retry_if_exception_type(SmePaymentsUnavailable),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    response = await self._http.get(url, timeout=httpx.Timeout(5.0, connect=2.0))
-                except httpx.HTTPError as error:
-                    raise SmePaymentsUnavailable(f"SME payments unreachable: {error}") from error
-                if response.status_code == 404:
-                    raise SmePaymentNotFound(reference)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise SmePaymentsUnavailable(f"SME payments answered {response.status_code}")
-                response.raise_for_status()
-                body: Any = response.json()
-                return SmePayment.model_validate(body)
-        raise AssertionError("unreachable")  # pragma: no cover
+        body = await call(self._http, "GET", url, attempts=self._attempts, what="SME payments")
+        return SmePayment.model_validate(body)
 
 
-class WalletTransferRefused(Exception):
-    """The SME platform refused the payout outright (bad request): no transfer exists."""
+# the SME platform refused the payout outright (bad request): no transfer exists
+WalletTransferRefused = SmeRefused
 
 
 class WalletTransfer(BaseModel):
@@ -115,28 +94,9 @@ class SmeWalletClient:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         # A repeat cannot pay twice: the reference makes the transfer idempotent at the platform.
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
-            retry=retry_if_exception_type(SmePaymentsUnavailable),
-            reraise=True,
+        return await call(
+            self._http, method, f"{self._base}{path}", json=body, attempts=self._attempts, what="SME wallet"
         )
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    response = await self._http.request(
-                        method, f"{self._base}{path}", json=body, timeout=httpx.Timeout(10.0, connect=2.0)
-                    )
-                except httpx.HTTPError as error:
-                    raise SmePaymentsUnavailable(f"SME wallet unreachable: {error}") from error
-                if response.status_code == 404:
-                    raise SmePaymentNotFound(path)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise SmePaymentsUnavailable(f"SME wallet answered {response.status_code}")
-                if response.status_code >= 400:
-                    raise WalletTransferRefused(response.text[:500])
-                return response.json()
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def transfer(self, *, reference: str, wallet_id: str, amount: int, currency: str) -> WalletTransfer:
         body = {"reference": reference, "wallet_id": wallet_id, "amount": amount, "currency": currency}

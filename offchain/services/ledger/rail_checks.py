@@ -27,6 +27,7 @@ from offchain.persistence import ledger as journal
 from offchain.persistence.money import Payment, Payout
 from offchain.platform.settings import RailsSettings
 from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackNotFound
+from offchain.rails.sme.http import SmeRefused
 from offchain.rails.sme.payments import (
     SmePaymentNotFound,
     SmePaymentsClient,
@@ -145,7 +146,7 @@ async def _check_payment(row: Payment, paystack: PaystackClient, sme: SmePayment
         return Mismatch(
             "payment_vs_rail", subject, f"{row.amount} {row.currency}", None, "unknown to the provider"
         )
-    except (PaystackError, SmePaymentsUnavailable, httpx.HTTPError) as error:
+    except (PaystackError, SmePaymentsUnavailable, SmeRefused, httpx.HTTPError) as error:
         return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
     if figures != (True, row.amount, row.currency):
         return Mismatch(
@@ -173,7 +174,7 @@ async def _check_payout(row: Payout, paystack: PaystackClient, wallet: SmeWallet
                 "payout_vs_rail", subject, "paid", None, "the rail has no transfer under our reference"
             )
         return None
-    except (PaystackError, SmePaymentsUnavailable, httpx.HTTPError) as error:
+    except (PaystackError, SmePaymentsUnavailable, SmeRefused, httpx.HTTPError) as error:
         return Mismatch("rail_unavailable", subject, None, None, f"could not verify: {error}")
     if row.status == "succeeded" and not (paid and amount == row.amount):
         return Mismatch("payout_vs_rail", subject, f"paid {row.amount}", f"{status} {amount}")

@@ -45,6 +45,7 @@ from offchain.rails.messaging import (
     TransientSendError,
 )
 from offchain.rails.sme.contacts import ContactNotFound, ContactsUnavailable, SmeContactsClient
+from offchain.rails.sme.http import SmeRefused
 from offchain.services.notifications.metrics import NotificationMetrics
 
 log = get_logger(__name__)
@@ -119,6 +120,8 @@ class BorrowerMessenger:
             raise PermanentSendError(f"the SME platform does not know user {sme_user_id}") from error
         except ContactsUnavailable as error:
             raise TransientSendError(str(error)) from error
+        except SmeRefused as error:
+            raise PermanentSendError(f"the SME platform refused the contact lookup: {error}") from error
         value = getattr(contact, key)
         return str(value) if value else None
 
