@@ -3,12 +3,15 @@
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.money import MonitoringFlag, Payout
 from offchain.platform import auth
@@ -52,6 +55,26 @@ def payout_view(payout: Payout) -> dict[str, Any]:
     }
 
 
+@asynccontextmanager
+async def _own_payout_locked(
+    db: Any, principal: Principal, loan_id: uuid.UUID
+) -> AsyncIterator[tuple[AsyncSession, Payout]]:
+    """The caller's payout, locked in a worker transaction (another partner's is a 404).
+
+    Visibility is checked under the partner's row-level security; the change itself runs as the
+    worker, because it also writes platform tables (ledger holds, audit, monitoring flags).
+    """
+    from offchain.services.disbursement.payouts import lock_payout
+
+    async with db.partner_session(principal.partner_id) as session:
+        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+    async with db.worker_session() as session:
+        payout = await lock_payout(session, loan_id)
+        assert payout is not None  # seen a moment ago; payouts are never deleted
+        yield session, payout
+
+
 @router.get(
     "/payouts/{loan_id}",
     responses={404: {"description": "no payout for this loan (yet)", **PROBLEM}},
@@ -74,14 +97,9 @@ async def get_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) 
     summary="Send an abandoned payout again (same reference; a fresh set of attempts)",
 )
 async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
-    from offchain.services.disbursement.payouts import hold_id, lock_payout, place_hold
+    from offchain.services.disbursement.payouts import hold_id, place_hold
 
-    async with db.partner_session(principal.partner_id) as session:
-        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
-    async with db.worker_session() as session:
-        payout = await lock_payout(session, loan_id)
-        assert payout is not None
+    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
         if payout.status != "abandoned":
             raise Problem(
                 409,
@@ -121,14 +139,8 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
 )
 async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
     from offchain.services import monitoring
-    from offchain.services.disbursement.payouts import lock_payout
 
-    async with db.partner_session(principal.partner_id) as session:
-        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
-    async with db.worker_session() as session:
-        payout = await lock_payout(session, loan_id)
-        assert payout is not None
+    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
         if payout.status != "review":
             raise Problem(
                 409,
@@ -203,16 +215,11 @@ async def finalize_payout(
     loan_id: uuid.UUID, body: OtpIn, principal: Disburser, db: DatabaseDep, request: Request
 ) -> dict[str, Any]:
     from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackRejected
-    from offchain.services.disbursement.payouts import PayoutContext, apply_transfer, lock_payout
+    from offchain.services.disbursement.payouts import PayoutContext, apply_transfer
 
-    async with db.partner_session(principal.partner_id) as session:
-        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
     settings = request.app.state.settings
-    paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
-    async with db.worker_session() as session:
-        payout = await lock_payout(session, loan_id)
-        assert payout is not None
+    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
+        paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
         if payout.status != "initiated" or payout.provider_status != "otp" or not payout.transfer_code:
             raise Problem(
                 409,
