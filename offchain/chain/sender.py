@@ -236,6 +236,71 @@ async def submit(
     return intent
 
 
+@dataclass(frozen=True)
+class IntentCall:
+    """One call for `submit_many`."""
+
+    idempotency_key: str
+    to: str
+    data: bytes | str
+    value: int = 0
+    trace_context: str | None = None
+
+
+async def submit_many(session: AsyncSession, calls: Sequence[IntentCall]) -> list[bool]:
+    """`submit` for many calls in one statement (a batch of payments); `created` per call, in order.
+
+    The same guarantees as `submit`, key by key: a key already recorded with the same call is
+    left as it is (False), with a different call raises `IdempotencyConflict`.
+    """
+    keys = [call.idempotency_key for call in calls]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a batch names the same idempotency key twice")
+    rows = []
+    for call in calls:
+        if not call.idempotency_key or len(call.idempotency_key) > 200:
+            raise ValueError("idempotency key must be 1-200 characters")
+        if call.value < 0:
+            raise ValueError("value must not be negative")
+        rows.append(
+            {
+                "idempotency_key": call.idempotency_key,
+                "to_address": normalize_address(call.to),
+                "data": normalize_data(call.data),
+                "value": call.value,
+                "from_address": None,
+                "trace_context": call.trace_context,
+            }
+        )
+    if not rows:
+        return []
+    # in key order, as every batch: two batches sharing keys wait for each other, never deadlock
+    rows.sort(key=lambda row: row["idempotency_key"])
+    created = set(
+        (
+            await session.execute(
+                pg_insert(TxIntent)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[TxIntent.idempotency_key])
+                .returning(TxIntent.idempotency_key)
+            )
+        ).scalars()
+    )
+    for row in rows:
+        if row["idempotency_key"] in created:
+            continue
+        existing = await get_intent(session, row["idempotency_key"])
+        if existing is None:  # pragma: no cover - the conflicting row was committed before we looked
+            raise RuntimeError("intent vanished after an insert conflict")
+        if (existing.to_address, existing.data, existing.value) != (
+            row["to_address"],
+            row["data"],
+            row["value"],
+        ):
+            raise IdempotencyConflict(row["idempotency_key"], existing)
+    return [key in created for key in keys]
+
+
 async def get_intent(session: AsyncSession, idempotency_key: str) -> TxIntent | None:
     result = await session.execute(
         select(TxIntent)

@@ -5,6 +5,11 @@ error leaves it pending, and after `retry_idle_ms` any consumer of the group cla
 (XAUTOCLAIM) -- the same path that rescues messages of a consumer that crashed. Once a message
 has been delivered `max_deliveries` times without success it moves to the group's dead-letter
 stream. Handlers must be idempotent: see offchain.eventbus.idempotent.
+
+A consumer may also take a `batch_handler`: the messages read at once are handed over together
+(one transaction for many, where the per-message cost is the transaction), and acknowledged
+together once it returned. If it raises, nothing of the batch is acknowledged and each message
+goes through `handler` on its own, so one bad message neither blocks nor fails the others.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from offchain.platform.tracing import consumer_span
 log = get_logger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
 
 @dataclass
@@ -43,6 +49,9 @@ class StreamConsumer:
     # Messages of different keys (loans, references) handled at once, up to this many; the
     # messages of one key stay in stream order. 1: strictly one at a time.
     concurrency: int = 1
+    # Optional: all the messages read at once in one call (see the module docstring); `handler`
+    # remains the path of a failed batch's messages.
+    batch_handler: BatchHandler | None = None
 
     async def setup(self) -> None:
         for topic in self.topics:
@@ -79,6 +88,8 @@ class StreamConsumer:
         return handled + len(batch)
 
     async def _deliver_all(self, batch: list[tuple[str, str, dict[str, str], int]]) -> None:
+        if self.batch_handler is not None and len(batch) > 1:
+            batch = await self._deliver_batch(batch)
         if self.concurrency <= 1 or len(batch) <= 1:
             for stream, message_id, fields, deliveries in batch:
                 await self._deliver(stream, message_id, fields, deliveries=deliveries)
@@ -94,6 +105,37 @@ class StreamConsumer:
                     await self._deliver(stream, message_id, fields, deliveries=deliveries)
 
         await asyncio.gather(*(lane(items) for items in lanes.values()))
+
+    async def _deliver_batch(
+        self, batch: list[tuple[str, str, dict[str, str], int]]
+    ) -> list[tuple[str, str, dict[str, str], int]]:
+        """Hand the batch to `batch_handler`; returns what is left for one-by-one delivery."""
+        assert self.batch_handler is not None
+        events: list[Event] = []
+        for _stream, message_id, fields, deliveries in batch:
+            if deliveries > 1:
+                # delivered before and not acknowledged: maybe the one that failed its batch
+                return batch
+            try:
+                events.append(decode(message_id, fields, deliveries))
+            except (KeyError, ValueError):
+                return batch  # dead-lettered on the one-by-one path
+        try:
+            await self.batch_handler(events)
+        except Exception as exc:
+            log.warning(
+                "eventbus.batch_failed",
+                group=self.group,
+                size=len(events),
+                error=repr(exc)[:500],
+            )
+            return batch
+        acked: dict[str, list[str]] = {}
+        for stream, message_id, _fields, _deliveries in batch:
+            acked.setdefault(stream, []).append(message_id)
+        for stream, ids in acked.items():
+            await self.redis.xack(stream, self.group, *ids)
+        return []
 
     async def _reclaim(self) -> int:
         handled = 0

@@ -7,13 +7,19 @@ import os
 import socket
 from collections.abc import Sequence
 
-from offchain.eventbus.consumer import Handler, StreamConsumer
+from offchain.eventbus.consumer import BatchHandler, Handler, StreamConsumer
 from offchain.eventbus.messages import StreamNames
 from offchain.platform.app import AppResources
 
 
 def consumer_for(
-    resources: AppResources, *, group: str, topics: Sequence[str], handler: Handler, concurrency: int = 1
+    resources: AppResources,
+    *,
+    group: str,
+    topics: Sequence[str],
+    handler: Handler,
+    concurrency: int = 1,
+    batch_handler: BatchHandler | None = None,
 ) -> StreamConsumer:
     if resources.redis is None:
         raise RuntimeError(f"{group} needs Redis (REDIS_URL)")
@@ -29,6 +35,7 @@ def consumer_for(
         max_deliveries=events.max_deliveries,
         retry_idle_ms=events.retry_idle_ms,
         concurrency=concurrency,
+        batch_handler=batch_handler,
     )
 
 
@@ -40,7 +47,14 @@ async def run_consumer(
     topics: Sequence[str],
     handler: Handler,
     concurrency: int = 1,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
-    await consumer_for(resources, group=group, topics=topics, handler=handler, concurrency=concurrency).run(
-        stop
+    consumer = consumer_for(
+        resources,
+        group=group,
+        topics=topics,
+        handler=handler,
+        concurrency=concurrency,
+        batch_handler=batch_handler,
     )
+    await consumer.run(stop)

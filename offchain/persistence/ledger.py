@@ -447,6 +447,11 @@ async def hold(session: AsyncSession, posting: Posting) -> bool:
     return (await _write(session, [posting], status="pending"))[0]
 
 
+async def hold_many(session: AsyncSession, postings: Sequence[Posting]) -> list[bool]:
+    """`hold` for a batch in one statement (a batch of payments taken in); one result per posting."""
+    return await _write(session, postings, status="pending")
+
+
 _TRANSITION = text(
     """
 UPDATE caas_ledger_postings

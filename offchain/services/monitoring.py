@@ -140,6 +140,47 @@ async def record(
             )
 
 
+async def record_many(
+    session: AsyncSession,
+    raised: list[tuple[list[Flag], str, str, uuid.UUID | None, uuid.UUID | None]],
+) -> None:
+    """`record` for many subjects in one statement: (flags, kind, subject, loan_id, partner_id)."""
+    rows = [
+        {
+            "subject_kind": kind,
+            "subject_id": subject,
+            "rule": flag.rule,
+            "detail": flag.detail,
+            "loan_id": loan_id,
+            "partner_id": partner_id,
+        }
+        for flags, kind, subject, loan_id, partner_id in raised
+        for flag in flags
+    ]
+    if not rows:
+        return
+    inserted = set(
+        (
+            await session.execute(
+                pg_insert(MonitoringFlag)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning(MonitoringFlag.subject_kind, MonitoringFlag.subject_id, MonitoringFlag.rule)
+            )
+        ).all()
+    )
+    for row in rows:
+        if (row["subject_kind"], row["subject_id"], row["rule"]) in inserted:
+            FLAGS_RAISED.labels(row["subject_kind"], row["rule"]).inc()
+            log.warning(
+                "monitoring.flag",
+                subject=row["subject_kind"],
+                subject_id=row["subject_id"],
+                rule=row["rule"],
+                detail=row["detail"],
+            )
+
+
 async def clear(session: AsyncSession, *, kind: str, subject: str, by: str) -> int:
     rows = (
         await session.execute(

@@ -2,7 +2,9 @@
 
 Background jobs:
 - `intake`: paystack.charge.success and sme.payment.received -> verify with the provider ->
-  match -> ledger hold + record_repayment intent (one transaction; duplicates have no effect);
+  match -> ledger hold + record_repayment intent (one transaction; duplicates have no effect).
+  The events read at once go together: verified concurrently, then taken in by one transaction
+  (`payments.receive_many`); a batch that fails is retried event by event;
 - `chain`: the LoanBook's answers -> postings and partner events: RepaymentRecorded (hold
   posted, interest earned, credit.repayment.received), RepaymentReversed (postings reversed),
   LateFeeAssessed (fee income), LoanWrittenOff (credit loss), LoanRepaid / LoanDefaulted
@@ -15,6 +17,7 @@ import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry import propagate
 
 from offchain.chain.contracts import Deployment
 from offchain.eventbus.idempotent import claim_event
@@ -23,6 +26,7 @@ from offchain.eventbus.service import run_consumer
 from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Settings
+from offchain.platform.tracing import consumer_span
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
@@ -34,6 +38,8 @@ log = get_logger(__name__)
 # payments of different loans at once (each loan is locked while its money is allocated); the
 # database pool (DATABASE__POOL_SIZE + MAX_OVERFLOW) should hold both consumers' sessions
 CONCURRENCY = 8
+# provider verify calls in flight at once for a batch of intake events
+VERIFY_CONCURRENCY = 32
 INTAKE_TOPICS = ("paystack.charge.success", "sme.payment.received")
 CHAIN_TOPICS = (
     "chain.RepaymentRecorded",
@@ -66,6 +72,52 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
         paystack = PaystackClient.from_settings(resources.settings.rails, http=resources.http)
         sme = SmePaymentsClient.from_settings(resources.settings.rails, http=resources.http)
 
+        async def verified(event: Event) -> payments.Verified | None:
+            """The event's payment as its provider confirms it (None: not paid, logged)."""
+            data = dict((event.payload or {}).get("data") or {})
+            try:
+                if event.topic == "paystack.charge.success":
+                    found = await intake.verified_paystack_charge(paystack, data)
+                else:
+                    found = await intake.verified_sme_payment(sme, data)
+            except intake.NotPaid as refusal:
+                log.warning("payment.not_confirmed", topic=event.topic, reason=str(refusal))
+                return None
+            payment, record, channel, paid_at = found
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            return payments.Verified(payment, record, channel, paid_at, carrier.get("traceparent"))
+
+        verifying = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+        async def verified_in_span(event: Event) -> payments.Verified | None:
+            async with verifying:
+                return await _verified_in_span(event)
+
+        async def _verified_in_span(event: Event) -> payments.Verified | None:
+            with consumer_span(
+                topic=event.topic,
+                headers=event.headers,
+                group="repayment.intake",
+                message_id=event.stream_id,
+                event_id=event.id,
+            ):
+                return await verified(event)
+
+        async def handle_batch(events: list[Event]) -> None:
+            # the provider's answers at once (network-bound), then one transaction for the batch
+            found = await asyncio.gather(*(verified_in_span(event) for event in events))
+            items = [item for item in found if item is not None]
+            if not items:
+                return
+            async with db.worker_session() as session:
+                results = await payments.receive_many(session, items, deployment=deployment)
+            log.info(
+                "payment.intake_batch",
+                size=len(items),
+                created=sum(result.created for result in results),
+            )
+
         async def handle(event: Event) -> None:
             data = dict((event.payload or {}).get("data") or {})
             try:
@@ -97,6 +149,7 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
             topics=INTAKE_TOPICS,
             handler=handle,
             concurrency=CONCURRENCY,
+            batch_handler=handle_batch,
         )
 
 

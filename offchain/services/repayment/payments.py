@@ -14,22 +14,25 @@ rest is the borrower's credit.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
-from offchain.chain.sender import submit
+from offchain.chain.sender import IntentCall, submit, submit_many
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.domain.money import from_iso_numeric
-from offchain.domain.monitoring import MonitoringPolicy
+from offchain.domain.monitoring import Flag, MonitoringPolicy, PaymentFacts, payment_flags
 from offchain.eventbus.outbox import publish
 from offchain.persistence import ledger as journal
+from offchain.persistence.credit import Application, Origination
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
@@ -154,6 +157,319 @@ async def receive(
             session, row, loan_id=matched.loan_id, method=matched.method, deployment=deployment
         )
     return Intake(row.id, row.status, created=True)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A payment its provider confirmed, as intake hands it to `receive_many`."""
+
+    payment: mm.IncomingPayment
+    provider_record: dict[str, Any]
+    channel: str | None = None
+    paid_at: Any = None
+    # the traceparent of the event that brought it: its chain intent continues that trace
+    trace_context: str | None = None
+
+
+async def find_matches(
+    session: AsyncSession, payments: Sequence[mm.IncomingPayment]
+) -> list[mm.Match | None]:
+    """`find_match` for many payments: three queries, whatever their number."""
+    by_uuid: set[uuid.UUID] = set()
+    by_chain: set[str] = set()
+    for payment in payments:
+        value = (payment.metadata_loan_id or "").strip().lower()
+        if value.startswith("0x") and len(value) == 66:
+            by_chain.add(value)
+        elif value and (loan_uuid := mm.parse_loan_id(value)):
+            by_uuid.add(loan_uuid)
+    known: set[uuid.UUID] = set()
+    chain_loans: dict[str, uuid.UUID] = {}
+    if by_uuid or by_chain:
+        rows = await session.execute(
+            select(Loan.id, Loan.chain_loan_id).where(
+                or_(Loan.id.in_(by_uuid), Loan.chain_loan_id.in_(by_chain))
+            )
+        )
+        for loan_id, chain_loan_id in rows:
+            known.add(loan_id)
+            if chain_loan_id:
+                chain_loans[chain_loan_id] = loan_id
+    accounts = {p.receiver_account for p in payments if p.receiver_account}
+    references = {p.reference for p in payments if p.reference}
+    routes: dict[tuple[str, str], uuid.UUID] = {}
+    if accounts or references:
+        rows = await session.execute(
+            select(PaymentRoute.kind, PaymentRoute.value, PaymentRoute.loan_id).where(
+                or_(
+                    (PaymentRoute.kind == "virtual_account") & PaymentRoute.value.in_(accounts),
+                    (PaymentRoute.kind == "reference") & PaymentRoute.value.in_(references),
+                )
+            )
+        )
+        routes = {(kind, value): loan_id for kind, value, loan_id in rows}
+    matches = []
+    for payment in payments:
+        value = (payment.metadata_loan_id or "").strip().lower()
+        if value.startswith("0x") and len(value) == 66:
+            metadata_loan = chain_loans.get(value)
+        else:
+            loan_uuid = mm.parse_loan_id(value) if value else None
+            metadata_loan = loan_uuid if loan_uuid in known else None
+        matches.append(
+            mm.match(
+                payment,
+                metadata_loan=metadata_loan,
+                account_loan=routes.get(("virtual_account", payment.receiver_account or "")),
+                reference_loan=routes.get(("reference", payment.reference or "")),
+            )
+        )
+    return matches
+
+
+async def lock_loans(session: AsyncSession, loan_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Loan]:
+    """`lock_loan` for many loans, in one order for every caller (the lock ids'): two batches
+    sharing loans wait for each other instead of deadlocking."""
+    if not loan_ids:
+        return {}
+    await session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtext(k) AS h "
+            "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS locks"
+        ),
+        {"keys": [f"loan:{loan_id}" for loan_id in loan_ids]},
+    )
+    loans = (
+        await session.execute(
+            select(Loan).where(Loan.id.in_(list(loan_ids))).execution_options(populate_existing=True)
+        )
+    ).scalars()
+    return {loan.id: loan for loan in loans}
+
+
+async def receive_many(
+    session: AsyncSession,
+    items: Sequence[Verified],
+    *,
+    deployment: Deployment,
+    policy: MonitoringPolicy = DEFAULT_POLICY,
+) -> list[Intake]:
+    """`receive` for a batch, in the caller's one transaction: the same rows, postings, flags and
+    intents as receiving them one by one in the batch's order, in a few statements.
+
+    The loans are locked first (in lock order) and each loan's balance read once; the payments
+    of one loan are then allocated in the batch's order against what is left of it, exactly as
+    each would have found it after the holds of those before. A payment already taken in (or
+    twice in the batch) is left as it is: created=False.
+    """
+    first: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(items):
+        first.setdefault((item.payment.provider, item.payment.reference), i)
+    unique = [items[i] for i in sorted(first.values())]
+    if not unique:
+        return []
+    matches = await find_matches(session, [item.payment for item in unique])
+    loans = await lock_loans(session, sorted({m.loan_id for m in matches if m is not None}))
+
+    # the rows, inserted in key order (two batches sharing payments cannot deadlock on them)
+    values = [
+        {
+            "provider": item.payment.provider,
+            "provider_reference": item.payment.reference,
+            "payment_ref": _hex(mm.payment_ref(item.payment.provider, item.payment.reference)),
+            "amount": item.payment.amount,
+            "currency": item.payment.currency,
+            "channel": item.channel,
+            "provider_record": item.provider_record,
+            "paid_at": item.paid_at,
+        }
+        for item in unique
+    ]
+    values.sort(key=lambda row: (row["provider"], row["provider_reference"]))
+    inserted = {
+        (provider, reference): payment_id
+        for payment_id, provider, reference in await session.execute(
+            pg_insert(Payment)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(Payment.id, Payment.provider, Payment.provider_reference)
+        )
+    }
+    keys = [(item.payment.provider, item.payment.reference) for item in unique]
+    existing: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
+    if len(inserted) < len(keys):
+        rows = await session.execute(
+            select(Payment.provider, Payment.provider_reference, Payment.id, Payment.status).where(
+                tuple_(Payment.provider, Payment.provider_reference).in_(
+                    [key for key in keys if key not in inserted]
+                )
+            )
+        )
+        existing = {(provider, reference): (pid, status) for provider, reference, pid, status in rows}
+    new_rows = (
+        {
+            row.id: row
+            for row in (
+                await session.execute(select(Payment).where(Payment.id.in_(list(inserted.values()))))
+            ).scalars()
+        }
+        if inserted
+        else {}
+    )
+
+    # each loan's facts, read once (before any row changes: the counts see only earlier payments)
+    applying = [
+        (item, match)
+        for item, match in zip(unique, matches, strict=True)
+        if (item.payment.provider, item.payment.reference) in inserted and match is not None
+    ]
+    loan_ids = sorted({match.loan_id for _, match in applying if match.loan_id in loans})
+    recent: dict[uuid.UUID, int] = {}
+    borrower_users: dict[uuid.UUID, str | None] = {}
+    if loan_ids:
+        hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        recent = dict(
+            (
+                await session.execute(
+                    select(Payment.loan_id, func.count())
+                    .where(Payment.loan_id.in_(loan_ids), Payment.created_at >= hour_ago)
+                    .group_by(Payment.loan_id)
+                )
+            ).all()
+        )
+        borrower_users = dict(
+            (
+                await session.execute(
+                    select(Origination.loan_id, Application.sme_user_id)
+                    .join(Application, Origination.application_id == Application.id)
+                    .where(Origination.loan_id.in_(loan_ids))
+                )
+            ).all()
+        )
+    owed: dict[tuple[uuid.UUID, str], int] = {}
+    wanted: dict[str, set[uuid.UUID]] = {}
+    for item, match in applying:
+        loan = loans.get(match.loan_id)
+        if loan is not None and loan.currency is not None and loan.chain_state in REPAYABLE:
+            wanted.setdefault(item.payment.currency, set()).add(loan.id)
+    for currency, ids in wanted.items():
+        found = await journal.balances(
+            session, [accounts.loan_receivable(str(loan_id)) for loan_id in sorted(ids)], currency
+        )
+        for loan_id in ids:
+            balance = found[accounts.loan_receivable(str(loan_id))]
+            owed[(loan_id, currency)] = max(0, balance.posted - balance.pending_credits)
+
+    posted: list[accounts.Posting] = []
+    held: list[accounts.Posting] = []
+    calls: list[IntentCall] = []
+    raised: list[tuple[list[Flag], str, str, uuid.UUID | None, uuid.UUID | None]] = []
+    results: dict[tuple[str, str], Intake] = {}
+    for item, match in zip(unique, matches, strict=True):
+        key = (item.payment.provider, item.payment.reference)
+        if key not in inserted:
+            payment_id, status = existing[key]
+            results[key] = Intake(payment_id, status, created=False)
+            continue
+        row = new_rows[inserted[key]]
+        loan = loans.get(match.loan_id) if match is not None else None
+        if match is None:
+            posted.append(_suspense(row, reason="no loan matches the payment"))
+        elif loan is None or loan.partner_id is None or loan.currency is None:
+            posted.append(_suspense(row, reason=f"loan {match.loan_id} is not known to the backend"))
+        elif from_iso_numeric(loan.currency) != row.currency:
+            posted.append(
+                _suspense(row, reason=f"payment in {row.currency}, loan in {from_iso_numeric(loan.currency)}")
+            )
+        else:
+            row.loan_id, row.partner_id, row.match_method = loan.id, loan.partner_id, match.method.value
+            left = owed.get((loan.id, row.currency), 0) if loan.chain_state in REPAYABLE else 0
+            allocation = mm.allocate(row.amount, left)
+            if loan.chain_state in REPAYABLE:
+                owed[(loan.id, row.currency)] = left - allocation.applied
+            row.applied, row.excess = allocation.applied, allocation.excess
+            recent[loan.id] = recent.get(loan.id, 0) + 1  # this payment counts itself
+            record_ = row.provider_record or {}
+            payer = record_.get("user_id") or (record_.get("metadata") or {}).get("user_id")
+            flags = payment_flags(
+                PaymentFacts(
+                    amount=row.amount,
+                    loan_total_due=int(loan.total_due or 0),
+                    payments_into_loan_last_hour=recent[loan.id],
+                    payer_user_id=str(payer) if payer else None,
+                    borrower_user_id=borrower_users.get(loan.id),
+                ),
+                policy,
+            )
+            raised.append((flags, "payment", str(row.id), loan.id, loan.partner_id))
+            posting = mm.repayment_posting(
+                posting_id=posting_id(row.payment_ref),
+                rail=row.provider,
+                loan_id=loan.id,
+                borrower=loan.borrower_ref or str(loan.id),
+                amount=row.amount,
+                allocation=allocation,
+                currency=row.currency,
+                reference=row.provider_reference,
+            )
+            if allocation.applied == 0:
+                posted.append(posting)
+                row.status = "credited"
+                row.detail = f"loan state {loan.chain_state}: kept as the borrower's credit"
+            else:
+                held.append(posting)
+                calls.append(
+                    IntentCall(
+                        idempotency_key=record_intent_key(row.payment_ref),
+                        to=deployment.loan_book_address,
+                        data=calldata.record_repayment(
+                            bytes.fromhex(loan.chain_loan_id[2:]),
+                            allocation.applied,
+                            bytes.fromhex(row.payment_ref[2:]),
+                        ),
+                        trace_context=item.trace_context,
+                    )
+                )
+                row.status = "pending_chain"
+                row.detail = None
+                log.info(
+                    "payment.applied",
+                    payment_id=str(row.id),
+                    loan_id=str(loan.id),
+                    applied=allocation.applied,
+                    excess=allocation.excess,
+                    method=match.method.value,
+                )
+        results[key] = Intake(row.id, row.status, created=True)
+    await monitoring.record_many(session, raised)
+    await journal.post_many(session, posted)
+    await journal.hold_many(session, held)
+    await submit_many(session, calls)
+    outcome = []
+    for i, item in enumerate(items):
+        result = results[(item.payment.provider, item.payment.reference)]
+        if first[(item.payment.provider, item.payment.reference)] != i:
+            # the batch's second delivery of a payment finds the first's row, as it would later
+            result = Intake(result.payment_id, result.status, created=False)
+        outcome.append(result)
+    return outcome
+
+
+def _suspense(row: Payment, *, reason: str) -> accounts.Posting:
+    """`_to_suspense` for a batch: the row marked, the posting returned for `post_many`."""
+    row.status = "unmatched"
+    row.detail = reason
+    log.info("payment.suspense", payment_id=str(row.id), reason=reason)
+    return mm.repayment_posting(
+        posting_id=posting_id(row.payment_ref),
+        rail=row.provider,
+        loan_id=None,
+        borrower=None,
+        amount=row.amount,
+        allocation=None,
+        currency=row.currency,
+        reference=row.provider_reference,
+    )
 
 
 async def _to_suspense(session: AsyncSession, row: Payment, *, reason: str, posting_suffix: str = "") -> None:

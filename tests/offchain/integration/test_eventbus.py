@@ -351,3 +351,61 @@ async def test_replay_publishes_rows_the_relay_has_not_reached(
             select(func.count()).where(OutboxMessage.topic == topic, OutboxMessage.published_at.is_(None))
         )
         assert unpublished.scalar_one() == 0
+
+
+async def test_a_batch_handler_takes_what_was_read_at_once_and_acks_it(
+    db: Database, redis: Redis, names: StreamNames
+) -> None:
+    topic, group = _topic(), f"g-{uuid.uuid4().hex[:6]}"
+    batches: list[list[int]] = []
+    singles: list[int] = []
+
+    async def batch_handler(events: list[Event]) -> None:
+        batches.append([event.id for event in events])
+        async with db.worker_session() as session:
+            for event in events:
+                await _record_effect(session, event)
+
+    async def handler(event: Event) -> None:
+        singles.append(event.id)
+
+    consumer = _consumer(redis, names, topic, group, handler)
+    consumer.batch_handler = batch_handler
+    await consumer.setup()
+    ids = await _publish(db, topic, 7)
+    await _relay_all(db, redis, names)
+    assert await consumer.poll_once(block_ms=50) == 7
+    assert batches == [ids] and singles == []
+    assert await _effects(db, topic) == {str(i): 1 for i in ids}
+    assert await _pending(redis, names, topic, group) == 0
+
+
+async def test_a_failed_batch_is_retried_one_by_one_and_nothing_is_lost(
+    db: Database, redis: Redis, names: StreamNames
+) -> None:
+    """The batch's transaction rolls back (a poison event, a deadlock, a crash of the handler):
+    every event then goes through the one-by-one handler; the poison one alone stays pending."""
+    topic, group = _topic(), f"g-{uuid.uuid4().hex[:6]}"
+    ids = await _publish(db, topic, 5)
+    poison = ids[2]
+
+    async def batch_handler(events: list[Event]) -> None:
+        async with db.worker_session() as session:
+            for event in events:
+                await _record_effect(session, event)  # written, then rolled back with the batch
+                if event.id == poison:
+                    raise RuntimeError("poison")
+
+    async def handler(event: Event) -> None:
+        if event.id == poison:
+            raise RuntimeError("poison")
+        async with db.worker_session() as session:
+            await _record_effect(session, event)
+
+    consumer = _consumer(redis, names, topic, group, handler)
+    consumer.batch_handler = batch_handler
+    await consumer.setup()
+    await _relay_all(db, redis, names)
+    await consumer.poll_once(block_ms=50)
+    assert await _effects(db, topic) == {str(i): 1 for i in ids if i != poison}
+    assert await _pending(redis, names, topic, group) == 1

@@ -1,0 +1,270 @@
+"""Batched repayment intake (`payments.receive_many`) on real PostgreSQL: a batch has exactly the
+effects of taking its payments one by one, in order -- rows, postings, holds, chain intents and
+monitoring flags -- whatever it mixes (duplicates, several payments of one loan, overpayment, a
+repaid loan, a reference route, unknown loans, another currency); a batch delivered again has no
+effect; a batch that fails before its commit leaves nothing behind and can be taken in again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select, text
+
+from offchain.domain import money_movement as mm
+from offchain.domain.monitoring import MonitoringPolicy
+from offchain.persistence import ledger as journal
+from offchain.persistence.migrate import upgrade
+from offchain.persistence.models import Loan, Partner
+from offchain.persistence.money import Payment, PaymentRoute
+from offchain.platform.db import Database
+from offchain.platform.settings import Settings
+from offchain.services.repayment import payments
+
+pytestmark = pytest.mark.asyncio
+
+PARTNER = uuid.UUID("00000000-0000-4000-8000-00000000000a")
+ACTIVE_A = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
+ACTIVE_B = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
+REPAID = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
+NOT_OURS = uuid.UUID("00000000-0000-4000-8000-0000000000d1")  # no such loan
+TOTAL_DUE = 250_00
+# the loan book the intents call: only its address is read
+DEPLOYMENT: Any = SimpleNamespace(loan_book_address="0x" + "42" * 20)
+
+
+def _chain_id(loan_id: uuid.UUID) -> str:
+    return "0x" + loan_id.hex * 2
+
+
+async def _seed(db: Database) -> None:
+    async with db.worker_session() as session:
+        session.add(Partner(id=PARTNER, name="batch partner"))
+        await session.flush()
+        for loan_id, state in ((ACTIVE_A, 3), (ACTIVE_B, 3), (REPAID, 4)):
+            session.add(
+                Loan(
+                    id=loan_id,
+                    partner_id=PARTNER,
+                    chain_loan_id=_chain_id(loan_id),
+                    borrower_ref="0x" + "0b" * 32,
+                    currency=566,
+                    principal=200_00,
+                    total_due=TOTAL_DUE,
+                    chain_state=state,
+                )
+            )
+        await session.flush()
+        session.add(PaymentRoute(kind="reference", value="route-b-1", loan_id=ACTIVE_B, partner_id=PARTNER))
+        for loan_id in (ACTIVE_A, ACTIVE_B):
+            await journal.post(
+                session,
+                mm.payout_posting(
+                    posting_id=f"payout:{loan_id}",
+                    loan_id=loan_id,
+                    partner_id=PARTNER,
+                    principal=200_00,
+                    total_due=TOTAL_DUE,
+                    currency="NGN",
+                ),
+            )
+
+
+def _paid(reference: str, amount: int, loan: uuid.UUID | None, currency: str = "NGN") -> payments.Verified:
+    return payments.Verified(
+        mm.IncomingPayment(
+            provider=mm.PAYSTACK,
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            metadata_loan_id=str(loan) if loan else None,
+        ),
+        {"reference": reference, "amount": amount, "metadata": {"user_id": "someone"}},
+        "card",
+    )
+
+
+# stream order: what one-by-one intake would see, one after another
+BATCH = [
+    _paid("a-1", 100_00, ACTIVE_A),
+    _paid("a-2", 100_00, ACTIVE_A),
+    _paid("a-1", 100_00, ACTIVE_A),  # delivered twice within the batch
+    _paid("b-1", 60_00, ACTIVE_B),
+    _paid("a-3", 100_00, ACTIVE_A),  # 50_00 left to apply: the rest is the borrower's credit
+    _paid("route-b-1", 10_00, None),  # the issued reference finds loan B
+    _paid("gone-1", 5_00, NOT_OURS),  # no such loan: suspense
+    _paid("usd-1", 5_00, ACTIVE_A, currency="USD"),  # another currency: suspense
+    _paid("repaid-1", 7_00, REPAID),  # nothing to record on chain: credit
+    _paid("a-4", 1_00, ACTIVE_A),  # loan A fully spoken for: credit
+    _paid("nobody-1", 3_00, None),  # nothing matches: suspense
+]
+
+
+async def _effects(db: Database) -> dict[str, Any]:
+    """Everything intake writes, without the ids and times that differ between databases."""
+    async with db.worker_session() as session:
+        rows = (await session.execute(select(Payment).order_by(Payment.provider_reference))).scalars().all()
+        by_id = {row.id: row.provider_reference for row in rows}
+        payment_rows = [
+            (
+                r.provider_reference,
+                r.payment_ref,
+                r.status,
+                r.applied,
+                r.excess,
+                r.loan_id,
+                r.partner_id,
+                r.match_method,
+                r.detail,
+                r.channel,
+                r.provider_record,
+            )
+            for r in rows
+        ]
+        postings = (
+            await session.execute(
+                text(
+                    "SELECT p.posting_id, p.status, p.description, p.metadata, "
+                    "array_agg(e.account || ' ' || e.side || ' ' || e.amount || ' ' || e.currency "
+                    "ORDER BY e.leg) FROM caas_ledger_postings p "
+                    "JOIN caas_ledger_entries e ON e.posting_seq = p.seq "
+                    "GROUP BY p.seq ORDER BY p.posting_id"
+                )
+            )
+        ).all()
+        intents = (
+            await session.execute(
+                text(
+                    "SELECT idempotency_key, to_address, data, value, status FROM caas_tx_intents "
+                    "ORDER BY idempotency_key"
+                )
+            )
+        ).all()
+        flags = (
+            await session.execute(
+                text("SELECT subject_kind, subject_id, rule, detail, loan_id FROM caas_monitoring_flags")
+            )
+        ).all()
+        balances = (
+            await session.execute(
+                text(
+                    "SELECT account, currency, sum(posted_debits), sum(posted_credits), "
+                    "sum(pending_debits), sum(pending_credits) FROM caas_ledger_balances "
+                    "GROUP BY account, currency ORDER BY account, currency"
+                )
+            )
+        ).all()
+    return {
+        "payments": payment_rows,
+        "postings": [tuple(p) for p in postings],
+        "intents": [tuple(i) for i in intents],
+        "flags": sorted(
+            (kind, by_id[uuid.UUID(subject)], rule, detail, loan)
+            for kind, subject, rule, detail, loan in flags
+        ),
+        "balances": [tuple(b) for b in balances],
+    }
+
+
+@pytest_asyncio.fixture
+async def two_databases(make_database):  # type: ignore[no-untyped-def]
+    databases = []
+    for _ in range(2):
+        url = make_database()
+        upgrade(url)
+        database = Database.from_settings(Settings(database={"url": url}).database)
+        await _seed(database)
+        databases.append(database)
+    yield databases
+    for database in databases:
+        await database.dispose()
+
+
+async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # type: ignore[no-untyped-def]
+    one_by_one, batched = two_databases
+    singles = []
+    for item in BATCH:
+        async with one_by_one.worker_session() as session:
+            singles.append(
+                await payments.receive(
+                    session,
+                    item.payment,
+                    deployment=DEPLOYMENT,
+                    provider_record=item.provider_record,
+                    channel=item.channel,
+                    paid_at=item.paid_at,
+                )
+            )
+    async with batched.worker_session() as session:
+        results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+
+    assert [(r.status, r.created) for r in results] == [(r.status, r.created) for r in singles]
+    assert [r.created for r in results] == [True, True, False] + [True] * 8
+    assert results[2].payment_id == results[0].payment_id
+    expected = await _effects(one_by_one)
+    assert await _effects(batched) == expected
+    statuses = {row[0]: (row[2], row[3], row[4]) for row in expected["payments"]}
+    assert statuses == {
+        "a-1": ("pending_chain", 100_00, 0),
+        "a-2": ("pending_chain", 100_00, 0),
+        "a-3": ("pending_chain", 50_00, 50_00),
+        "a-4": ("credited", 0, 1_00),
+        "b-1": ("pending_chain", 60_00, 0),
+        "route-b-1": ("pending_chain", 10_00, 0),
+        "gone-1": ("unmatched", 0, 0),
+        "usd-1": ("unmatched", 0, 0),
+        "repaid-1": ("credited", 0, 7_00),
+        "nobody-1": ("unmatched", 0, 0),
+    }
+    assert len(expected["intents"]) == 5
+
+    # the same batch again (a redelivery after a crash between commit and ack): no effect
+    async with batched.worker_session() as session:
+        again = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+    assert [r.created for r in again] == [False] * len(BATCH)
+    assert [r.payment_id for r in again] == [r.payment_id for r in results]
+    assert await _effects(batched) == expected
+
+
+async def test_velocity_flags_count_the_batch_as_one_by_one(two_databases) -> None:  # type: ignore[no-untyped-def]
+    """More payments into one loan within the hour than the policy allows: the same ones flagged."""
+    one_by_one, batched = two_databases
+    limit = MonitoringPolicy().max_payments_per_loan_per_hour
+    first = [_paid(f"v-{i:02d}", 1_00, ACTIVE_B) for i in range(limit - 2)]
+    second = [_paid(f"w-{i:02d}", 1_00, ACTIVE_B) for i in range(5)]
+    for item in first + second:
+        async with one_by_one.worker_session() as session:
+            await payments.receive(
+                session,
+                item.payment,
+                deployment=DEPLOYMENT,
+                provider_record=item.provider_record,
+                channel="card",
+            )
+    for batch in (first, second):  # the second batch counts what the first committed
+        async with batched.worker_session() as session:
+            await payments.receive_many(session, batch, deployment=DEPLOYMENT)
+    expected = await _effects(one_by_one)
+    assert [(ref, rule) for _, ref, rule, _, _ in expected["flags"]] == [
+        ("w-02", "payment_velocity"),
+        ("w-03", "payment_velocity"),
+        ("w-04", "payment_velocity"),
+    ]
+    assert await _effects(batched) == expected
+
+
+async def test_a_batch_that_fails_before_commit_leaves_nothing(two_databases) -> None:  # type: ignore[no-untyped-def]
+    _, batched = two_databases
+    before = await _effects(batched)
+    with pytest.raises(RuntimeError, match="crash"):
+        async with batched.worker_session() as session:
+            await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+            raise RuntimeError("crash between the batch's writes and its commit")
+    assert await _effects(batched) == before
+    async with batched.worker_session() as session:
+        results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+    assert sum(r.created for r in results) == 10
