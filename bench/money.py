@@ -3,8 +3,14 @@ Anvil -> indexed -> ledger posted -> partner event `credit.repayment.received` i
 
 The whole path runs for real: the simulator (Paystack) delivers signed webhooks over HTTP to the
 gateway (uvicorn on a free port); underwriting, orchestration (relay, sender, indexer),
-disbursement and repayment run in this process on a fresh PostgreSQL database, Redis and an
-Anvil of their own. Loans are created, approved and paid out through the partner API first.
+disbursement, repayment and notifications run in this process on a fresh PostgreSQL database,
+Redis and an Anvil of their own. Loans are created, approved and paid out through the partner
+API first.
+
+Topology: by default the simulator and the gateway each run in a process of their own (spawned,
+uvicorn), so the rail and the webhook intake do not share this process's interpreter lock with
+the workers -- as deployed, where every service is its own process. `--one-process` runs them
+as threads of this process instead (the topology of the figures before 2026-11-28).
 
 - latency: charges at a steady rate; per charge, charge accepted by the rail -> partner event
   committed (caas_outbox.created_at of credit.repayment.received for its reference);
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,11 +64,46 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _serve(kind: str, options: object, port: int) -> None:
+    """A spawned process's body: the simulator or the gateway under uvicorn until terminated."""
+    import uvicorn
+
+    app = simulator_app(options) if kind == "simulator" else gateway_app(options)  # type: ignore[arg-type]
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+
+
+class ServerProcess:
+    """`ServerThread`, in a process of its own."""
+
+    def __init__(self, kind: str, options: object, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(kind, options, port), name=f"bench-{kind}", daemon=True
+        )
+
+    def __enter__(self) -> ServerProcess:
+        self._process.start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return self
+            except httpx.TransportError:
+                if not self._process.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"server on {self.url} did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *_: object) -> None:
+        self._process.terminate()  # uvicorn shuts down on SIGTERM (lifespan shutdown runs)
+        self._process.join(15)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 @contextlib.contextmanager
@@ -180,14 +223,25 @@ async def run(args: argparse.Namespace) -> dict:
             sme_events_secret=SME_SECRET,
             gateway_url=f"http://127.0.0.1:{gateway_port}",
         )
-        with ServerThread(simulator_app(config), _free_port()) as simulator:
+        simulator_port = _free_port()
+        simulator_server = (
+            ServerThread(simulator_app(config), simulator_port)
+            if args.one_process
+            else ServerProcess("simulator", config, simulator_port)
+        )
+        with simulator_server as simulator:
             settings = settings.model_copy(
                 update={
                     "rails": settings.rails.model_copy(update={"simulator_url": simulator.url}),
                     "log": settings.log.model_copy(update={"level": "WARNING"}),
                 }
             )
-            with ServerThread(gateway_app(settings), gateway_port) as gateway:
+            gateway_server = (
+                ServerThread(gateway_app(settings), gateway_port)
+                if args.one_process
+                else ServerProcess("gateway", settings, gateway_port)
+            )
+            with gateway_server as gateway:
                 apps = [
                     underwriting_app(settings),
                     orchestration_app(settings),
@@ -295,7 +349,8 @@ async def run(args: argparse.Namespace) -> dict:
 def render(result: dict, command: str) -> str:
     return "\n".join(
         [
-            f"Command: `{command}` ({datetime.now(UTC).date()}, this 2-core shared machine, Anvil automine).",
+            f"Command: `{command}` ({datetime.now(UTC).date()}, this 2-core shared machine, Anvil automine;"
+            f" {result.get('topology', '')}).",
             "",
             "Path measured: simulator `POST /simulate/charge` (Paystack takes the money) -> signed",
             "`charge.success` webhook -> gateway -> outbox -> repayment (verify with Paystack, match,",
@@ -334,11 +389,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="the simulator and the gateway as threads of this process (the old topology)",
+    )
     parser.add_argument("--write", action="store_true", help="write the section of docs/BENCHMARKS.md")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(result)
     command = "python bench/money.py " + " ".join(sys.argv[1:])
+    topology = (
+        "simulator, gateway and workers in one process"
+        if args.one_process
+        else "simulator and gateway in processes of their own, the workers in one"
+    )
+    result["topology"] = topology
     rendered = render(result, command.replace(" --write", ""))
     print(rendered)
     if args.write:
