@@ -8,16 +8,22 @@ services do. Two scopes open on top of that:
   only that partner's rows (and none when no partner is set).
 - `worker_session()`: `SET LOCAL ROLE caas_worker` for trusted background work that acts for all
   partners (indexer, sender, outbox relay); the role is reset when the transaction ends.
+
+Hot partner reads skip both: `fetch_one` runs one statement on a plain asyncpg pool, through a SQL
+function that sets the partner scope itself (migration 0009), so the read is one round trip and
+row-level security still decides what it sees.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -50,11 +56,7 @@ def redacted(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True) if url else ""
 
 
-def create_engine(
-    settings: DatabaseSettings, *, application_name: str = "caas", role: str | None = None
-) -> AsyncEngine:
-    if not settings.url:
-        raise ValueError("DATABASE_URL is not set")
+def _server_settings(settings: DatabaseSettings, application_name: str, role: str | None) -> dict[str, str]:
     server_settings = {
         "application_name": application_name,
         "statement_timeout": str(settings.statement_timeout_ms),
@@ -63,6 +65,15 @@ def create_engine(
     if role:
         # Set at connection start-up: RESET ALL / DISCARD ALL return to it, never to the login role.
         server_settings["role"] = role
+    return server_settings
+
+
+def create_engine(
+    settings: DatabaseSettings, *, application_name: str = "caas", role: str | None = None
+) -> AsyncEngine:
+    if not settings.url:
+        raise ValueError("DATABASE_URL is not set")
+    server_settings = _server_settings(settings, application_name, role)
     return create_async_engine(
         async_url(settings.url),
         pool_size=settings.pool_size,
@@ -73,11 +84,30 @@ def create_engine(
     )
 
 
+# A pooled read connection that died with the server (restart, failover) fails before its
+# statement ran: a read is safe to run again once on a fresh connection.
+_CONNECTION_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    ConnectionError,
+)
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo. Reads change no session state (their partner scope is
+    transaction-local), so the default reset (a RESET ALL round trip per release) is skipped."""
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     worker_role: str = "caas_worker"
+    settings: DatabaseSettings | None = None
+    application_name: str = "caas"
+    _reads: asyncpg.Pool | None = field(default=None, init=False, repr=False)
+    _reads_opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, *, application_name: str = "caas") -> Database:
@@ -86,7 +116,42 @@ class Database:
             engine=engine,
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
             worker_role=settings.worker_role,
+            settings=settings,
+            application_name=application_name,
         )
+
+    async def fetch_one(self, query: str, *args: Any) -> asyncpg.Record | None:
+        """One statement outside any transaction, as the application role, in one round trip.
+
+        For partner reads through a scoping function such as `caas_partner_loan` (migration
+        0009). Waiters for a connection are served in arrival order (asyncpg's queue), which
+        keeps the tail latency of a busy read path close to its median.
+        """
+        pool = self._reads or await self._open_reads()
+        for attempt in (1, 2):
+            try:
+                return await pool.fetchrow(query, *args)
+            except _CONNECTION_LOST:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _open_reads(self) -> asyncpg.Pool:
+        async with self._reads_opening:
+            if self._reads is None:
+                if self.settings is None or not self.settings.url:
+                    raise ValueError("DATABASE_URL is not set")
+                settings = self.settings
+                self._reads = await asyncpg.create_pool(
+                    make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False),
+                    min_size=0,
+                    max_size=settings.pool_size + settings.max_overflow,
+                    max_inactive_connection_lifetime=settings.pool_recycle_s,
+                    timeout=settings.connect_timeout_s,
+                    server_settings=_server_settings(settings, self.application_name, None),
+                    reset=_keep_session,
+                )
+            return self._reads
 
     @asynccontextmanager
     async def partner_session(self, partner_id: uuid.UUID | str) -> AsyncIterator[AsyncSession]:
@@ -137,6 +202,9 @@ class Database:
             await session.close()
 
     async def dispose(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
+            self._reads = None
         await self.engine.dispose()
 
 

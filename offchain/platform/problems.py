@@ -124,9 +124,18 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 def _dependency_down(exc: BaseException) -> str | None:
     """Which dependency an exception says is unreachable (PostgreSQL, Redis), if that is what it is."""
+    import asyncpg
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    # the plain asyncpg pool of the hot reads (Database.fetch_one) raises the driver's own errors
+    driver_lost = (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CannotConnectNowError,
+    )
 
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -134,7 +143,7 @@ def _dependency_down(exc: BaseException) -> str | None:
         seen.add(id(current))
         if isinstance(current, (RedisConnectionError, RedisTimeoutError)):
             return "redis"
-        if isinstance(current, (OperationalError, InterfaceError)) or (
+        if isinstance(current, (OperationalError, InterfaceError, *driver_lost)) or (
             isinstance(current, DBAPIError) and current.connection_invalidated
         ):
             return "database"

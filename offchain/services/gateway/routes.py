@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import aiohttp
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,9 +128,10 @@ async def list_loans(
 
 
 @router.get("/loans/{loan_id}", response_model=schemas.LoanOut, responses={**LOAN_NOT_FOUND, **COMMON_ERRORS})
-async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep) -> schemas.LoanOut:
-    async with db.partner_session(principal.partner_id) as session:
-        return await usecases.get_loan(session=session, loan_id=loan_id)
+async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep) -> Response:
+    view = await usecases.read_loan(db, partner_id=principal.partner_id, loan_id=loan_id)
+    # serialized once, by the model that built it (FastAPI would validate it a second time)
+    return Response(view.model_dump_json(), media_type="application/json")
 
 
 @router.get(
