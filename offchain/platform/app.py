@@ -37,7 +37,7 @@ from offchain.platform.problems import install_problem_handlers
 from offchain.platform.redis import create_redis
 from offchain.platform.service import Dependency, ServiceSpec
 from offchain.platform.settings import Settings, get_settings
-from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, probe_or_scrape
+from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, untraced_requests
 
 log = get_logger(__name__)
 
@@ -198,7 +198,7 @@ def create_service_app(
         redoc_url=None,
         # FastAPI's own OpenTelemetry spans (offchain.platform.tracing); probes and scrapes every
         # few seconds are no one's trace, and request metrics are ours (ServiceMetrics)
-        telemetry={"exclude": probe_or_scrape, "metrics": False},
+        telemetry={"exclude": untraced_requests(settings.tracing), "metrics": False},
     )
     app.state.spec = spec
     app.state.settings = settings
