@@ -480,6 +480,53 @@ async def _settle(session: AsyncSession, posting_id: str, to: str) -> bool:
     raise PostingStateError(f"posting {posting_id} is {status}; it cannot become {to}")
 
 
+_TRANSITION_MANY = text(
+    """
+UPDATE caas_ledger_postings
+SET status = CAST(:status AS varchar),
+    posted_at = CASE WHEN CAST(:status AS varchar) = 'posted' THEN now() END,
+    voided_at = CASE WHEN CAST(:status AS varchar) = 'voided' THEN now() END
+WHERE posting_id = ANY(CAST(:posting_ids AS text[])) AND status = 'pending'
+RETURNING posting_id
+"""
+)
+
+
+async def _settle_many(session: AsyncSession, posting_ids: Sequence[str], to: str) -> list[bool]:
+    if len(set(posting_ids)) != len(posting_ids):
+        raise ValueError("a batch names the same posting id twice")
+    if not posting_ids:
+        return []
+    moved = set(
+        (await session.execute(_TRANSITION_MANY, {"posting_ids": list(posting_ids), "status": to})).scalars()
+    )
+    rest = [posting_id for posting_id in posting_ids if posting_id not in moved]
+    if rest:
+        statuses = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT posting_id, status FROM caas_ledger_postings "
+                        "WHERE posting_id = ANY(CAST(:ids AS text[]))"
+                    ),
+                    {"ids": rest},
+                )
+            ).all()
+        )
+        for posting_id in rest:
+            status = statuses.get(posting_id)
+            if status is None:
+                raise PostingNotFound(f"no posting {posting_id}")
+            if status != to:
+                raise PostingStateError(f"posting {posting_id} is {status}; it cannot become {to}")
+    return [posting_id in moved for posting_id in posting_ids]
+
+
+async def post_pending_many(session: AsyncSession, posting_ids: Sequence[str]) -> list[bool]:
+    """`post_pending` for a batch in one statement; one result per posting id, in order."""
+    return await _settle_many(session, posting_ids, "posted")
+
+
 async def post_pending(session: AsyncSession, posting_id: str) -> bool:
     """pending -> posted. False if already posted; PostingStateError if voided."""
     return await _settle(session, posting_id, "posted")

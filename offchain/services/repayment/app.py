@@ -5,7 +5,8 @@ Background jobs:
   match -> ledger hold + record_repayment intent (one transaction; duplicates have no effect).
   The events read at once go together: verified concurrently, then taken in by one transaction
   (`payments.receive_many`); a batch that fails is retried event by event;
-- `chain`: the LoanBook's answers -> postings and partner events: RepaymentRecorded (hold
+- `chain`: the LoanBook's answers -> postings and partner events (a batch of events in one
+  transaction, RepaymentRecorded runs in a few statements): RepaymentRecorded (hold
   posted, interest earned, credit.repayment.received), RepaymentReversed (postings reversed),
   LateFeeAssessed (fee income), LoanWrittenOff (credit loss), LoanRepaid / LoanDefaulted
   (partner events), and refused intents (money to suspense).
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import propagate
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.chain.contracts import Deployment
 from offchain.eventbus.idempotent import claim_event
@@ -26,7 +29,7 @@ from offchain.eventbus.service import run_consumer
 from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Settings
-from offchain.platform.tracing import consumer_span
+from offchain.platform.tracing import consumer_span, inject_context
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
@@ -156,39 +159,75 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
 async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
     async with _requirements(resources) as (db, _deployment):
 
-        async def handle(event: Event) -> None:
+        async def apply(session: AsyncSession, event: Event) -> None:
             payload = event.payload or {}
             args = payload.get("args") or {}
             loan = str(payload.get("loan_id") or "").lower()
-            async with db.worker_session() as session:
-                match event.topic:
-                    case "chain.RepaymentRecorded":
-                        await payments.on_repayment_recorded(session, args, tx_hash=payload.get("tx_hash"))
-                    case "chain.RepaymentReversed":
-                        await payments.on_repayment_reversed(session, args)
-                    case "chain.LateFeeAssessed":
-                        await payments.on_late_fee(session, loan, args)
-                    case "chain.LoanWrittenOff":
-                        await payments.on_written_off(session, loan)
-                    case "chain.LoanRepaid" | "chain.LoanDefaulted":
-                        topic = (
-                            payments.LOAN_REPAID
-                            if event.topic.endswith("Repaid")
-                            else payments.LOAN_DEFAULTED
+            match event.topic:
+                case "chain.RepaymentRecorded":
+                    await payments.on_repayment_recorded(session, args, tx_hash=payload.get("tx_hash"))
+                case "chain.RepaymentReversed":
+                    await payments.on_repayment_reversed(session, args)
+                case "chain.LateFeeAssessed":
+                    await payments.on_late_fee(session, loan, args)
+                case "chain.LoanWrittenOff":
+                    await payments.on_written_off(session, loan)
+                case "chain.LoanRepaid" | "chain.LoanDefaulted":
+                    topic = (
+                        payments.LOAN_REPAID if event.topic.endswith("Repaid") else payments.LOAN_DEFAULTED
+                    )
+                    # a loan can repay, reopen (reversal) and repay again: one notice per block event
+                    if await claim_event(
+                        session,
+                        consumer=f"repayment.{topic}",
+                        event_id=f"{loan}:{payload.get('block_number')}",
+                    ):
+                        await payments.notify_loan_closed(
+                            session, loan, topic, {"tx_hash": payload.get("tx_hash")}
                         )
-                        # a loan can repay, reopen (reversal) and repay again: one notice per block event
-                        if await claim_event(
-                            session,
-                            consumer=f"repayment.{topic}",
-                            event_id=f"{loan}:{payload.get('block_number')}",
-                        ):
-                            await payments.notify_loan_closed(
-                                session, loan, topic, {"tx_hash": payload.get("tx_hash")}
-                            )
-                    case "tx.reverted" | "tx.failed":
-                        key = str(payload.get("idempotency_key") or "")
-                        if key.startswith(("repay:", "reverse:")):
-                            await payments.on_intent_refused(session, key, payload.get("revert_reason"))
+                case "tx.reverted" | "tx.failed":
+                    key = str(payload.get("idempotency_key") or "")
+                    if key.startswith(("repay:", "reverse:")):
+                        await payments.on_intent_refused(session, key, payload.get("revert_reason"))
+
+        async def handle(event: Event) -> None:
+            async with db.worker_session() as session:
+                await apply(session, event)
+
+        def span_of(event: Event):  # type: ignore[no-untyped-def]
+            return consumer_span(
+                topic=event.topic,
+                headers=event.headers,
+                group="repayment.chain",
+                message_id=event.stream_id,
+                event_id=event.id,
+            )
+
+        def recorded(event: Event) -> payments.Recorded:
+            payload = event.payload or {}
+            headers: dict[str, Any] = {}
+            with span_of(event):
+                inject_context(headers)  # the partner event continues the chain event's trace
+            if event.headers.get("request_id"):
+                headers["request_id"] = event.headers["request_id"]
+            return payments.Recorded(payload.get("args") or {}, payload.get("tx_hash"), headers)
+
+        async def handle_batch(events: list[Event]) -> None:
+            # one transaction; runs of RepaymentRecorded (the bulk of a busy day) in a few
+            # statements, anything else through `apply`, all in the batch's order
+            async with db.worker_session() as session:
+                run: list[payments.Recorded] = []
+                for event in events:
+                    if event.topic == "chain.RepaymentRecorded":
+                        run.append(recorded(event))
+                        continue
+                    if run:
+                        await payments.on_repayments_recorded(session, run)
+                        run = []
+                    with span_of(event):
+                        await apply(session, event)
+                if run:
+                    await payments.on_repayments_recorded(session, run)
 
         await run_consumer(
             resources,
@@ -197,6 +236,7 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
             topics=CHAIN_TOPICS,
             handler=handle,
             concurrency=CONCURRENCY,
+            batch_handler=handle_batch,
         )
 
 

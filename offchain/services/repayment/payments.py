@@ -30,7 +30,7 @@ from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.domain.money import from_iso_numeric
 from offchain.domain.monitoring import Flag, MonitoringPolicy, PaymentFacts, payment_flags
-from offchain.eventbus.outbox import publish
+from offchain.eventbus.outbox import OutgoingEvent, publish, publish_many
 from offchain.persistence import ledger as journal
 from offchain.persistence.credit import Application, Origination
 from offchain.persistence.models import Loan
@@ -669,22 +669,127 @@ async def on_repayment_recorded(session: AsyncSession, args: dict[str, Any], *, 
     await publish(
         session,
         REPAYMENT_RECEIVED,
-        {
-            "loan_id": str(loan.id),
-            "chain_loan_id": loan.chain_loan_id,
-            "payment_id": str(row.id),
-            "provider": row.provider,
-            "reference": row.provider_reference,
-            "payment_ref": ref,
-            "amount": {"value": row.amount, "currency": row.currency},
-            "applied": {"value": row.applied, "currency": row.currency},
-            "excess": {"value": row.excess, "currency": row.currency},
-            "outstanding_after": {"value": int(args["outstanding_after"]), "currency": row.currency},
-            "tx_hash": tx_hash,
-        },
+        _received_payload(row, loan, ref, args, tx_hash),
         key=str(loan.id),
         partner_id=loan.partner_id,
     )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One RepaymentRecorded for `on_repayments_recorded`."""
+
+    args: dict[str, Any]
+    tx_hash: str | None = None
+    # headers of the partner event (trace context, request id of the event that announced it)
+    headers: dict[str, Any] | None = None
+
+
+async def on_repayments_recorded(session: AsyncSession, recorded: Sequence[Recorded]) -> None:
+    """`on_repayment_recorded` for a batch, in the caller's one transaction: the same postings,
+    rows and partner events as one by one in the batch's order, in a few statements.
+
+    The payments are locked in payment_ref order; each loan's unearned income is read once and
+    the interest of its payments earned in the batch's order against what is left of it.
+    """
+    refs = sorted({str(item.args["payment_ref"]).lower() for item in recorded})
+    if not refs:
+        return
+    rows = {
+        row.payment_ref: row
+        for row in (
+            await session.execute(
+                select(Payment)
+                .where(Payment.payment_ref.in_(refs))
+                .order_by(Payment.payment_ref)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    }
+    loan_ids = sorted({row.loan_id for row in rows.values() if row.loan_id is not None})
+    loans = (
+        {
+            loan.id: loan
+            for loan in (await session.execute(select(Loan).where(Loan.id.in_(loan_ids)))).scalars()
+        }
+        if loan_ids
+        else {}
+    )
+    wanted: dict[str, set[uuid.UUID]] = {}
+    for row in rows.values():
+        if row.loan_id is not None and row.status == "pending_chain":
+            wanted.setdefault(row.currency, set()).add(row.loan_id)
+    unearned: dict[tuple[uuid.UUID, str], int] = {}
+    for currency, ids in wanted.items():
+        found = await journal.balances(
+            session, [accounts.loan_unearned_income(str(loan_id)) for loan_id in sorted(ids)], currency
+        )
+        for loan_id in ids:
+            unearned[(loan_id, currency)] = found[accounts.loan_unearned_income(str(loan_id))].posted
+
+    settle: list[str] = []
+    interest: list[accounts.Posting] = []
+    events: list[OutgoingEvent] = []
+    for item in recorded:
+        args = item.args
+        ref = str(args["payment_ref"]).lower()
+        row = rows.get(ref)
+        if row is None or row.loan_id is None:
+            log.warning("payment.recorded_unknown", payment_ref=ref)
+            continue
+        if row.status != "pending_chain":
+            continue  # already settled (a re-indexed event, or twice in the batch)
+        settle.append(_held_posting(row))
+        row.status = "recorded"
+        row.recorded_tx = item.tx_hash
+        loan = loans[row.loan_id]
+        assert loan.principal is not None and loan.total_due is not None
+        left = unearned[(loan.id, row.currency)]
+        earned = mm.earned_interest(
+            scheduled_part=int(args["scheduled_part"]),
+            principal=int(loan.principal),
+            total_due=int(loan.total_due),
+            unearned_left=max(0, left),
+            closes=int(args["outstanding_after"]) == 0,
+        )
+        if earned > 0:
+            interest.append(
+                mm.interest_posting(
+                    posting_id=f"interest:{ref}", loan_id=loan.id, amount=earned, currency=row.currency
+                )
+            )
+            unearned[(loan.id, row.currency)] = left - earned
+        events.append(
+            OutgoingEvent(
+                REPAYMENT_RECEIVED,
+                _received_payload(row, loan, ref, args, item.tx_hash),
+                key=str(loan.id),
+                partner_id=loan.partner_id,
+                headers=dict(item.headers or {}),
+            )
+        )
+    await journal.post_pending_many(session, settle)
+    await journal.post_many(session, interest)
+    await publish_many(session, events)
+
+
+def _received_payload(
+    row: Payment, loan: Loan, ref: str, args: dict[str, Any], tx_hash: str | None
+) -> dict[str, Any]:
+    return {
+        "loan_id": str(loan.id),
+        "chain_loan_id": loan.chain_loan_id,
+        "payment_id": str(row.id),
+        "provider": row.provider,
+        "reference": row.provider_reference,
+        "payment_ref": ref,
+        "amount": {"value": row.amount, "currency": row.currency},
+        "applied": {"value": row.applied, "currency": row.currency},
+        "excess": {"value": row.excess, "currency": row.currency},
+        "outstanding_after": {"value": int(args["outstanding_after"]), "currency": row.currency},
+        "tx_hash": tx_hash,
+    }
 
 
 async def on_repayment_reversed(session: AsyncSession, args: dict[str, Any]) -> None:

@@ -268,3 +268,69 @@ async def test_a_batch_that_fails_before_commit_leaves_nothing(two_databases) ->
     async with batched.worker_session() as session:
         results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
     assert sum(r.created for r in results) == 10
+
+
+async def _outbox(db: Database) -> list[tuple[Any, ...]]:
+    async with db.worker_session() as session:
+        rows = await session.execute(
+            text("SELECT topic, key, payload, partner_id FROM caas_outbox ORDER BY id")
+        )
+        return [
+            (topic, key, {k: v for k, v in payload.items() if k != "payment_id"}, partner)
+            for topic, key, payload, partner in rows.all()
+        ]
+
+
+async def test_recorded_repayments_in_a_batch_as_one_by_one(two_databases) -> None:  # type: ignore[no-untyped-def]
+    """The chain's RepaymentRecorded for the batch's payments, one repeated, one unknown: the same
+    holds posted, interest earned (the loan's last payment earns what is left), partner events."""
+    one_by_one, batched = two_databases
+    for database in two_databases:
+        async with database.worker_session() as session:
+            await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+    outstanding = {ACTIVE_A: TOTAL_DUE, ACTIVE_B: TOTAL_DUE}
+    events = []
+    async with batched.worker_session() as session:
+        pending = (
+            (
+                await session.execute(
+                    select(Payment)
+                    .where(Payment.status == "pending_chain")
+                    .order_by(Payment.provider_reference)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for row in pending:
+            outstanding[row.loan_id] -= row.applied
+            events.append(
+                {
+                    "payment_ref": row.payment_ref,
+                    "scheduled_part": row.applied,
+                    "outstanding_after": outstanding[row.loan_id],
+                }
+            )
+    assert outstanding[ACTIVE_A] == 0  # loan A closes: its last payment earns the rest
+    events.insert(2, dict(events[0]))  # indexed twice
+    events.append({"payment_ref": "0x" + "ee" * 32, "scheduled_part": 1, "outstanding_after": 1})
+
+    for args in events:
+        async with one_by_one.worker_session() as session:
+            await payments.on_repayment_recorded(session, args, tx_hash="0x" + "ab" * 32)
+    async with batched.worker_session() as session:
+        await payments.on_repayments_recorded(
+            session, [payments.Recorded(args, "0x" + "ab" * 32) for args in events]
+        )
+
+    expected = await _effects(one_by_one)
+    assert await _effects(batched) == expected
+    assert await _outbox(batched) == await _outbox(one_by_one)
+    assert {row[2] for row in expected["payments"]} == {"recorded", "credited", "unmatched"}
+    assert any(p[0].startswith("interest:") for p in expected["postings"])
+
+    # indexed again after a crash between commit and ack: nothing more
+    async with batched.worker_session() as session:
+        await payments.on_repayments_recorded(session, [payments.Recorded(args) for args in events])
+    assert await _effects(batched) == expected
+    assert len(await _outbox(batched)) == len(await _outbox(one_by_one))
