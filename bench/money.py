@@ -3,14 +3,15 @@ Anvil -> indexed -> ledger posted -> partner event `credit.repayment.received` i
 
 The whole path runs for real: the simulator (Paystack) delivers signed webhooks over HTTP to the
 gateway (uvicorn on a free port); underwriting, orchestration (relay, sender, indexer),
-disbursement, repayment and notifications run in this process on a fresh PostgreSQL database,
-Redis and an Anvil of their own. Loans are created, approved and paid out through the partner
+disbursement, repayment and notifications run on a fresh PostgreSQL database, Redis and an
+Anvil of their own. Loans are created, approved and paid out through the partner
 API first.
 
-Topology: by default the simulator and the gateway each run in a process of their own (spawned,
-uvicorn), so the rail and the webhook intake do not share this process's interpreter lock with
-the workers -- as deployed, where every service is its own process. `--one-process` runs them
-as threads of this process instead (the topology of the figures before 2026-11-28).
+Topology: by default the simulator, the gateway and each service (underwriting, orchestration,
+disbursement, repayment, notifications) run in a process of their own (spawned, uvicorn), as
+deployed: no two share an interpreter lock, and this process only drives the load and measures.
+`--one-process` runs them all in this process instead (the simulator and the gateway as threads,
+the services in its event loop: the topology of the figures before 2026-11-28).
 
 - latency: charges at a steady rate; per charge, charge accepted by the rail -> partner event
   committed (caas_outbox.created_at of credit.repayment.received for its reference);
@@ -69,11 +70,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+WORKERS = {
+    "underwriting": underwriting_app,
+    "orchestration": orchestration_app,
+    "disbursement": disbursement_app,
+    "repayment": repayment_app,
+    "notifications": notifications_app,
+}
+APPS = {"simulator": simulator_app, "gateway": gateway_app, **WORKERS}
+
+
 def _serve(kind: str, options: object, port: int) -> None:
-    """A spawned process's body: the simulator or the gateway under uvicorn until terminated."""
+    """A spawned process's body: one app (the simulator, a service) under uvicorn until terminated."""
     import uvicorn
 
-    app = simulator_app(options) if kind == "simulator" else gateway_app(options)  # type: ignore[arg-type]
+    app = APPS[kind](options)  # type: ignore[operator]
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
 
 
@@ -242,16 +253,13 @@ async def run(args: argparse.Namespace) -> dict:
                 else ServerProcess("gateway", settings, gateway_port)
             )
             with gateway_server as gateway:
-                apps = [
-                    underwriting_app(settings),
-                    orchestration_app(settings),
-                    disbursement_app(settings),
-                    repayment_app(settings),
-                    notifications_app(settings),
-                ]
                 async with contextlib.AsyncExitStack() as stack:
-                    for app in apps:
-                        await stack.enter_async_context(app.router.lifespan_context(app))
+                    for kind, factory in WORKERS.items():
+                        if args.one_process:
+                            app = factory(settings)
+                            await stack.enter_async_context(app.router.lifespan_context(app))
+                        else:
+                            stack.enter_context(ServerProcess(kind, settings, _free_port()))
                     client = await stack.enter_async_context(
                         httpx.AsyncClient(base_url=gateway.url, timeout=60)
                     )
@@ -392,7 +400,7 @@ def main() -> None:
     parser.add_argument(
         "--one-process",
         action="store_true",
-        help="the simulator and the gateway as threads of this process (the old topology)",
+        help="the simulator, the gateway and the services in this process (the old topology)",
     )
     parser.add_argument("--write", action="store_true", help="write the section of docs/BENCHMARKS.md")
     args = parser.parse_args()
@@ -400,9 +408,9 @@ def main() -> None:
     print(result)
     command = "python bench/money.py " + " ".join(sys.argv[1:])
     topology = (
-        "simulator, gateway and workers in one process"
+        "simulator, gateway and services in one process"
         if args.one_process
-        else "simulator and gateway in processes of their own, the workers in one"
+        else "simulator, gateway and each service in a process of its own"
     )
     result["topology"] = topology
     rendered = render(result, command.replace(" --write", ""))
