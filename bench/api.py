@@ -1,10 +1,12 @@
 """Partner API (gateway) throughput and latency next to a bare FastAPI app, in one run.
 
-    python bench/api.py [--duration 10] [--warmup 2] [--connections 32] [--write]
+    python bench/api.py [--duration 10] [--warmup 2] [--connections 32] [--workers 2] [--write]
 
-Each app runs in its own subprocess under a real uvicorn (one worker, uvloop, httptools,
+Each app runs in its own subprocess under a real uvicorn (`--workers` processes sharing the port,
+as `caas serve gateway --workers N` runs it; default one per core; uvloop, httptools,
 `log_config=None`, access log off; the gateway keeps its own JSON request log, as deployed, sent
-to /dev/null). `wrk` (apt package `wrk`) drives it from a separate process with `--connections`
+to /dev/null). Both apps get the same number of workers, so the ratio compares like with like.
+`wrk` (apt package `wrk`) drives it from a separate process with `--connections`
 keep-alive connections: a `--warmup` run whose figures are thrown away, then a `--duration` run.
 
 - gateway `GET /v1/loans/{id}`: one seeded loan of the token's partner with a few chain events;
@@ -139,20 +141,24 @@ def _bare_app():
     return app
 
 
-def serve(kind: str, port: int, database_url: str, redis_url: str) -> None:
+def gateway_app():
+    """uvicorn's factory in each worker: the gateway on the throwaway database."""
+    from offchain.services.gateway.app import create_app
+
+    return create_app(_settings(os.environ["CAAS_BENCH_DATABASE_URL"], REDIS_URL))
+
+
+def serve(kind: str, port: int, database_url: str, workers: int) -> None:
     import uvicorn
 
-    if kind == "gateway":
-        from offchain.services.gateway.app import create_app
-
-        app = create_app(_settings(database_url, redis_url))
-    else:
-        app = _bare_app()
+    os.environ["CAAS_BENCH_DATABASE_URL"] = database_url
     uvicorn.run(
-        app,
+        # an import string: worker processes build their own app (pools and clients included)
+        "api:gateway_app" if kind == "gateway" else "api:_bare_app",
+        factory=True,
         host="127.0.0.1",
         port=port,
-        workers=1,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         log_config=None,
@@ -162,13 +168,24 @@ def serve(kind: str, port: int, database_url: str, redis_url: str) -> None:
 
 @contextlib.contextmanager
 def server(
-    kind: str, database_url: str, probe_path: str, headers: dict[str, str]
+    kind: str, database_url: str, probe_path: str, headers: dict[str, str], workers: int
 ) -> Iterator[tuple[str, int]]:
     import httpx
 
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database-url", database_url],
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--workers",
+            str(workers),
+        ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,  # the gateway's JSON request log: produced (as deployed), not kept
         stderr=subprocess.DEVNULL,
@@ -346,8 +363,16 @@ def wrk(url: str, script: str, *, connections: int, duration: float, args: list[
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """User + system CPU of the server: its process and every worker process under it."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def measure(endpoint: str, url: str, script: str, opts: argparse.Namespace, pid: int) -> Result:
@@ -393,14 +418,17 @@ def run(opts: argparse.Namespace) -> tuple[list[Result], dict]:
     load_before = os.getloadavg()[0]
     with throwaway_database() as database_url:
         loan_id = seed(database_url, partner_id, settings.auth.ref_secret.get_secret_value())
-        with server("bare", database_url, "/bare/probe", {}) as (base, pid):
+        with server("bare", database_url, "/bare/probe", {}, opts.workers) as (base, pid):
             print("bare FastAPI:", file=sys.stderr)
             bare_get = measure(
                 "bare `GET /bare/{id}`", f"{base}/bare/{loan_id}", _get_script(None), opts, pid
             )
             bare_post = measure("bare `POST /bare`", f"{base}/bare", _post_script("/bare", None), opts, pid)
         loan_path = f"/v1/loans/{loan_id}"
-        with server("gateway", database_url, loan_path, {"Authorization": auth_header}) as (base, pid):
+        with server("gateway", database_url, loan_path, {"Authorization": auth_header}, opts.workers) as (
+            base,
+            pid,
+        ):
             print("gateway:", file=sys.stderr)
             gw_get = measure(
                 "gateway `GET /v1/loans/{id}`", base + loan_path, _get_script(auth_header), opts, pid
@@ -453,7 +481,8 @@ def render(
         id(gw_post): f"≥ {TARGET_WRITE_RPS:,} req/s",
     }
     lines = [
-        f"Command: `{command}` — {_machine()}; uvicorn 1 worker (uvloop, httptools), "
+        f"Command: `{command}` — {_machine()}; uvicorn {opts.workers} worker process"
+        f"{'es' if opts.workers > 1 else ''} per app (uvloop, httptools), "
         f"wrk 1 thread × {opts.connections} connections, {opts.warmup:g} s warm-up then "
         f"{opts.duration:g} s per endpoint; PostgreSQL and Redis on the same machine; "
         f"1-min load average {extra['load'][0]:.1f} at the start, {extra['load'][1]:.1f} at the end.",
@@ -523,6 +552,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per endpoint")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per endpoint")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="uvicorn processes per app (one per core)"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -536,7 +568,7 @@ def main() -> None:
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.serve:
-        serve(opts.serve, opts.port, opts.database_url, REDIS_URL)
+        serve(opts.serve, opts.port, opts.database_url, opts.workers)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
@@ -547,6 +579,7 @@ def main() -> None:
             ("duration", opts.duration, 10.0),
             ("warmup", opts.warmup, 2.0),
             ("connections", opts.connections, 32),
+            ("workers", opts.workers, os.cpu_count() or 1),
         )
         if value != default
     )

@@ -18,9 +18,10 @@ decides from the real environment what to embed, then writes the file.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -111,15 +112,63 @@ def up(
 @click.argument("service")
 @click.option("--host", default=None, help="Interface to bind (default: CAAS_BIND_HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: the service's port in the map).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port: one per core for the partner API (a Python process uses one).",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
-def serve(service: str, host: str | None, port: int | None, state_dir: Path) -> None:
+def serve(service: str, host: str | None, port: int | None, workers: int, state_dir: Path) -> None:
     """Run one service (gateway, underwriting, ..., health)."""
     from offchain.services.registry import SERVICES
 
     if service not in SERVICES:
         raise click.BadParameter(f"unknown service; one of: {', '.join(SERVICES)}", param_hint="SERVICE")
     _load_dev_env(state_dir)
+    if workers > 1:
+        _serve_workers(service, host, port, workers)
+        return
     sys.exit(_run(_serve_one(service, host, port)))
+
+
+_SERVED_SERVICE = "CAAS_SERVED_SERVICE"
+
+
+def served_app() -> Any:
+    """uvicorn's app factory in each worker process of `caas serve --workers N`."""
+    from offchain.platform.logging import configure_logging
+    from offchain.platform.settings import get_settings
+    from offchain.services.registry import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log.level, settings.log.format)
+    return create_app(os.environ[_SERVED_SERVICE], settings)
+
+
+def _serve_workers(name: str, host: str | None, port: int | None, workers: int) -> None:
+    """uvicorn's supervisor: binds the port once, runs `workers` processes on it, restarts one
+    that dies. Each builds its own app (pools, clients) and runs its own background jobs, which
+    share their streams through consumer groups as separate processes always do."""
+    import uvicorn
+
+    from offchain.platform.settings import get_settings
+    from offchain.services.registry import SERVICES
+
+    settings = get_settings()
+    os.environ[_SERVED_SERVICE] = name
+    uvicorn.run(
+        "offchain.cli:served_app",
+        factory=True,
+        host=host or settings.services.bind_host,
+        port=port or SERVICES[name].port,
+        workers=workers,
+        log_config=None,  # offchain.platform.logging owns the handlers
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 async def _serve_one(name: str, host: str | None, port: int | None) -> int:
