@@ -10,11 +10,21 @@ check-and-count and the figures for the headers are one Lua script here: one EVA
 
 Every answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds),
 and a refusal is a 429 problem with `Retry-After`.
+
+A busy partner does not pay that round trip on every request: a process takes a block of
+requests from the partner's window at once (counted in Redis like any hit, so every process and
+`limits` itself see them) and spends it locally for up to a second. Blocks start at one request
+and double only while each block is used up within its second, up to 1 % of the limit (32 at
+most), so a quiet partner is counted exactly, small limits always are, and what a block can
+overcount when traffic stops is bounded by that 1 %. Near the limit Redis grants what is left,
+down to the one request asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -25,12 +35,15 @@ from offchain.platform.problems import Problem
 
 _TOO_MANY = "urn:caas:problem:rate-limited"
 
-# KEYS[1] previous window, KEYS[2] current window; ARGV limit, window (ms), cost.
-# Returns {allowed, previous_count, previous_ttl_ms, current_count, current_ttl_ms} after the hit.
+# KEYS[1] previous window, KEYS[2] current window; ARGV limit, window (ms), cost (what the
+# request needs), block (what the caller would like to take: >= cost).
+# Returns {granted, previous_count, previous_ttl_ms, current_count, current_ttl_ms} after the hit;
+# granted is 0 (refused) or between cost and block, as much as the window still allows.
 _SLIDING_WINDOW_HIT = """
 local limit = tonumber(ARGV[1])
 local expiry = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local need = tonumber(ARGV[3])
+local block = tonumber(ARGV[4])
 
 local current_ttl = tonumber(redis.call('pttl', KEYS[2]))
 if current_ttl > 0 and current_ttl < expiry then
@@ -45,9 +58,10 @@ local current_count = tonumber(redis.call('get', KEYS[2])) or 0
 current_ttl = math.max(tonumber(redis.call('pttl', KEYS[2])), 0)
 
 local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
-if cost > limit or weighted + cost > limit then
+if need > limit or weighted + need > limit then
     return {0, previous_count, previous_ttl, current_count, current_ttl}
 end
+local cost = math.min(block, limit - weighted)
 if redis.call('exists', KEYS[2]) == 1 then
     current_count = redis.call('incrby', KEYS[2], cost)
 else
@@ -55,8 +69,12 @@ else
     current_count = cost
     current_ttl = expiry * 2
 end
-return {1, previous_count, previous_ttl, current_count, current_ttl}
+return {cost, previous_count, previous_ttl, current_count, current_ttl}
 """
+
+# A block is spent within this time or its rest is left unused (and the next block is smaller).
+BLOCK_TTL_S = 1.0
+MAX_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,27 @@ def window_quota(
     return Quota(limit=item.amount, remaining=remaining, reset_after_s=reset_s)
 
 
+@dataclass
+class _Block:
+    """Requests already counted in Redis for one partner and route class, not yet spent here."""
+
+    left: int
+    size: int
+    quota: Quota  # the window as Redis left it when the block was taken
+    taken_at: float
+
+    def spend(self, cost: int, now: float) -> Quota | None:
+        if self.left < cost or now - self.taken_at >= BLOCK_TTL_S:
+            return None
+        self.left -= cost
+        elapsed = math.floor(now - self.taken_at)
+        return Quota(
+            limit=self.quota.limit,
+            remaining=self.quota.remaining + self.left,  # counted, but still the partner's
+            reset_after_s=max(0, self.quota.reset_after_s - elapsed),
+        )
+
+
 class PartnerRateLimiter:
     """Counts against the Redis client the service already holds (given per call: the client
     is opened in the app's lifespan, after the limiter is configured)."""
@@ -100,6 +139,10 @@ class PartnerRateLimiter:
         self._prefix = key_prefix
         self._items: dict[str, RateLimitItem] = {name: parse(spec) for name, spec in limits_by_class.items()}
         self._scripts: dict[int, AsyncScript] = {}
+        self._blocks: dict[tuple[str, str], _Block] = {}
+        # one refill in flight per partner and class: requests that find the block spent wait for
+        # it instead of each taking a block of their own (all but one would go unused)
+        self._refills: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _script(self, redis: Redis) -> AsyncScript:
         # EVALSHA, falling back to EVAL once per server that has not cached the script yet
@@ -114,13 +157,41 @@ class PartnerRateLimiter:
         current = f"{self._prefix}:{{{item.key_for(route_class, partner_id)}}}"
         return [f"{current}/-1", current]
 
+    def _next_block_size(self, item: RateLimitItem, previous: _Block | None, now: float) -> int:
+        """Double while each block is used up within half its time (at that pace the next one,
+        twice as big, is still spent in time); otherwise count one request at a time."""
+        ceiling = max(1, min(MAX_BLOCK, item.amount // 100))
+        if previous is None or previous.left or now - previous.taken_at >= BLOCK_TTL_S / 2:
+            return 1
+        return min(ceiling, previous.size * 2)
+
     async def hit(self, redis: Redis, route_class: str, partner_id: str, cost: int = 1) -> Quota:
+        key = (route_class, partner_id)
+        quota = self._spend(key, cost)
+        if quota is not None:
+            return quota
+        refill = self._refills.setdefault(key, asyncio.Lock())
+        async with refill:
+            # another request may have refilled while this one waited
+            return self._spend(key, cost) or await self._refill(redis, key, cost)
+
+    def _spend(self, key: tuple[str, str], cost: int) -> Quota | None:
+        held = self._blocks.get(key)
+        return None if held is None else held.spend(cost, time.monotonic())
+
+    async def _refill(self, redis: Redis, key: tuple[str, str], cost: int) -> Quota:
+        route_class, partner_id = key
+        now = time.monotonic()
+        held = self._blocks.get(key)
         item = self._items[route_class]
-        allowed, *window = await self._script(redis)(
-            keys=self._keys(item, route_class, partner_id), args=[item.amount, item.get_expiry() * 1000, cost]
+        wanted = max(cost, self._next_block_size(item, held, now))
+        granted, *window = await self._script(redis)(
+            keys=self._keys(item, route_class, partner_id),
+            args=[item.amount, item.get_expiry() * 1000, cost, wanted],
         )
         quota = window_quota(item, *(int(value) for value in window))
-        if not allowed:
+        if not int(granted):
+            self._blocks.pop(key, None)
             raise Problem(
                 429,
                 _TOO_MANY,
@@ -128,4 +199,6 @@ class PartnerRateLimiter:
                 detail=f"at most {item.amount} {route_class} requests per {item.GRANULARITY.name}",
                 headers={**quota.headers(), "Retry-After": str(max(1, quota.reset_after_s))},
             )
-        return quota
+        left = int(granted) - cost
+        self._blocks[key] = _Block(left=left, size=int(granted), quota=quota, taken_at=now)
+        return Quota(quota.limit, quota.remaining + left, quota.reset_after_s)

@@ -84,6 +84,64 @@ async def test_limiter__previous_window_weighs_in_then_fades(redis: Redis):
     assert (await limiter.hit(redis, "read", partner)).remaining == 3
 
 
+async def _counted(redis_url: str, prefix: str, spec: str, route_class: str, partner: str) -> int:
+    """What the partner's window holds in Redis, as the `limits` library reads it."""
+    library = SlidingWindowCounterRateLimiter(
+        RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix=prefix)
+    )
+    stats = await library.get_window_stats(parse(spec), route_class, partner)
+    return parse(spec).amount - stats.remaining
+
+
+async def test_limiter__busy_partner_takes_blocks__headers_stay_exact(redis: Redis, redis_url: str):
+    prefix = f"test-rl-{uuid.uuid4().hex[:8]}"
+    spec = "100000/minute"  # blocks of up to 32 (1 % of the limit, capped)
+    limiter = PartnerRateLimiter({"read": spec}, key_prefix=prefix)
+    partner = str(uuid.uuid4())
+    calls = 0
+    script = limiter._script(redis)
+
+    async def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)
+
+    limiter._script = lambda _redis: counting  # type: ignore[method-assign]
+    quotas = [await limiter.hit(redis, "read", partner) for _ in range(300)]
+    # what the partner is told is exact: every request spent one
+    assert [q.remaining for q in quotas] == [100_000 - n for n in range(1, 301)]
+    # Redis saw far fewer calls, and holds at most one unspent block more than was spent
+    assert calls < 30
+    counted = await _counted(redis_url, prefix, spec, "read", partner)
+    assert 300 <= counted <= 300 + 32
+
+
+async def test_limiter__blocks_never_let_more_than_the_limit_through(redis: Redis):
+    limiter = PartnerRateLimiter({"write": "400/minute"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
+    partner = str(uuid.uuid4())
+
+    async def one() -> bool:
+        try:
+            await limiter.hit(redis, "write", partner)
+            return True
+        except Problem:
+            return False
+
+    results = await asyncio.gather(*(one() for _ in range(600)))
+    assert results.count(True) == 400  # blocks near the limit shrink to what is left
+
+
+async def test_limiter__quiet_partner_is_counted_one_by_one(redis: Redis, redis_url: str):
+    prefix = f"test-rl-{uuid.uuid4().hex[:8]}"
+    spec = "100000/minute"
+    limiter = PartnerRateLimiter({"read": spec}, key_prefix=prefix)
+    partner = str(uuid.uuid4())
+    for _ in range(3):
+        await limiter.hit(redis, "read", partner)
+        await asyncio.sleep(0.55)  # slower than a block's half-life: no block is taken
+    assert await _counted(redis_url, prefix, spec, "read", partner) == 3
+
+
 SECRET = "test-secret-for-the-token-cache-0001"
 
 
