@@ -10,6 +10,7 @@ lazily, so a service starts (and says "not ready") while a dependency is still c
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -155,6 +156,16 @@ def health_router() -> APIRouter:
     return router
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, routes, models, ABIs: ~1M objects) out of
+    the collector's sight. Otherwise each full collection walks all of it: measured on the
+    gateway under load, 200+ ms pauses every few seconds that stalled every request in flight
+    and set its p99. What is frozen lives as long as the process anyway. No collection first:
+    freezing is a cheap list splice, a full collection of that heap takes ~0.2 s (and start-up
+    leaves little garbage)."""
+    gc.freeze()
+
+
 def create_service_app(
     spec: ServiceSpec,
     settings: Settings | None = None,
@@ -178,6 +189,7 @@ def create_service_app(
             for name, job in tasks.items()
         ]
         log.info("service.started", port=spec.port, background=sorted(tasks))
+        _freeze_startup_heap()
         try:
             yield
         finally:
