@@ -205,19 +205,24 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
+def ensure_permission(principal: Principal, permission: str) -> Principal:
+    """The principal, or a 403 problem naming the permission it lacks."""
+    if not principal.has(permission):
+        raise Problem(
+            403,
+            _FORBIDDEN,
+            title="Permission missing",
+            detail=f"this call needs the {permission} permission",
+            required_permission=permission,
+        )
+    return principal
+
+
 def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller's principal, refused with 403 unless it holds `permission`."""
 
     async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.has(permission):
-            raise Problem(
-                403,
-                _FORBIDDEN,
-                title="Permission missing",
-                detail=f"this call needs the {permission} permission",
-                required_permission=permission,
-            )
-        return principal
+        return ensure_permission(principal, permission)
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
     # FastAPI reads this to document the requirement in OpenAPI.

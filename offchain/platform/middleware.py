@@ -9,9 +9,9 @@ the per-route metrics stay.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +41,12 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+def _new_request_id() -> str:
+    # 128 random bits as uuid4().hex has, from the process's PRNG instead of os.urandom: a
+    # request id must be unique, not unguessable, and the syscall was 1.5 % of a cached read
+    return f"{random.getrandbits(128):032x}"
+
+
 def route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     return getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED_ROUTE
@@ -68,7 +74,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
 

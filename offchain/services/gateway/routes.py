@@ -41,10 +41,13 @@ CHAIN_UNAVAILABLE = {503: {"description": "the chain (node or deployment) is not
 
 
 def limited(permission: str, route_class: str):
-    """Dependency: the principal holding `permission`, counted against its partner's quota."""
-    require = auth.require(permission)
+    """Dependency: the principal holding `permission`, counted against its partner's quota.
 
-    async def dependency(request: Request, principal: Annotated[Principal, Depends(require)]) -> Principal:
+    One dependency, not a chain (token -> permission -> quota): FastAPI's dependency solving is
+    per level, and this runs on every partner request."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = auth.ensure_permission(await auth.authenticate(request), permission)
         limiter = request.app.state.rate_limiter
         if limiter is not None:
             request.state.rate_quota = await limiter.hit(
