@@ -35,6 +35,20 @@ async def claim_event(session: AsyncSession, *, consumer: str, event_id: str) ->
     return (await session.execute(statement)).first() is not None
 
 
+async def claim_events(session: AsyncSession, *, consumer: str, event_ids: list[str]) -> set[str]:
+    """`claim_event` for a batch in one statement: the ids `consumer` sees for the first time."""
+    unique = sorted(set(event_ids))  # in key order: two batches sharing ids cannot deadlock
+    if not unique:
+        return set()
+    statement = (
+        insert(ConsumedEvent)
+        .values([{"consumer": consumer, "event_id": event_id} for event_id in unique])
+        .on_conflict_do_nothing()
+        .returning(ConsumedEvent.event_id)
+    )
+    return set((await session.execute(statement)).scalars())
+
+
 def idempotent(db: Database, consumer: str, handler: SessionHandler) -> Handler:
     """Wrap `handler(session, event)` so it runs at most once per event for `consumer`.
 

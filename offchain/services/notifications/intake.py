@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.domain.notifications.envelope import ALL_TYPES, PARTNER_EVENT_TYPES, partner_data
 from offchain.eventbus.consumer import StreamConsumer
-from offchain.eventbus.idempotent import idempotent
+from offchain.eventbus.idempotent import claim_events, idempotent
 from offchain.eventbus.messages import Event, StreamNames
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform.app import AppResources
@@ -109,9 +109,21 @@ async def run_event_intake(
         await store(event)
         wakeup.set()  # after the commit: the worker sees the new deliveries at once
 
-    # Several consumers of the group in this process: each event is one short transaction, so
-    # intake throughput grows with them until PostgreSQL is the limit. Partners get no ordering
-    # guarantee between events anyway (retries reorder them); each carries created_at.
+    async def handle_batch(events: list[Event]) -> None:
+        # what one read brought, in one transaction: claimed together, each stored once
+        assert resources.db is not None
+        async with resources.db.worker_session() as session:
+            fresh = await claim_events(session, consumer=GROUP, event_ids=[str(e.id) for e in events])
+            for event in events:
+                if str(event.id) in fresh:
+                    fresh.discard(str(event.id))  # twice in the batch: stored once
+                    await store_event(session, event, metrics=metrics)
+        wakeup.set()
+
+    # Several consumers of the group in this process: each read (up to a batch of events) is one
+    # short transaction, so intake throughput grows with them until PostgreSQL is the limit.
+    # Partners get no ordering guarantee between events anyway (retries reorder them); each
+    # carries created_at.
     base = f"{socket.gethostname()}-{os.getpid()}"
     consumers = [
         StreamConsumer(
@@ -120,6 +132,7 @@ async def run_event_intake(
             name=f"{base}-{n}",
             topics=list(PARTNER_EVENT_TYPES),
             handler=handle,
+            batch_handler=handle_batch,
             names=StreamNames(settings.events.stream_prefix),
             max_deliveries=settings.events.max_deliveries,
             retry_idle_ms=settings.events.retry_idle_ms,

@@ -347,6 +347,36 @@ async def test_duplicate_outbox_delivery__one_event_one_delivery_per_endpoint(
     assert len(endpoint_receiver.to(a)) == 1 and len(endpoint_receiver.to(b)) == 1
 
 
+async def test_a_burst_read_at_once__each_event_stored_and_delivered_once(
+    service, db, redis, tuned, partner, endpoint_receiver
+):
+    """Events that reach the intake together go through it as one batch (one transaction), the
+    same outbox row twice in it included: one stored event and one delivery each."""
+    path = f"/ok/{uuid.uuid4().hex}"
+    await create_endpoint(service, partner, endpoint_receiver.url + path)
+    async with db.worker_session() as session:  # committed together: relayed in one go
+        ids = [
+            await publish(
+                session, "credit.loan.repaid", {"loan_id": str(uuid.uuid4()), "n": n}, partner_id=partner
+            )
+            for n in range(30)
+        ]
+    names = StreamNames(tuned.events.stream_prefix)
+    await replay(db, redis, names, first_id=ids[3], last_id=ids[5])  # some of them twice
+    await until(lambda: _async(len(endpoint_receiver.to(path)) >= 30))
+    await asyncio.sleep(1.0)
+    async with db.worker_session() as session:
+        stored = (
+            await session.execute(
+                select(WebhookEvent.outbox_id, func.count())
+                .where(WebhookEvent.outbox_id.in_(ids))
+                .group_by(WebhookEvent.outbox_id)
+            )
+        ).all()
+    assert sorted(stored) == [(outbox_id, 1) for outbox_id in ids]
+    assert len(endpoint_receiver.to(path)) == 30
+
+
 # -- API: endpoints, isolation, listing ----------------------------------------------------------
 
 
