@@ -245,6 +245,9 @@ async def run(args: argparse.Namespace) -> dict:
                 update={
                     "rails": settings.rails.model_copy(update={"simulator_url": simulator.url}),
                     "log": settings.log.model_copy(update={"level": "WARNING"}),
+                    # the deployed default, not the tests' 200 ms: under a burst a message
+                    # waits longer than that in its consumer and would be claimed and run again
+                    "events": settings.events.model_copy(update={"retry_idle_ms": 30_000}),
                 }
             )
             gateway_server = (

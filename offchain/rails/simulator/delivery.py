@@ -86,7 +86,11 @@ class Delivery:
 class Dispatcher:
     def __init__(self, config: SimulatorConfig, *, http: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._http = http or httpx.AsyncClient()
+        # connections kept for as many deliveries as a burst has in flight: beyond httpx's
+        # default of 20 kept-alive, every further delivery would open (and close) a connection
+        self._http = http or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        )
         self._owns_http = http is None
         self.rules: list[FaultRule] = []
         self.log: list[Delivery] = []

@@ -41,8 +41,9 @@ log = get_logger(__name__)
 # payments of different loans at once (each loan is locked while its money is allocated); the
 # database pool (DATABASE__POOL_SIZE + MAX_OVERFLOW) should hold both consumers' sessions
 CONCURRENCY = 8
-# provider verify calls in flight at once for a batch of intake events
-VERIFY_CONCURRENCY = 32
+# provider verify calls in flight at once for a batch of intake events (within the shared
+# client's 20 kept-alive connections: more would open and close a connection per call)
+VERIFY_CONCURRENCY = 16
 INTAKE_TOPICS = ("paystack.charge.success", "sme.payment.received")
 CHAIN_TOPICS = (
     "chain.RepaymentRecorded",
