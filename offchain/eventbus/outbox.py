@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import bindparam, func, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.models import OutboxMessage
@@ -51,18 +51,34 @@ async def publish(
     if request_id:
         merged.setdefault("request_id", request_id)
     inject_context(merged)  # traceparent: the consumer's span continues this trace
-    statement = (
+    values = {"topic": topic, "key": key, "payload": payload, "headers": merged}
+    if partner_id is None:
+        statement = _PUBLISH_IN_SCOPE
+    else:
+        statement, values["partner_id"] = _PUBLISH_FOR_PARTNER, partner_id
+    return int((await session.execute(statement, values)).scalar_one())
+
+
+def _publish_statement(partner_id: Any) -> Any:
+    # Built once with bind parameters: SQLAlchemy then reuses its cache key and compiled form
+    # (an INSERT built per call was a tenth of a submission's CPU).
+    return (
         insert(OutboxMessage)
         .values(
-            topic=topic,
-            key=key,
-            payload=payload,
-            headers=merged,
-            partner_id=partner_id if partner_id is not None else func.caas_current_partner(),
+            topic=bindparam("topic"),
+            key=bindparam("key"),
+            payload=bindparam("payload", type_=OutboxMessage.__table__.c.payload.type),
+            headers=bindparam("headers", type_=OutboxMessage.__table__.c.headers.type),
+            partner_id=partner_id,
         )
         .returning(OutboxMessage.id)
     )
-    return int((await session.execute(statement)).scalar_one())
+
+
+_PUBLISH_IN_SCOPE = _publish_statement(func.caas_current_partner())
+_PUBLISH_FOR_PARTNER = _publish_statement(
+    bindparam("partner_id", type_=OutboxMessage.__table__.c.partner_id.type)
+)
 
 
 _PUBLISH_MANY = text(

@@ -163,6 +163,68 @@ async def test_idempotency__keys_are_per_partner(client, partner):
     assert a.json()["id"] != b.json()["id"]
 
 
+async def test_idempotency__a_refusal_is_the_stored_answer(client, partner):
+    body = application_body()
+    created = await client.post(
+        "/v1/applications", json=body, headers={**token(partner), "Idempotency-Key": "a"}
+    )
+    assert created.status_code == 201
+    # the same application again under a new key: refused (its work rolled back), and that
+    # refusal is what the key answers from now on
+    headers = {**token(partner), "Idempotency-Key": "b"}
+    refused = await client.post("/v1/applications", json=body, headers=headers)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    replay = await client.post("/v1/applications", json=body, headers=headers)
+    assert replay.status_code == 409
+    assert replay.json() == refused.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_idempotency__while_the_first_runs__409_in_flight(client, partner, database_url):
+    import asyncpg
+
+    from offchain.platform.idempotency import _LOCK_CLASS
+
+    key = "running"
+    holder = await asyncpg.connect(database_url)  # stands in for the first request's transaction
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, f"{partner}:{key}")
+        body = application_body()
+        headers = {**token(partner), "Idempotency-Key": key}
+        busy = await client.post("/v1/applications", json=body, headers=headers)
+        assert busy.status_code == 409
+        assert busy.json()["type"] == "urn:caas:problem:idempotency-key-in-flight"
+        assert busy.headers["retry-after"] == "1"
+        await holder.execute("SELECT pg_advisory_unlock_all()")
+        done = await client.post("/v1/applications", json=body, headers=headers)
+        assert done.status_code == 201  # nothing was kept from the refused attempt
+    finally:
+        await holder.close()
+
+
+async def test_idempotency__a_crash_in_the_work_leaves_the_key_free(client, partner, monkeypatch):
+    from offchain.services.gateway import usecases
+
+    real = usecases.submit_application
+
+    async def crash_once(**kwargs):
+        monkeypatch.setattr(usecases, "submit_application", real)
+        await real(**kwargs)  # the application row is written ... and then the process fails
+        raise RuntimeError("crashed after the insert")
+
+    monkeypatch.setattr(usecases, "submit_application", crash_once)
+    body = application_body()
+    headers = {**token(partner), "Idempotency-Key": "crash"}
+    with pytest.raises(RuntimeError):
+        await client.post("/v1/applications", json=body, headers=headers)
+    retried = await client.post("/v1/applications", json=body, headers=headers)
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    listing = await client.get("/v1/applications?limit=100", headers=token(partner))
+    assert [a["external_id"] for a in listing.json()["data"]] == [body["external_id"]]
+
+
 async def test_idempotency__20_concurrent_requests__one_application(client, partner):
     headers = {**token(partner), "Idempotency-Key": "burst"}
     body = application_body()
@@ -218,7 +280,9 @@ async def test_rs256_token_from_the_sme_auth_service_via_jwks(settings, free_por
     from offchain.rails.simulator.config import SimulatorConfig
 
     with ServerThread(simulator_app(SimulatorConfig()), free_port()) as simulator:
-        tuned = settings.model_copy(update={"rails": settings.rails.model_copy(update={"simulator_url": simulator.url})})
+        tuned = settings.model_copy(
+            update={"rails": settings.rails.model_copy(update={"simulator_url": simulator.url})}
+        )
         app = create_app(tuned)
         partner = uuid.uuid4()
         async with app.router.lifespan_context(app), httpx.AsyncClient(base_url=simulator.url) as sme:
@@ -228,7 +292,9 @@ async def test_rs256_token_from_the_sme_auth_service_via_jwks(settings, free_por
             )
             assert issued.status_code == 200, issued.text
             rs256 = issued.json()["access_token"]
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+            ) as client:
                 ok = await client.get("/v1/loans", headers={"Authorization": f"Bearer {rs256}"})
                 assert ok.status_code == 200, ok.text
                 tampered = rs256[:-4] + ("AAAA" if not rs256.endswith("AAAA") else "BBBB")
