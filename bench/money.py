@@ -307,7 +307,16 @@ async def run(args: argparse.Namespace) -> dict:
                             "reference": reference,
                         }
                         sent = time.time()
-                        answer = await sim.post("/simulate/charge", json=body)
+                        for attempt in range(3):
+                            try:
+                                answer = await sim.post("/simulate/charge", json=body)
+                                break
+                            except httpx.TransportError:
+                                # a kept-alive connection the server closed as it was reused
+                                if attempt == 2:
+                                    raise
+                        if answer.status_code == 409 and attempt > 0:
+                            return sent  # the first attempt did reach it: the charge exists
                         answer.raise_for_status()
                         return sent
 
