@@ -529,8 +529,9 @@ WHERE_THE_TIME_GOES = [
     "asyncpg pool, and a Redis call only when the partner's block of requests is spent (the "
     "limiter takes up to 1 % of the limit from the Redis window at once while a partner is busy; "
     "headers stay exact). It made 1 + 4 before this session and 2 + 8 before the last. "
-    "`POST /v1/applications` makes ~1 Redis + 10 PostgreSQL round trips in two transactions (key "
-    "claim; the work and the key's completion together).",
+    "`POST /v1/applications` makes 7 PostgreSQL round trips in one transaction (BEGIN, partner "
+    "scope, key claim with an advisory lock, application, outbox row, stored answer, COMMIT), down "
+    "from 10 in two this session.",
     "",
     "What moved the read: the single-statement read (4 round trips -> 1), no spans for requests "
     "that bring no trace when nothing is exported (~13 % of its CPU), the limiter's blocks (~15 %), "
@@ -544,8 +545,9 @@ WHERE_THE_TIME_GOES = [
     "`wrk` and whatever else runs (load average above). The bare app needs ~0.2 ms of CPU per "
     "request and with two workers answers ~10,000 req/s, so 20 % of it asks the gateway for ~1 ms "
     "per request including a database and a cache, on a machine where a loopback round trip costs "
-    "tens of µs of CPU on each side. Submissions are the furthest: ~8-10 ms of CPU, mostly 10 "
-    "round trips through SQLAlchemy. Next: the submission in one round trip (the key claim, "
+    "tens of µs of CPU on each side. Submissions cost ~6-9 ms of CPU (quiet vs busy machine), "
+    "mostly round trips and SQLAlchemy's ORM session around them. Next: the submission in one "
+    "round trip (the key claim, "
     "insert, outbox row and stored answer in one statement or a pipelined batch: psycopg 3's "
     "pipeline mode), and the same FIFO gate for the SQLAlchemy pool.",
 ]
