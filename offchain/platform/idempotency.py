@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.persistence.credit import IdempotencyKey
 from offchain.platform.db import Database
-from offchain.platform.problems import Problem, problem_response
+from offchain.platform.problems import Problem, render_problem
 
 HEADER = "Idempotency-Key"
 MIN_TTL = timedelta(hours=72)
@@ -150,33 +150,21 @@ async def run_idempotent(
     key = _validated(raw_key)
     fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
     now = datetime.now(UTC)
+    claim = {
+        "partner_id": partner_id,
+        "key": key,
+        "method": request.method,
+        "path": request.url.path,
+        "request_hash": fingerprint,
+        "expires_at": now + max(ttl, MIN_TTL),
+        "now": now,
+    }
     if in_transaction is not None:
-        claim = {
-            "lock_class": _LOCK_CLASS,
-            "lock_scope": f"{partner_id}:{key}",
-            "partner_id": str(partner_id),
-            "key": key,
-            "method": request.method,
-            "path": request.url.path,
-            "request_hash": fingerprint,
-            "expires_at": now + max(ttl, MIN_TTL),
-            "now": now,
-        }
-        return await _in_one_transaction(request, db, partner_id, claim, in_transaction)
+        locked_claim = {**claim, "lock_class": _LOCK_CLASS, "lock_scope": f"{partner_id}:{key}"}
+        return await _in_one_transaction(request, db, partner_id, locked_claim, in_transaction)
 
     async with db.partner_session(partner_id) as session:
-        claimed = await session.execute(
-            _CLAIM,
-            {
-                "partner_id": partner_id,
-                "key": key,
-                "method": request.method,
-                "path": request.url.path,
-                "request_hash": fingerprint,
-                "expires_at": now + max(ttl, MIN_TTL),
-                "now": now,
-            },
-        )
+        claimed = await session.execute(_CLAIM, claim)
         is_first = claimed.scalar_one_or_none() is not None
         existing = None
         if not is_first:
@@ -321,16 +309,7 @@ async def _answer(request: Request, handler: Callable[[], Awaitable[tuple[int, A
 
 
 def _problem_answer(request: Request, problem: Problem) -> tuple[int, Any]:
-    response = problem_response(
-        request,
-        problem.status,
-        type=problem.type,
-        title=problem.title,
-        detail=problem.detail,
-        errors=problem.errors,
-        **problem.extensions,
-    )
-    return problem.status, json.loads(response.body)
+    return problem.status, json.loads(render_problem(request, problem).body)
 
 
 def _media(status: int) -> str:

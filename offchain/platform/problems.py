@@ -88,18 +88,23 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-async def _problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
+def render_problem(request: Request, problem: Problem) -> JSONResponse:
+    """The problem+json answer a raised Problem gets (also what an idempotency key stores)."""
     return problem_response(
         request,
-        exc.status,
-        type=exc.type,
-        title=exc.title,
-        detail=exc.detail,
-        errors=exc.errors,
-        headers=exc.headers,
-        **exc.extensions,
+        problem.status,
+        type=problem.type,
+        title=problem.title,
+        detail=problem.detail,
+        errors=problem.errors,
+        headers=problem.headers,
+        **problem.extensions,
     )
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return render_problem(request, exc)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

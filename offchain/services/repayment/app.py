@@ -123,27 +123,18 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
             )
 
         async def handle(event: Event) -> None:
-            data = dict((event.payload or {}).get("data") or {})
-            try:
-                if event.topic == "paystack.charge.success":
-                    found = await intake.verified_paystack_charge(paystack, data)
-                else:
-                    found = await intake.verified_sme_payment(sme, data)
-            except intake.NotPaid as refusal:
-                log.warning("payment.not_confirmed", topic=event.topic, reason=str(refusal))
+            # one event (a batch that failed is retried event by event): the batch path with one
+            # item, so both take loan locks the same way and cannot deadlock each other
+            item = await verified(event)
+            if item is None:
                 return
-            payment, record, channel, paid_at = found
             async with db.worker_session() as session:
-                result = await payments.receive(
-                    session,
-                    payment,
-                    deployment=deployment,
-                    provider_record=record,
-                    channel=channel,
-                    paid_at=paid_at,
-                )
+                (result,) = await payments.receive_many(session, [item], deployment=deployment)
             log.info(
-                "payment.intake", reference=payment.reference, status=result.status, created=result.created
+                "payment.intake",
+                reference=item.payment.reference,
+                status=result.status,
+                created=result.created,
             )
 
         await run_consumer(

@@ -430,16 +430,7 @@ async def receive_many(
                         trace_context=item.trace_context,
                     )
                 )
-                row.status = "pending_chain"
-                row.detail = None
-                log.info(
-                    "payment.applied",
-                    payment_id=str(row.id),
-                    loan_id=str(loan.id),
-                    applied=allocation.applied,
-                    excess=allocation.excess,
-                    method=match.method.value,
-                )
+                _pending_chain(row, loan, allocation, match.method)
         results[key] = Intake(row.id, row.status, created=True)
     await monitoring.record_many(session, raised)
     await journal.post_many(session, posted)
@@ -564,6 +555,11 @@ async def apply_to_loan(
         to=deployment.loan_book_address,
         data=data,
     )
+    _pending_chain(row, loan, allocation, method)
+
+
+def _pending_chain(row: Payment, loan: Loan, allocation: mm.Allocation, method: mm.MatchMethod) -> None:
+    """The payment's applied part is on its way to the chain (its intent is submitted)."""
     row.status = "pending_chain"
     row.detail = None
     log.info(

@@ -54,8 +54,9 @@ async def test_limiter__refuses_over_the_limit_with_retry_after(redis: Redis):
     assert (await limiter.hit(redis, "write", str(uuid.uuid4()))).remaining == 2
 
 
-async def test_limiter__concurrent_hits_never_exceed_the_limit(redis: Redis):
-    limiter = PartnerRateLimiter({"write": "25/minute"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
+async def _concurrent_hits(redis: Redis, limit: str, hits: int) -> list[bool]:
+    """`hits` requests of one partner at once against `limit`: which were let through."""
+    limiter = PartnerRateLimiter({"write": limit}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
     partner = str(uuid.uuid4())
 
     async def one() -> bool:
@@ -65,7 +66,11 @@ async def test_limiter__concurrent_hits_never_exceed_the_limit(redis: Redis):
         except Problem:
             return False
 
-    results = await asyncio.gather(*(one() for _ in range(60)))
+    return list(await asyncio.gather(*(one() for _ in range(hits))))
+
+
+async def test_limiter__concurrent_hits_never_exceed_the_limit(redis: Redis):
+    results = await _concurrent_hits(redis, "25/minute", 60)
     assert results.count(True) == 25
 
 
@@ -117,17 +122,7 @@ async def test_limiter__busy_partner_takes_blocks__headers_stay_exact(redis: Red
 
 
 async def test_limiter__blocks_never_let_more_than_the_limit_through(redis: Redis):
-    limiter = PartnerRateLimiter({"write": "400/minute"}, key_prefix=f"test-rl-{uuid.uuid4().hex[:8]}")
-    partner = str(uuid.uuid4())
-
-    async def one() -> bool:
-        try:
-            await limiter.hit(redis, "write", partner)
-            return True
-        except Problem:
-            return False
-
-    results = await asyncio.gather(*(one() for _ in range(600)))
+    results = await _concurrent_hits(redis, "400/minute", 600)
     assert results.count(True) == 400  # blocks near the limit shrink to what is left
 
 
