@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 
 from offchain.platform.logging import get_logger
 from offchain.rails.simulator.config import SimulatorConfig
@@ -84,14 +84,12 @@ class Delivery:
 
 
 class Dispatcher:
-    def __init__(self, config: SimulatorConfig, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        # connections kept for as many deliveries as a burst has in flight: beyond httpx's
-        # default of 20 kept-alive, every further delivery would open (and close) a connection
-        self._http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
-        )
-        self._owns_http = http is None
+        # aiohttp, not httpx: under a burst httpx's connection pool (it scans every connection
+        # for each request) and its layers cost the simulator ~3x the CPU per delivery. Made on
+        # the first send, inside the running loop aiohttp needs.
+        self._http: aiohttp.ClientSession | None = None
         self.rules: list[FaultRule] = []
         self.log: list[Delivery] = []
         self._ids = itertools.count(1)
@@ -186,8 +184,9 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._owns_http:
-            await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -233,22 +232,38 @@ class Dispatcher:
         for delivery in deliveries:
             await self._send(delivery)
 
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            # connections kept for as many deliveries as a burst has in flight: with fewer, every
+            # further delivery opens (and closes) one. Idle ones are dropped before a uvicorn
+            # receiver's 5 s would close them under a new request.
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, limit_per_host=100, keepalive_timeout=3.0),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._http
+
     async def _send(self, delivery: Delivery, *, after_s: float = 0.0) -> None:
         if after_s > 0:
             await asyncio.sleep(after_s)
         cfg = self.config
+        http = self._session()
         delivery.state = "delivering"
         for attempt in range(1, max(1, cfg.webhook_attempts) + 1):
             headers = {"content-type": "application/json", **delivery.signer(delivery.body)}
             started = time.monotonic()
             record: dict[str, Any] = {"at": _now(), "attempt": attempt}
             try:
-                response = await self._http.post(
-                    delivery.url, content=delivery.body, headers=headers, timeout=cfg.webhook_timeout_s
-                )
-                record["status_code"] = response.status_code
-                ok = 200 <= response.status_code < 300
-            except httpx.HTTPError as exc:
+                async with http.post(
+                    delivery.url,
+                    data=delivery.body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=cfg.webhook_timeout_s),
+                ) as response:
+                    await response.read()
+                record["status_code"] = response.status
+                ok = 200 <= response.status < 300
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 record["error"] = type(exc).__name__
                 ok = False
             record["ms"] = round((time.monotonic() - started) * 1000, 1)
