@@ -36,7 +36,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import httpx
+import psutil
 import psycopg2
 from sqlalchemy import text
 
@@ -92,6 +94,7 @@ class ServerProcess:
     """`ServerThread`, in a process of its own."""
 
     def __init__(self, kind: str, options: object, port: int) -> None:
+        self.kind = kind
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._process = multiprocessing.get_context("spawn").Process(
@@ -109,6 +112,10 @@ class ServerProcess:
                 if not self._process.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"server on {self.url} did not start") from None
                 time.sleep(0.1)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def __exit__(self, *_: object) -> None:
         self._process.terminate()  # uvicorn shuts down on SIGTERM (lifespan shutdown runs)
@@ -130,10 +137,14 @@ def _database():
         admin.close()
 
 
+ANVIL_PIDS: list[int] = []
+
+
 @contextlib.contextmanager
 def _anvil():
     port = _free_port()
     process = subprocess.Popen([anvil_executable(), "--port", str(port), "--silent"])
+    ANVIL_PIDS.append(process.pid)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -146,6 +157,88 @@ def _anvil():
     finally:
         process.terminate()
         process.wait(10)
+
+
+class CpuMeter:
+    """CPU seconds each named process spent between `start()` and `stop()` (user + system).
+
+    The processes are this driver, each spawned server, Anvil and the PostgreSQL backends connected
+    to the bench's database (Redis is shared with other users of the machine and left out)."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, list[psutil.Process]] = {}
+        self._before: dict[tuple[str, int], float] = {}
+        self.used: dict[str, float] = {}
+
+    def add(self, name: str, pid: int | None) -> None:
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                self.processes.setdefault(name, []).append(psutil.Process(pid))
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    def start(self) -> None:
+        self._before = {
+            (name, proc.pid): self._cpu(proc) for name, procs in self.processes.items() for proc in procs
+        }
+
+    def stop(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for name, procs in self.processes.items():
+            for proc in procs:
+                before = self._before.get((name, proc.pid))
+                if before is not None:
+                    used[name] = used.get(name, 0.0) + max(0.0, self._cpu(proc) - before)
+        self.used = used
+        return used
+
+
+def _profile(meter: CpuMeter, out: str) -> list[subprocess.Popen]:
+    """py-spy (PY_SPY, default /tmp/pyspy/bin/py-spy) records each Python process of the burst for
+    --profile-s seconds into OUT/<name>.txt (raw: collapsed stacks, for flamegraphs or grep)."""
+    import os
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spy = os.environ.get("PY_SPY", "/tmp/pyspy/bin/py-spy")
+    seconds = os.environ.get("PROFILE_S", "6")
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(proc.pid),
+                "-o",
+                f"{out}/{name}.txt",
+                "-f",
+                "raw",
+                "--nonblocking",
+                "-r",
+                "200",
+                "-d",
+                seconds,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, procs in meter.processes.items()
+        if name not in ("anvil", "postgres")
+        for proc in procs
+    ]
+
+
+def _pg_backends(database_url: str) -> list[int]:
+    name = database_url.rsplit("/", 1)[1]
+    with contextlib.closing(psycopg2.connect(PG)) as admin:
+        cursor = admin.cursor()
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -256,19 +349,30 @@ async def run(args: argparse.Namespace) -> dict:
                 else ServerProcess("gateway", settings, gateway_port)
             )
             with gateway_server as gateway:
+                meter = CpuMeter()
+                meter.add("driver", None if args.one_process else psutil.Process().pid)
+                meter.add("simulator", getattr(simulator, "pid", None))
+                meter.add("gateway", getattr(gateway, "pid", None))
+                for pid in ANVIL_PIDS:
+                    meter.add("anvil", pid)
                 async with contextlib.AsyncExitStack() as stack:
                     for kind, factory in WORKERS.items():
                         if args.one_process:
                             app = factory(settings)
                             await stack.enter_async_context(app.router.lifespan_context(app))
                         else:
-                            stack.enter_context(ServerProcess(kind, settings, _free_port()))
+                            server = stack.enter_context(ServerProcess(kind, settings, _free_port()))
+                            meter.add(kind, server.pid)
                     client = await stack.enter_async_context(
                         httpx.AsyncClient(base_url=gateway.url, timeout=60)
                     )
+                    # aiohttp for the load itself: httpx costs this driver ~3x the CPU per request,
+                    # and the driver shares the two cores with what it measures
                     sim = await stack.enter_async_context(
-                        httpx.AsyncClient(
-                            base_url=simulator.url, timeout=60, limits=httpx.Limits(max_connections=64)
+                        aiohttp.ClientSession(
+                            base_url=simulator.url,
+                            timeout=aiohttp.ClientTimeout(total=60),
+                            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=3.0),
                         )
                     )
                     db = Database.from_settings(settings.database)
@@ -309,13 +413,14 @@ async def run(args: argparse.Namespace) -> dict:
                         sent = time.time()
                         for attempt in range(3):
                             try:
-                                answer = await sim.post("/simulate/charge", json=body)
+                                async with sim.post("/simulate/charge", json=body) as answer:
+                                    await answer.read()
                                 break
-                            except httpx.TransportError:
+                            except aiohttp.ClientConnectionError:
                                 # a kept-alive connection the server closed as it was reused
                                 if attempt == 2:
                                     raise
-                        if answer.status_code == 409 and attempt > 0:
+                        if answer.status == 409 and attempt > 0:
                             return sent  # the first attempt did reach it: the charge exists
                         answer.raise_for_status()
                         return sent
@@ -341,10 +446,19 @@ async def run(args: argparse.Namespace) -> dict:
                         async with gate:
                             return await charge(i, f"burst-{i}")
 
+                    for pid in _pg_backends(database_url):
+                        meter.add("postgres", pid)
+                    profilers = _profile(meter, args.profile) if args.profile else []
+                    meter.start()
+                    wall = time.monotonic()
                     started = time.time()
                     await asyncio.gather(*(limited(i) for i in range(args.burst)))
                     accepted = time.time()
                     burst_seen = await _wait_for(db, "burst-", args.burst, 600)
+                    cpu = meter.stop()
+                    wall = time.monotonic() - wall
+                    for profiler in profilers:
+                        profiler.wait()
                     stages = await _stages(db, "burst-", started)
                     last = max(at.timestamp() for at in burst_seen.values()) if burst_seen else accepted
                     return {
@@ -363,6 +477,12 @@ async def run(args: argparse.Namespace) -> dict:
                         "charges_per_s": args.burst / (accepted - started),
                         "repayments_per_s": len(burst_seen) / (last - started),
                         "stages": stages,
+                        # CPU per repayment (ms) of each process over the burst, and its busy share
+                        "cpu_ms_per_repayment": {
+                            name: round(1000 * used / max(1, len(burst_seen)), 1)
+                            for name, used in sorted(cpu.items(), key=lambda kv: -kv[1])
+                        },
+                        "cpu_busy_pct": round(100 * sum(cpu.values()) / wall),
                     }
 
 
@@ -414,10 +534,19 @@ def main() -> None:
         action="store_true",
         help="the simulator, the gateway and the services in this process (the old topology)",
     )
+    parser.add_argument(
+        "--profile", metavar="DIR", help="py-spy each Python process during the burst into DIR"
+    )
     parser.add_argument("--write", action="store_true", help="write the section of docs/BENCHMARKS.md")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(result)
+    per = result["cpu_ms_per_repayment"]
+    print(
+        f"CPU per repayment over the burst ({result['cpu_busy_pct']} % busy):",
+        ", ".join(f"{name} {ms}" for name, ms in per.items()),
+        f"= {sum(per.values()):.1f} ms",
+    )
     command = "python bench/money.py " + " ".join(sys.argv[1:])
     topology = (
         "simulator, gateway and services in one process"
