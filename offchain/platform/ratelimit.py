@@ -18,6 +18,12 @@ and double only while each block is used up within its second, up to 1 % of the 
 most), so a quiet partner is counted exactly, small limits always are, and what a block can
 overcount when traffic stops is bounded by that 1 %. Near the limit Redis grants what is left,
 down to the one request asked for.
+
+The next block is fetched ahead: once half of a block of four or more is spent, one background
+call takes it and adds it to what is left, so a busy partner's requests do not stop for that
+round trip. One fetch per partner and class is in flight at a time, and every request that finds
+the block spent waits for that one. A process so holds at most half a block more than before
+(~1.5 % of the limit, 48 requests at most).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ return {cost, previous_count, previous_ttl, current_count, current_ttl}
 # A block is spent within this time or its rest is left unused (and the next block is smaller).
 BLOCK_TTL_S = 1.0
 MAX_BLOCK = 32
+# blocks this big are fetched ahead when half spent; smaller ones belong to partners too quiet to wait
+FETCH_AHEAD_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,11 @@ class _Block:
     quota: Quota  # the window as Redis left it when the block was taken
     taken_at: float
 
+    def usable(self, now: float) -> int:
+        return self.left if now - self.taken_at < BLOCK_TTL_S else 0
+
     def spend(self, cost: int, now: float) -> Quota | None:
-        if self.left < cost or now - self.taken_at >= BLOCK_TTL_S:
+        if self.usable(now) < cost:
             return None
         self.left -= cost
         elapsed = math.floor(now - self.taken_at)
@@ -128,6 +139,27 @@ class _Block:
             limit=self.quota.limit,
             remaining=self.quota.remaining + self.left,  # counted, but still the partner's
             reset_after_s=max(0, self.quota.reset_after_s - elapsed),
+        )
+
+    def half_spent(self) -> bool:
+        return self.size >= FETCH_AHEAD_FROM and self.left <= self.size // 2
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """What a fetch that Redis refused tells every request that waited for it."""
+
+    item: RateLimitItem
+    route_class: str
+    quota: Quota
+
+    def problem(self) -> Problem:
+        return Problem(
+            429,
+            _TOO_MANY,
+            title="Rate limit exceeded",
+            detail=f"at most {self.item.amount} {self.route_class} requests per {self.item.GRANULARITY.name}",
+            headers={**self.quota.headers(), "Retry-After": str(max(1, self.quota.reset_after_s))},
         )
 
 
@@ -140,9 +172,10 @@ class PartnerRateLimiter:
         self._items: dict[str, RateLimitItem] = {name: parse(spec) for name, spec in limits_by_class.items()}
         self._scripts: dict[int, AsyncScript] = {}
         self._blocks: dict[tuple[str, str], _Block] = {}
-        # one refill in flight per partner and class: requests that find the block spent wait for
-        # it instead of each taking a block of their own (all but one would go unused)
-        self._refills: dict[tuple[str, str], asyncio.Lock] = {}
+        # At most one fetch in flight per partner and class, shared by every request that finds
+        # the block spent: they all wake when it lands (a lock would hand the block over one
+        # waiter per loop iteration, and a fetch started ahead would queue behind them all).
+        self._fetches: dict[tuple[str, str], asyncio.Task[_Refusal | None]] = {}
 
     def _script(self, redis: Redis) -> AsyncScript:
         # EVALSHA, falling back to EVAL once per server that has not cached the script yet
@@ -157,48 +190,66 @@ class PartnerRateLimiter:
         current = f"{self._prefix}:{{{item.key_for(route_class, partner_id)}}}"
         return [f"{current}/-1", current]
 
-    def _next_block_size(self, item: RateLimitItem, previous: _Block | None, now: float) -> int:
-        """Double while each block is used up within half its time (at that pace the next one,
-        twice as big, is still spent in time); otherwise count one request at a time."""
+    def _next_block_size(self, item: RateLimitItem, held: _Block | None, now: float) -> int:
+        """Double while blocks are used up within half their time (at that pace the next one,
+        twice as big, is still spent in time), keep the size while they are used within it,
+        otherwise count one request at a time. Fetched ahead, half a block is judged on a
+        quarter of the time."""
         ceiling = max(1, min(MAX_BLOCK, item.amount // 100))
-        if previous is None or previous.left or now - previous.taken_at >= BLOCK_TTL_S / 2:
+        if held is None:
             return 1
-        return min(ceiling, previous.size * 2)
+        spent_share = 1.0 if not held.left else 0.5
+        elapsed = now - held.taken_at
+        if elapsed < BLOCK_TTL_S * spent_share / 2:
+            return min(ceiling, held.size * 2)
+        return held.size if held.left and elapsed < BLOCK_TTL_S else 1
 
     async def hit(self, redis: Redis, route_class: str, partner_id: str, cost: int = 1) -> Quota:
         key = (route_class, partner_id)
-        quota = self._spend(key, cost)
-        if quota is not None:
-            return quota
-        refill = self._refills.setdefault(key, asyncio.Lock())
-        async with refill:
-            # another request may have refilled while this one waited
-            return self._spend(key, cost) or await self._refill(redis, key, cost)
+        while True:
+            held = self._blocks.get(key)
+            quota = None if held is None else held.spend(cost, time.monotonic())
+            if quota is not None:
+                if held is not None and held.half_spent():
+                    self._fetch(redis, key, cost)  # ahead: the next block lands before this one runs out
+                return quota
+            # shielded: a request that goes away does not cancel what the others wait for
+            refusal = await asyncio.shield(self._fetch(redis, key, cost))
+            if refusal is not None:
+                raise refusal.problem()
+            # the block landed; requests that arrived first may have spent it: try again
 
-    def _spend(self, key: tuple[str, str], cost: int) -> Quota | None:
-        held = self._blocks.get(key)
-        return None if held is None else held.spend(cost, time.monotonic())
+    def _fetch(self, redis: Redis, key: tuple[str, str], cost: int) -> asyncio.Task[_Refusal | None]:
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            fetch = self._fetches[key] = asyncio.create_task(self._take_block(redis, key, cost))
+            fetch.add_done_callback(lambda done: self._fetched(key, done))
+        return fetch
 
-    async def _refill(self, redis: Redis, key: tuple[str, str], cost: int) -> Quota:
+    def _fetched(self, key: tuple[str, str], fetch: asyncio.Task[_Refusal | None]) -> None:
+        self._fetches.pop(key, None)
+        # A failed fetch ahead has no one waiting: the next request that finds the block spent
+        # fetches again and meets the error itself; retrieved here so it is not logged as lost.
+        if not fetch.cancelled():
+            fetch.exception()
+
+    async def _take_block(self, redis: Redis, key: tuple[str, str], cost: int) -> _Refusal | None:
+        """Count the next block in Redis and add it to what is left here; a refusal if Redis
+        would not count even `cost` more."""
         route_class, partner_id = key
-        now = time.monotonic()
-        held = self._blocks.get(key)
         item = self._items[route_class]
-        wanted = max(cost, self._next_block_size(item, held, now))
+        now = time.monotonic()
+        wanted = max(cost, self._next_block_size(item, self._blocks.get(key), now))
         granted, *window = await self._script(redis)(
             keys=self._keys(item, route_class, partner_id),
             args=[item.amount, item.get_expiry() * 1000, cost, wanted],
         )
         quota = window_quota(item, *(int(value) for value in window))
+        held = self._blocks.get(key)
+        left = 0 if held is None else held.usable(time.monotonic())  # spent while Redis answered
         if not int(granted):
-            self._blocks.pop(key, None)
-            raise Problem(
-                429,
-                _TOO_MANY,
-                title="Rate limit exceeded",
-                detail=f"at most {item.amount} {route_class} requests per {item.GRANULARITY.name}",
-                headers={**quota.headers(), "Retry-After": str(max(1, quota.reset_after_s))},
-            )
-        left = int(granted) - cost
-        self._blocks[key] = _Block(left=left, size=int(granted), quota=quota, taken_at=now)
-        return Quota(quota.limit, quota.remaining + left, quota.reset_after_s)
+            if not left:
+                self._blocks.pop(key, None)
+            return _Refusal(item, route_class, quota)
+        self._blocks[key] = _Block(left=left + int(granted), size=int(granted), quota=quota, taken_at=now)
+        return None
