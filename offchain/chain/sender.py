@@ -14,7 +14,9 @@ works in rounds (`step`), never waiting for one receipt before sending the next 
    (`tx.confirmed` / `tx.reverted`, revert reason replayed with `eth_call` at the mined block)
    commit in one transaction;
 2. bump: a transaction unmined `bump_after_s` after its broadcast is re-signed at the same nonce
-   with fees raised by at least `bump_bps`; earlier hashes stay recorded, any of them may mine;
+   with fees raised by at least `bump_bps`; earlier hashes stay recorded, any of them may mine.
+   One the node does not count as pending `rebroadcast_after_s` after its broadcast (lost, or
+   parked behind a gap that is not there) is re-signed then, once, without waiting that long;
 3. send: pending intents are claimed in submission order, gas is estimated (one batch), nonces
    are assigned, transactions signed, and nonce + raw transaction + hash are committed *before*
    the batch is broadcast (one batch); the broadcast is recorded afterwards.
@@ -853,7 +855,7 @@ class SenderWorker:
             for row in in_flight
             if row.status == BROADCAST
             and row.broadcast_at is not None
-            and (now - row.broadcast_at).total_seconds() >= self.settings.bump_after_s
+            and self._is_stuck(row, view, (now - row.broadcast_at).total_seconds())
         ]
         if not stuck:
             return 0
@@ -916,6 +918,21 @@ class SenderWorker:
         self.metrics.fee_bumps.labels(self.address).inc(len(signed))
         await self._broadcast(signed, kind="bump")
         return len(signed)
+
+    def _is_stuck(self, row: Any, view: ChainView, age_s: float) -> bool:
+        if age_s >= self.settings.bump_after_s:
+            return True
+        # The node's pending count covers the transactions it holds as executable. One of ours
+        # still beyond it `rebroadcast_after_s` after its broadcast is not among them: the node
+        # lost it, or keeps it behind a nonce gap that is not there (Anvil's automine can park a
+        # transaction that arrives while its predecessor is being mined, for good). Sending the
+        # same bytes again is "already known"; a replacement at the same nonce is taken afresh.
+        # Once per transaction: a node whose count lags must not raise the fees every few seconds.
+        return (
+            not row.previous_tx_hashes
+            and row.nonce >= view.pending_nonce
+            and age_s >= self.settings.rebroadcast_after_s
+        )
 
     # 3. new intents ------------------------------------------------------------------------
 

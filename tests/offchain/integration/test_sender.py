@@ -384,6 +384,45 @@ async def test_stuck_transaction__fee_bumped__one_confirmed_with_winning_hash(
     assert chain.book.functions.loan_state(loan_id).call() == 1
 
 
+@pytest.mark.asyncio
+async def test_broadcast_the_node_lost__replaced_within_seconds__not_after_the_bump_delay(
+    db: Database, chain: Chain, worker: Callable[..., SenderWorker], rpc: JsonRpc
+) -> None:
+    # The node drops our broadcast transaction (a restarted node's pool, or Anvil's automine
+    # parking one behind a nonce gap that is not there): its pending count never reaches the
+    # nonce. The worker re-signs it at that nonce after rebroadcast_after_s, not bump_after_s.
+    loan_id = keccak(text=f"loan:{_tag()}")
+    key = f"create_loan:0x{loan_id.hex()}"
+    nonce_before = chain.sender_nonce()
+    stop = asyncio.Event()
+    await rpc.call("evm_setAutomine", False)
+    try:
+        await _submit_all(db, chain.book_address, [(key, chain.create_loan_data(loan_id))])
+        running = asyncio.create_task(worker(bump_after_s=3_600, rebroadcast_after_s=1.0).run(stop))
+
+        async def state() -> TxIntent:
+            return (await _intents(db, [key]))[key]
+
+        first = await _wait_for(lambda: _status_is(state, "broadcast"))
+        await rpc.call("anvil_dropTransaction", first.tx_hash)
+        await rpc.call("evm_setAutomine", True)
+        started = time.monotonic()
+        final = await _wait_for(lambda: _status_is(state, "confirmed"))
+        waited = time.monotonic() - started
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    finally:
+        stop.set()
+        await rpc.call("evm_setAutomine", True)
+
+    assert waited < 10
+    assert final.nonce == first.nonce == nonce_before
+    assert final.fee_bumps == 1 and final.previous_tx_hashes == [first.tx_hash]
+    assert await rpc.call("eth_getTransactionReceipt", first.tx_hash) is None
+    assert chain.sender_nonce() == nonce_before + 1
+    assert chain.book.functions.loan_state(loan_id).call() == 1
+
+
 async def _status_is(state: Callable[[], Any], status: str) -> TxIntent | None:
     intent = await state()
     return intent if intent.status == status else None
