@@ -18,11 +18,14 @@ move money twice:
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -74,19 +77,41 @@ class PaystackProtocolError(PaystackError):
     """The answer does not have Paystack's documented shape."""
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An answer read over aiohttp, with the two things this client asks of httpx's Response."""
+
+    status_code: int
+    content: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+
+_Response = httpx.Response | _Answer
+# transport failures: no (usable) answer came back
+_TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientError, TimeoutError)
+
+
 class _Retryable(Exception):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: _Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
 
 
 def _any_failure(exc: BaseException) -> bool:
-    return isinstance(exc, httpx.TransportError | _Retryable)
+    return isinstance(exc, (*_TRANSPORT_ERRORS, _Retryable))
 
 
 def _never_sent(exc: BaseException) -> bool:
     # A refused or timed-out connection carried no request; 429 means Paystack did not process it.
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(
+        exc,
+        httpx.ConnectError
+        | httpx.ConnectTimeout
+        | aiohttp.ClientConnectorError
+        | aiohttp.ConnectionTimeoutError,
+    ):
         return True
     return isinstance(exc, _Retryable) and exc.response.status_code == 429
 
@@ -98,20 +123,27 @@ class PaystackClient:
         secret_key: str,
         *,
         http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         attempts: int = 3,
         backoff_s: float = 0.2,
         max_backoff_s: float = 2.0,
     ) -> None:
+        """`session` (aiohttp), when given, carries the requests instead of `http`: a caller that
+        verifies under a burst pays about a third of httpx's CPU per request with it."""
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
         if not secret_key:
             raise ValueError("a Paystack secret key is required")
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {secret_key}", "Accept": "application/json"}
+        self._session = session
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient()
         self._timeout = timeout
+        self._aio_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout.connect, sock_read=timeout.read
+        )
         self._attempts = attempts
         # jitter of the same order as the backoff: retries of many callers spread out
         self._wait = wait_exponential_jitter(multiplier=backoff_s, max=max_backoff_s, jitter=backoff_s)
@@ -298,7 +330,7 @@ class PaystackClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._attempt(method, path, json)
-        except httpx.TransportError as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise PaystackUnavailable(f"{method} {path}: no answer from Paystack: {exc!r}") from exc
         except _Retryable as exc:
             raise _error(exc.response, PaystackUnavailable) from exc
@@ -309,9 +341,16 @@ class PaystackClient:
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id:
             headers["X-Request-ID"] = str(request_id)
-        response = await self._http.request(
-            method, self._base + path, json=body, headers=headers, timeout=self._timeout
-        )
+        response: _Response
+        if self._session is not None:
+            async with self._session.request(
+                method, self._base + path, json=body, headers=headers, timeout=self._aio_timeout
+            ) as answer:
+                response = _Answer(answer.status, await answer.read())
+        else:
+            response = await self._http.request(
+                method, self._base + path, json=body, headers=headers, timeout=self._timeout
+            )
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(response)
         if response.status_code == 404:
@@ -329,7 +368,7 @@ def _check_amount(amount: int) -> None:
         raise ValueError("amount must be a positive integer of minor units (kobo)")
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: _Response) -> Any:
     try:
         return response.json()
     except ValueError:
@@ -339,7 +378,7 @@ def _json(response: httpx.Response) -> Any:
         ) from None
 
 
-def _error(response: httpx.Response, kind: type[PaystackError]) -> PaystackError:
+def _error(response: _Response, kind: type[PaystackError]) -> PaystackError:
     try:
         payload = response.json()
     except ValueError:

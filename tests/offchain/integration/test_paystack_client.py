@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import aiohttp
 import httpx
 import pytest
 from simulator_support import PAYSTACK_SECRET, Receiver, running_simulator
@@ -233,3 +234,35 @@ async def test_arguments_are_checked_before_anything_is_sent(sim: str) -> None:
         with pytest.raises(ValueError, match="reference"):
             await paystack.initiate_transfer(amount=100, recipient_code="RCP_x", reference="Upper Case!")
     assert await _control(sim, "GET", "/simulate/transfers") == []
+
+
+async def test_over_an_aiohttp_session__same_answers_refusals_and_give_up(sim: str) -> None:
+    # the transport repayment's intake verifies with: the same models, errors and retries
+    charged = await _control(
+        sim, "POST", "/simulate/charge", {"amount": 420_000, "currency": "NGN", "loan_id": "L-7"}
+    )
+    async with aiohttp.ClientSession() as session:
+        async with client(sim, session=session) as paystack:
+            transaction = await paystack.verify_transaction(charged["reference"])
+            with pytest.raises(PaystackNotFound):
+                await paystack.verify_transaction("no-such-charge")
+            transfer = await paystack.initiate_transfer(
+                amount=5_000, recipient_code=await _recipient(paystack), reference="aio-payout-0001"
+            )
+            assert (await _conclusive(paystack, "aio-payout-0001")).status is TransferStatus.SUCCESS
+        async with PaystackClient(sim, "sk_test_not_ours", session=session) as wrong:
+            with pytest.raises(PaystackRejected) as refused:
+                await wrong.verify_transaction(charged["reference"])
+        started = time.monotonic()
+        async with PaystackClient(
+            "http://127.0.0.1:1", PAYSTACK_SECRET, attempts=3, backoff_s=0.01, session=session
+        ) as down:
+            with pytest.raises(PaystackUnavailable):
+                await down.verify_transaction("anything")
+        assert time.monotonic() - started < 2
+        assert not session.closed  # the caller's session: the client does not close it
+
+    assert (transaction.amount, transaction.currency, transaction.succeeded) == (420_000, "NGN", True)
+    assert transaction.loan_id == "L-7"
+    assert (transfer.amount, transfer.reference) == (5_000, "aio-payout-0001")
+    assert refused.value.status_code == 401
