@@ -151,11 +151,12 @@ class LoanOut(BaseModel):
     chain_loan_id: str
     status: LoanStatus
     chain_state: str
-    principal: Amount | None = None
-    total_due: Amount | None = None
-    outstanding: Amount | None = None
-    repaid: Amount | None = None
-    late_fees_assessed: Amount | None = None
+    # a loan's figures include real zeros (nothing repaid yet, no late fees, nothing outstanding)
+    principal: AmountOut | None = None
+    total_due: AmountOut | None = None
+    outstanding: AmountOut | None = None
+    repaid: AmountOut | None = None
+    late_fees_assessed: AmountOut | None = None
     installment_count: int | None = None
     installment_interval_s: int | None = None
     grace_period_s: int | None = None

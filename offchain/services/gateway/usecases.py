@@ -374,10 +374,9 @@ _BACKEND_STATUS = {
 }
 
 
-def _money(value: int | None, currency: str) -> schemas.Amount | None:
-    if value is None:
-        return None
-    return schemas.Amount.model_construct(value=value, currency=currency)
+def _money(value: int | None, currency: str) -> schemas.AmountOut | None:
+    # validated, not model_construct-ed: pydantic's validation runs in Rust and is the faster one
+    return None if value is None else schemas.AmountOut(value=value, currency=currency)  # type: ignore[arg-type]
 
 
 class LoanFields(Protocol):
