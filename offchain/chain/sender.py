@@ -48,9 +48,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import coincurve
+import rlp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_utils import is_address, keccak
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -382,6 +384,41 @@ class SignedTx:
     tx_hash: str
 
 
+def sign_eip1559(
+    key: coincurve.PrivateKey,
+    *,
+    chain_id: int,
+    nonce: int,
+    to: str,
+    data: str,
+    value: int,
+    gas: int,
+    max_fee: int,
+    tip: int,
+) -> tuple[bytes, bytes]:
+    """(raw transaction, hash) of a type-2 (EIP-1559) call without an access list.
+
+    The same bytes as eth_account's `sign_transaction` (RFC 6979 signatures are deterministic;
+    tested), at a fifth of its CPU: its validation and formatters were a quarter of the
+    orchestration service's CPU under a burst.
+    """
+    fields: list[Any] = [
+        chain_id,
+        nonce,
+        tip,
+        max_fee,
+        gas,
+        bytes.fromhex(to.removeprefix("0x")),
+        value,
+        bytes.fromhex(data.removeprefix("0x")),
+        [],
+    ]
+    signature = key.sign_recoverable(keccak(b"\x02" + rlp.encode(fields)), hasher=None)
+    r, s, y_parity = signature[:32], signature[32:64], signature[64]
+    raw = b"\x02" + rlp.encode([*fields, y_parity, int.from_bytes(r, "big"), int.from_bytes(s, "big")])
+    return raw, keccak(raw)
+
+
 def advisory_lock_key(chain_id: int, address: str) -> int:
     """A signed 64-bit key per (chain, sending address) for pg_advisory_lock."""
     digest = keccak(text=f"caas.sender:{chain_id}:{address.lower()}")
@@ -469,6 +506,7 @@ class SenderWorker:
         self.settings = settings
         self.account: LocalAccount = Account.from_key(private_key)
         self.address = self.account.address.lower()
+        self._key = coincurve.PrivateKey(bytes(self.account.key))
         self.metrics = metrics or SenderMetrics()
         self.kill_at = kill_at
         self.chain_id = 0
@@ -1132,24 +1170,18 @@ class SenderWorker:
         tip: int,
         intent_id: uuid.UUID,
     ) -> SignedTx:
-        transaction: dict[str, Any] = {
-            "type": 2,
-            "chainId": self.chain_id,
-            "nonce": nonce,
-            "to": to_checksum_address(to),
-            "data": data,
-            "value": value,
-            "gas": gas,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": tip,
-        }
-        signed = self.account.sign_transaction(transaction)
-        return SignedTx(
-            id=intent_id,
+        raw, tx_hash = sign_eip1559(
+            self._key,
+            chain_id=self.chain_id,
             nonce=nonce,
-            raw_tx="0x" + bytes(signed.raw_transaction).hex(),
-            tx_hash="0x" + bytes(signed.hash).hex(),
+            to=to,
+            data=data,
+            value=value,
+            gas=gas,
+            max_fee=max_fee,
+            tip=tip,
         )
+        return SignedTx(id=intent_id, nonce=nonce, raw_tx="0x" + raw.hex(), tx_hash="0x" + tx_hash.hex())
 
     # broadcasting --------------------------------------------------------------------------
 

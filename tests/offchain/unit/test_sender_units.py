@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import coincurve
 import pytest
 from eth_abi import encode
+from eth_account import Account
+from eth_utils import to_checksum_address
 
 from offchain.chain.jsonrpc import RpcError, decode_revert
-from offchain.chain.sender import advisory_lock_key, bumped, normalize_address, normalize_data
+from offchain.chain.sender import (
+    advisory_lock_key,
+    bumped,
+    normalize_address,
+    normalize_data,
+    sign_eip1559,
+)
 
 
 def test_decode_revert__error_string() -> None:
@@ -57,3 +66,45 @@ def test_normalize__lowercase_and_validated() -> None:
             normalize_data(bad)
     with pytest.raises(ValueError):
         normalize_address("0x1234")
+
+
+@pytest.mark.parametrize(
+    ("nonce", "data", "value", "gas", "max_fee", "tip"),
+    [
+        (0, "0x", 0, 21_000, 1, 0),
+        (7, "0x" + "ab" * 100, 0, 123_456, 2_000_000_000, 1_000_000_000),
+        (2**20, "0x00ff", 10**18, 30_000_000, 500 * 10**9, 500 * 10**9),
+    ],
+)
+def test_sign_eip1559__the_bytes_and_hash_eth_account_signs(
+    nonce: int, data: str, value: int, gas: int, max_fee: int, tip: int
+) -> None:
+    key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+    to = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+    expected = Account.from_key(key).sign_transaction(
+        {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": nonce,
+            "to": to_checksum_address(to),
+            "data": data,
+            "value": value,
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+    )
+    raw, tx_hash = sign_eip1559(
+        coincurve.PrivateKey(bytes.fromhex(key[2:])),
+        chain_id=31337,
+        nonce=nonce,
+        to=to,
+        data=data,
+        value=value,
+        gas=gas,
+        max_fee=max_fee,
+        tip=tip,
+    )
+    assert raw == bytes(expected.raw_transaction)
+    assert tx_hash == bytes(expected.hash)
+    assert Account.recover_transaction(raw) == to_checksum_address(Account.from_key(key).address)
