@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from offchain.platform.db import Database
 from offchain.platform.settings import DatabaseSettings, Settings
 from offchain.services.gateway.app import create_app as create_gateway
 from offchain.services.notifications.app import create_app
-from offchain.services.notifications.delivery import DeliveryWorker
+from offchain.services.notifications.delivery import DeliveryWorker, Job
 from offchain.services.notifications.intake import store_event
 from offchain.services.notifications.schemas import EndpointIn
 from offchain.services.notifications.secrets import secret_box
@@ -763,3 +764,59 @@ async def test_replay_during_an_attempt_in_flight_is_not_swallowed(tuned, own_db
     finally:
         await worker.aclose()
     assert len(endpoint_receiver.to(path)) == 2
+
+
+@pytest.mark.asyncio
+async def test_send__only_a_2xx_acknowledges__redirects_not_followed__unreachable_is_a_network_error(
+    own_db: Database, settings: Settings
+) -> None:
+    def behaviour(path: str, count: int) -> tuple[int, dict[str, Any] | None]:
+        return (302, None) if path.startswith("/moved") else (200, {"ok": True, "pad": "x" * 100_000})
+
+    worker = DeliveryWorker(own_db, settings.notifications)
+
+    def job(url: str) -> Job:
+        now = datetime.now(UTC)
+        return Job(
+            delivery_id=uuid.uuid4(),
+            partner_id=uuid.uuid4(),
+            attempt=1,
+            failures=0,
+            window_started_at=now,
+            url=url,
+            secrets=("whsec_test",),
+            event_id=uuid.uuid4(),
+            event_type="credit.loan.repaid",
+            event_created_at=now,
+            body=b'{"ok":true}',
+        )
+
+    try:
+        with receiver(behaviour) as endpoint:
+            # twice each: the second POST goes over the connection the first one left
+            answers = [
+                await worker.send(job(endpoint.url + path)) for path in ("/ok", "/ok", "/moved", "/moved")
+            ]
+            arrived = [r.path for r in endpoint.requests]
+        unreachable = await worker.send(job(f"http://127.0.0.1:{_closed_port()}/hook"))
+    finally:
+        await worker.aclose()
+
+    assert [(a.delivered, a.status_code, a.kind) for a in answers] == [
+        (True, 200, "delivered"),
+        (True, 200, "delivered"),
+        (False, 302, "http_error"),
+        (False, 302, "http_error"),
+    ]
+    assert arrived == ["/ok", "/ok", "/moved", "/moved"]  # the redirect was not followed
+    assert (unreachable.delivered, unreachable.status_code, unreachable.kind) == (
+        False,
+        None,
+        "network_error",
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
