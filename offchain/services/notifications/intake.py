@@ -5,12 +5,14 @@ partner endpoint never holds up the consumer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import literal, or_, select
+from sqlalchemy import literal, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,6 +92,70 @@ async def store_event(
     return count
 
 
+# `store_event` for many events in one statement: events stored (a second copy of an outbox id
+# is a no-op), then one delivery per subscribed endpoint, and per stored event its count.
+_STORE_MANY = text(
+    """
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:partner_id AS uuid[]), CAST(:outbox_id AS bigint[]), CAST(:type AS text[]),
+            CAST(:data AS text[]), CAST(:created_at AS timestamptz[])
+        ) WITH ORDINALITY AS t(partner_id, outbox_id, type, data, created_at, n)
+    ), stored AS (
+        INSERT INTO caas_webhook_events (partner_id, outbox_id, type, data, created_at)
+        SELECT partner_id, outbox_id, type, CAST(data AS jsonb), created_at FROM incoming ORDER BY n
+        ON CONFLICT (outbox_id) DO NOTHING
+        RETURNING id, partner_id, type
+    ), queued AS (
+        INSERT INTO caas_webhook_deliveries (partner_id, event_id, endpoint_id)
+        SELECT s.partner_id, s.id, e.id
+        FROM stored s JOIN caas_webhook_endpoints e
+          ON e.partner_id = s.partner_id AND e.deleted_at IS NULL
+         AND (CAST(s.type AS varchar) = ANY(e.event_types)
+              OR CAST(:all_types AS varchar) = ANY(e.event_types))
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    )
+    SELECT s.id, s.type, (SELECT count(*) FROM queued q WHERE q.event_id = s.id) AS deliveries
+    FROM stored s
+    """
+)
+
+
+async def store_events(
+    session: AsyncSession, events: Sequence[Event], *, metrics: NotificationMetrics | None = None
+) -> int:
+    """`store_event` for each of `events` (distinct outbox ids), in one round trip; returns how
+    many deliveries were queued. Per event two ORM statements were most of the intake's CPU."""
+    partnered = [event for event in events if event.partner_id is not None]
+    if not partnered:
+        return 0
+    rows = (
+        await session.execute(
+            _STORE_MANY,
+            {
+                "partner_id": [uuid.UUID(str(event.partner_id)) for event in partnered],
+                "outbox_id": [event.id for event in partnered],
+                "type": [event.topic for event in partnered],
+                "data": [
+                    json.dumps(partner_data(event.topic, event.payload), separators=(",", ":"))
+                    for event in partnered
+                ],
+                "created_at": [_created_at(event) for event in partnered],
+                "all_types": ALL_TYPES,
+            },
+        )
+    ).all()
+    queued = 0
+    for stored, topic, count in rows:
+        queued += count
+        if metrics is not None:
+            metrics.events_stored.labels(topic).inc()
+            metrics.deliveries_created.inc(count)
+        log.info("webhook.event_stored", event_id=str(stored), type=topic, deliveries=count)
+    return queued
+
+
 async def run_event_intake(
     resources: AppResources, stop: asyncio.Event, *, metrics: NotificationMetrics | None = None
 ) -> None:
@@ -114,10 +180,12 @@ async def run_event_intake(
         assert resources.db is not None
         async with resources.db.worker_session() as session:
             fresh = await claim_events(session, consumer=GROUP, event_ids=[str(e.id) for e in events])
+            chosen = []
             for event in events:
                 if str(event.id) in fresh:
                     fresh.discard(str(event.id))  # twice in the batch: stored once
-                    await store_event(session, event, metrics=metrics)
+                    chosen.append(event)
+            await store_events(session, chosen, metrics=metrics)
         wakeup.set()
 
     # Several consumers of the group in this process: each read (up to a batch of events) is one

@@ -34,7 +34,7 @@ from offchain.platform.settings import DatabaseSettings, Settings
 from offchain.services.gateway.app import create_app as create_gateway
 from offchain.services.notifications.app import create_app
 from offchain.services.notifications.delivery import DeliveryWorker, Job
-from offchain.services.notifications.intake import store_event
+from offchain.services.notifications.intake import store_event, store_events
 from offchain.services.notifications.schemas import EndpointIn
 from offchain.services.notifications.secrets import secret_box
 from offchain.services.notifications.usecases import create_endpoint as create
@@ -820,3 +820,71 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_store_events__the_rows_store_event_makes__in_one_statement(db: Database) -> None:
+    # Two partners side by side, the same events: one stored event by event (store_event), one in
+    # one statement (store_events). An event goes to its partner's live endpoints that take its
+    # type (by name or "*"); a deleted endpoint or another type gets nothing; a platform-wide
+    # event is not stored; an outbox id stored before is a no-op.
+    kinds = {
+        "named": ["credit.loan.repaid"],
+        "all": ["*"],
+        "other": ["credit.loan.approved"],
+        "deleted": ["credit.loan.repaid"],
+    }
+    topics = ["credit.loan.repaid", "credit.loan.approved", "credit.loan.defaulted", "credit.loan.repaid"]
+    partners = {"one_by_one": uuid.uuid4(), "batched": uuid.uuid4()}
+    endpoint_names: dict[uuid.UUID, str] = {}
+    async with db.worker_session() as session:
+        for partner in partners.values():
+            for name, types in kinds.items():
+                row = WebhookEndpoint(
+                    partner_id=partner,
+                    url=f"http://127.0.0.1:9/{name}",
+                    event_types=types,
+                    secret_ciphertext="x",
+                    deleted_at=datetime.now(UTC) if name == "deleted" else None,
+                )
+                session.add(row)
+                await session.flush()
+                endpoint_names[row.id] = name
+    base = -(10**14) - int(uuid.uuid4().int % 10**9) * 100
+    outbox_ids = {"one_by_one": base, "batched": base + 50}
+
+    def events(kind: str) -> list[Event]:
+        return [
+            Event(
+                id=outbox_ids[kind] + n,
+                topic=topic,
+                payload={"k": n, "loan_id": "L-1"},
+                partner_id=None if n == 3 else str(partners[kind]),  # the last one platform-wide
+                created_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+            )
+            for n, topic in enumerate(topics)
+        ]
+
+    async def rows(kind: str) -> list[tuple[Any, ...]]:
+        async with db.worker_session() as session:
+            found = await session.execute(
+                select(WebhookEvent.outbox_id, WebhookEvent.type, WebhookEvent.data, WebhookEvent.created_at)
+                .add_columns(WebhookDelivery.endpoint_id, WebhookDelivery.status)
+                .join(WebhookDelivery, WebhookDelivery.event_id == WebhookEvent.id, isouter=True)
+                .where(WebhookEvent.partner_id == partners[kind])
+            )
+            return sorted(
+                (o - outbox_ids[kind], t, json.dumps(d, sort_keys=True), c, endpoint_names.get(e), st)
+                for o, t, d, c, e, st in found.all()
+            )
+
+    async with db.worker_session() as session:
+        expected = [await store_event(session, event) for event in events("one_by_one")]
+    async with db.worker_session() as session:
+        first = await store_events(session, events("batched")[:1])
+    async with db.worker_session() as session:
+        queued = await store_events(session, events("batched"))  # the first one again
+
+    assert expected == [2, 2, 1, 0]
+    assert (first, queued) == (2, 3)  # the first one again: nothing more
+    assert await rows("batched") == await rows("one_by_one")
+    assert {name for *_, name, _ in await rows("batched")} == {"named", "all", "other"}
