@@ -81,6 +81,49 @@ _PUBLISH_FOR_PARTNER = _publish_statement(
 )
 
 
+# claim (consumer, event id) and add the event in one statement: nothing is added when the claim
+# is not new (a concurrent duplicate waits on the key until the first commits, then finds it)
+_PUBLISH_ONCE = text(
+    "WITH claimed AS ("
+    " INSERT INTO caas_consumed_events (consumer, event_id) VALUES (:consumer, :event_id)"
+    " ON CONFLICT DO NOTHING RETURNING event_id) "
+    "INSERT INTO caas_outbox (topic, key, payload, headers, partner_id) "
+    "SELECT :topic, :key, :payload, :headers, caas_current_partner() FROM claimed "
+    "RETURNING id"
+).bindparams(
+    bindparam("payload", type_=OutboxMessage.__table__.c.payload.type),
+    bindparam("headers", type_=OutboxMessage.__table__.c.headers.type),
+)
+
+
+async def publish_once(
+    session: AsyncSession,
+    topic: str,
+    payload: dict[str, Any],
+    *,
+    consumer: str,
+    event_id: str,
+    key: str | None = None,
+) -> int | None:
+    """`claim_event(consumer, event_id)` and, the first time only, `publish` in the session's
+    partner scope: one round trip instead of two. Returns the outbox id, or None for a repeat."""
+    headers: dict[str, Any] = {}
+    request_id = bound_context().get("request_id")
+    if request_id:
+        headers["request_id"] = request_id
+    inject_context(headers)
+    values = {
+        "consumer": consumer,
+        "event_id": event_id,
+        "topic": topic,
+        "key": key,
+        "payload": payload,
+        "headers": headers,
+    }
+    found = (await session.execute(_PUBLISH_ONCE, values)).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
 _PUBLISH_MANY = text(
     "INSERT INTO caas_outbox (topic, key, payload, headers, partner_id) "
     "SELECT t.topic, t.key, CAST(t.payload AS jsonb), CAST(t.headers AS jsonb), t.partner_id "

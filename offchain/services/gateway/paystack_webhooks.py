@@ -17,8 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from offchain.eventbus.idempotent import claim_event
-from offchain.eventbus.outbox import publish
+from offchain.eventbus.outbox import publish_once
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.webhooks import (
@@ -76,12 +75,14 @@ async def paystack_webhook(request: Request, db: DatabaseDep) -> JSONResponse:
         # a transfer retried under its reference is a new transfer (new id) with events of its own
         dedupe_key = f"{dedupe_key}:{event.data.id}"
     async with db.worker_session() as session:
-        if not await claim_event(session, consumer=CONSUMER, event_id=dedupe_key):
-            return JSONResponse({"status": "duplicate", "event": event.event})
-        await publish(
+        published = await publish_once(
             session,
             topic_of(event.event),
             {"event": event.event, "data": raw.get("data")},
+            consumer=CONSUMER,
+            event_id=dedupe_key,
             key=event.data.reference,
         )
+    if published is None:
+        return JSONResponse({"status": "duplicate", "event": event.event})
     return JSONResponse({"status": "accepted", "event": event.event})

@@ -24,6 +24,7 @@ from offchain.eventbus import (
     StreamNames,
     idempotent,
     publish,
+    publish_once,
     relay_batch,
     replay,
 )
@@ -117,6 +118,28 @@ async def test_publish_belongs_to_the_callers_transaction(db: Database) -> None:
             (await session.execute(select(OutboxMessage).where(OutboxMessage.topic == topic))).scalars().all()
         )
     assert [(row.id, row.payload, row.partner_id) for row in rows] == [(event_id, {"n": 2}, partner)]
+
+
+async def test_publish_once__first_claim_publishes__repeats_and_rollbacks_do_not(db: Database) -> None:
+    topic, consumer, event_id = _topic(), f"tests.once.{uuid.uuid4().hex}", "evt-1"
+    with pytest.raises(RuntimeError):
+        async with db.worker_session() as session:
+            assert await publish_once(session, topic, {"n": 0}, consumer=consumer, event_id=event_id)
+            raise RuntimeError("rolled back: the claim goes with it")
+
+    async def once(n: int) -> int | None:
+        async with db.worker_session() as session:
+            return await publish_once(session, topic, {"n": n}, consumer=consumer, event_id=event_id, key="k")
+
+    answers = await asyncio.gather(*(once(n) for n in range(1, 6)))  # concurrently
+    async with db.worker_session() as session:
+        rows = (
+            (await session.execute(select(OutboxMessage).where(OutboxMessage.topic == topic))).scalars().all()
+        )
+    published = [answer for answer in answers if answer is not None]
+    assert len(published) == 1
+    assert [(row.id, row.key, row.partner_id) for row in rows] == [(published[0], "k", None)]
+    assert rows[0].payload == {"n": answers.index(published[0]) + 1}
 
 
 async def test_concurrent_relays_publish_each_row_once(
