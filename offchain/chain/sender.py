@@ -15,8 +15,9 @@ works in rounds (`step`), never waiting for one receipt before sending the next 
    commit in one transaction;
 2. bump: a transaction unmined `bump_after_s` after its broadcast is re-signed at the same nonce
    with fees raised by at least `bump_bps`; earlier hashes stay recorded, any of them may mine.
-   One the node does not count as pending `rebroadcast_after_s` after its broadcast (lost, or
-   parked behind a gap that is not there) is re-signed then, once, without waiting that long;
+   One the node does not count as pending `rebroadcast_after_s` after its broadcast, or two
+   blocks later (lost, or parked behind a gap that is not there), is re-signed then, once,
+   without waiting that long;
 3. send: pending intents are claimed in submission order, gas is estimated (one batch), nonces
    are assigned, transactions signed, and nonce + raw transaction + hash are committed *before*
    the batch is broadcast (one batch); the broadcast is recorded afterwards.
@@ -384,6 +385,11 @@ class SignedTx:
     tx_hash: str
 
 
+# a transaction the node does not count as pending two blocks after it was sent is taken as lost
+# no sooner than this (a node that mines on every arrival passes two blocks at once)
+_UNSEEN_MIN_S = 1.0
+
+
 def sign_eip1559(
     key: coincurve.PrivateKey,
     *,
@@ -515,6 +521,8 @@ class SenderWorker:
         self._estimate_barrier: dict[uuid.UUID, int] = {}
         self._unexplained: dict[uuid.UUID, int] = {}  # intent id -> rounds its nonce had no receipt of ours
         self._retry_at: dict[uuid.UUID, float] = {}  # refused broadcasts: monotonic time of the next try
+        self._head = 0  # the chain head of this round's view
+        self._sent_head: dict[uuid.UUID, int] = {}  # intent id -> the head when its tx was sent
         self._gauges_at = 0.0
         self._next_nonce = 0
         self._gas_per_tx = 0  # running estimate, to claim about as many intents as fit
@@ -622,8 +630,9 @@ class SenderWorker:
             if self.settings.priority_fee_wei is not None
             else hex_int(results[3])
         )
+        self._head = hex_int(block["number"])
         return ChainView(
-            head=hex_int(block["number"]),
+            head=self._head,
             mined_nonce=hex_int(results[1]),
             pending_nonce=hex_int(results[2]),
             base_fee=hex_int(block.get("baseFeePerGas") or "0x0"),
@@ -888,6 +897,8 @@ class SenderWorker:
 
     async def _bump(self, view: ChainView, in_flight: list[Any]) -> int:
         now = _now()
+        live = {row.id for row in in_flight}
+        self._sent_head = {key: head for key, head in self._sent_head.items() if key in live}
         stuck = [
             row
             for row in in_flight
@@ -961,16 +972,18 @@ class SenderWorker:
         if age_s >= self.settings.bump_after_s:
             return True
         # The node's pending count covers the transactions it holds as executable. One of ours
-        # still beyond it `rebroadcast_after_s` after its broadcast is not among them: the node
-        # lost it, or keeps it behind a nonce gap that is not there (Anvil's automine can park a
-        # transaction that arrives while its predecessor is being mined, for good). Sending the
-        # same bytes again is "already known"; a replacement at the same nonce is taken afresh.
-        # Once per transaction: a node whose count lags must not raise the fees every few seconds.
-        return (
-            not row.previous_tx_hashes
-            and row.nonce >= view.pending_nonce
-            and age_s >= self.settings.rebroadcast_after_s
-        )
+        # still beyond it `rebroadcast_after_s` after its broadcast, or once two blocks have been
+        # mined since (and a moment has passed), is not among them: the node lost it, or keeps
+        # it behind a nonce gap that is not there (Anvil's automine can park a transaction that
+        # arrives while its predecessor is being mined, for good). Sending the same bytes again
+        # is "already known"; a replacement at the same nonce is taken afresh. Once per
+        # transaction: a node whose count lags must not raise the fees again and again.
+        if row.previous_tx_hashes or row.nonce < view.pending_nonce:
+            return False
+        if age_s >= self.settings.rebroadcast_after_s:
+            return True
+        sent_head = self._sent_head.get(row.id)
+        return sent_head is not None and view.head >= sent_head + 2 and age_s >= _UNSEEN_MIN_S
 
     # 3. new intents ------------------------------------------------------------------------
 
@@ -1204,6 +1217,7 @@ class SenderWorker:
                 note = f"node answered: {result.message}" if isinstance(result, RpcError) else None
                 sent.append({"b_id": tx.id, "b_note": note})
                 self._retry_at.pop(tx.id, None)
+                self._sent_head.setdefault(tx.id, self._head)
         async with self.db.worker_session() as session:
             if sent:
                 await session.execute(

@@ -385,12 +385,23 @@ async def test_stuck_transaction__fee_bumped__one_confirmed_with_winning_hash(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("rebroadcast_after_s", "blocks_mined"),
+    [(1.0, 0), (3_600.0, 2)],
+    ids=["after rebroadcast_after_s", "two blocks later"],
+)
 async def test_broadcast_the_node_lost__replaced_within_seconds__not_after_the_bump_delay(
-    db: Database, chain: Chain, worker: Callable[..., SenderWorker], rpc: JsonRpc
+    db: Database,
+    chain: Chain,
+    worker: Callable[..., SenderWorker],
+    rpc: JsonRpc,
+    rebroadcast_after_s: float,
+    blocks_mined: int,
 ) -> None:
     # The node drops our broadcast transaction (a restarted node's pool, or Anvil's automine
     # parking one behind a nonce gap that is not there): its pending count never reaches the
-    # nonce. The worker re-signs it at that nonce after rebroadcast_after_s, not bump_after_s.
+    # nonce. The worker re-signs it at that nonce after rebroadcast_after_s, or once two blocks
+    # have been mined since it was sent, not after bump_after_s.
     loan_id = keccak(text=f"loan:{_tag()}")
     key = f"create_loan:0x{loan_id.hex()}"
     nonce_before = chain.sender_nonce()
@@ -398,13 +409,17 @@ async def test_broadcast_the_node_lost__replaced_within_seconds__not_after_the_b
     await rpc.call("evm_setAutomine", False)
     try:
         await _submit_all(db, chain.book_address, [(key, chain.create_loan_data(loan_id))])
-        running = asyncio.create_task(worker(bump_after_s=3_600, rebroadcast_after_s=1.0).run(stop))
+        running = asyncio.create_task(
+            worker(bump_after_s=3_600, rebroadcast_after_s=rebroadcast_after_s).run(stop)
+        )
 
         async def state() -> TxIntent:
             return (await _intents(db, [key]))[key]
 
         first = await _wait_for(lambda: _status_is(state, "broadcast"))
         await rpc.call("anvil_dropTransaction", first.tx_hash)
+        for _ in range(blocks_mined):
+            await rpc.call("evm_mine")
         await rpc.call("evm_setAutomine", True)
         started = time.monotonic()
         final = await _wait_for(lambda: _status_is(state, "confirmed"))
