@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.domain.notifications.envelope import ALL_TYPES, PARTNER_EVENT_TYPES, partner_data
 from offchain.eventbus.consumer import StreamConsumer
-from offchain.eventbus.idempotent import claim_events, idempotent
+from offchain.eventbus.idempotent import claim_events
 from offchain.eventbus.messages import Event, StreamNames
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform.app import AppResources
@@ -166,15 +166,6 @@ async def run_event_intake(
     settings = resources.settings
     wakeup: asyncio.Event = resources.extras.setdefault(WAKEUP, asyncio.Event())
 
-    async def store_one(session: AsyncSession, event: Event) -> None:
-        await store_event(session, event, metrics=metrics)
-
-    store = idempotent(resources.db, GROUP, store_one)
-
-    async def handle(event: Event) -> None:
-        await store(event)
-        wakeup.set()  # after the commit: the worker sees the new deliveries at once
-
     async def handle_batch(events: list[Event]) -> None:
         # what one read brought, in one transaction: claimed together, each stored once
         assert resources.db is not None
@@ -186,7 +177,12 @@ async def run_event_intake(
                     fresh.discard(str(event.id))  # twice in the batch: stored once
                     chosen.append(event)
             await store_events(session, chosen, metrics=metrics)
-        wakeup.set()
+        wakeup.set()  # after the commit: the worker sees the new deliveries at once
+
+    async def handle(event: Event) -> None:
+        # a read that brought one event (most of them, when events trickle in), or a failed
+        # batch's events one by one: the same claim and statement as a batch
+        await handle_batch([event])
 
     # Several consumers of the group in this process: each read (up to a batch of events) is one
     # short transaction, so intake throughput grows with them until PostgreSQL is the limit.
