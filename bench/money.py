@@ -350,7 +350,8 @@ async def run(args: argparse.Namespace) -> dict:
             )
             with gateway_server as gateway:
                 meter = CpuMeter()
-                meter.add("driver", None if args.one_process else psutil.Process().pid)
+                # with --one-process this process runs the services too: their CPU is counted here
+                meter.add("this process" if args.one_process else "driver", psutil.Process().pid)
                 meter.add("simulator", getattr(simulator, "pid", None))
                 meter.add("gateway", getattr(gateway, "pid", None))
                 for pid in ANVIL_PIDS:
