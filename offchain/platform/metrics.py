@@ -6,6 +6,8 @@ traffic, so every app gets its own CollectorRegistry instead of the global one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -52,9 +54,21 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        # The labelled children of each (method, route, status), looked up once: `labels()`
+        # builds and checks its label tuple under a lock on every call. Routes are templates and
+        # statuses few, so this stays as small as the series themselves.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(self.service, method, route, str(status)).inc()
-        self.latency.labels(self.service, method, route).observe(seconds)
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[(method, route, status)] = (
+                self.requests.labels(self.service, method, route, str(status)),
+                self.latency.labels(self.service, method, route),
+            )
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -193,3 +193,32 @@ def test_database_dependency_runs_as_the_app_role(settings: Settings) -> None:
     app = create_service_app(SPEC, settings, routers=[router])
     with TestClient(app) as client:
         assert client.get("/whoami").json() == {"role": "caas_app"}
+
+
+def test_access_line_is_one_json_object_per_request(settings: Settings, capsys) -> None:
+    json_logs = settings.model_copy(
+        update={"log": settings.log.model_copy(update={"format": "json", "level": "info"})}
+    )
+    with _client(json_logs) as client:
+        capsys.readouterr()
+        client.get("/v1/things/x", headers={"X-Request-ID": "partner-req-7"})
+        client.get("/no/such/path")
+        out = capsys.readouterr().out
+
+    import json
+
+    lines = [json.loads(line) for line in out.splitlines() if '"http.request"' in line]
+    assert [(line["route"], line["status"]) for line in lines] == [
+        ("/v1/things/{thing_id}", 200),
+        ("<unmatched>", 404),
+    ]
+    first = lines[0]
+    # structlog's JSON renderer's fields, in its order, so every line of a service reads alike
+    assert list(first) == [
+        "method", "route", "status", "duration_ms", "service", "request_id",
+        "event", "logger", "level", "timestamp",
+    ]  # fmt: skip
+    assert first["method"] == "GET" and first["service"] == "testsvc"
+    assert first["request_id"] == "partner-req-7"
+    assert isinstance(first["duration_ms"], float) and first["duration_ms"] >= 0
+    assert first["timestamp"].endswith("Z")
