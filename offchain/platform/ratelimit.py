@@ -221,13 +221,17 @@ class PartnerRateLimiter:
 
     def _fetch(self, redis: Redis, key: tuple[str, str], cost: int) -> asyncio.Task[_Refusal | None]:
         fetch = self._fetches.get(key)
-        if fetch is None:
+        # A fetch that has landed but whose done-callback has not run yet is not shared: awaiting
+        # a finished task does not yield, so a request that found its block already spent would
+        # loop here without ever letting the callback (or anything else) run.
+        if fetch is None or fetch.done():
             fetch = self._fetches[key] = asyncio.create_task(self._take_block(redis, key, cost))
             fetch.add_done_callback(lambda done: self._fetched(key, done))
         return fetch
 
     def _fetched(self, key: tuple[str, str], fetch: asyncio.Task[_Refusal | None]) -> None:
-        self._fetches.pop(key, None)
+        if self._fetches.get(key) is fetch:
+            del self._fetches[key]
         # A failed fetch ahead has no one waiting: the next request that finds the block spent
         # fetches again and meets the error itself; retrieved here so it is not logged as lost.
         if not fetch.cancelled():
@@ -251,5 +255,10 @@ class PartnerRateLimiter:
             if not left:
                 self._blocks.pop(key, None)
             return _Refusal(item, route_class, quota)
-        self._blocks[key] = _Block(left=left + int(granted), size=int(granted), quota=quota, taken_at=now)
+        # Its second runs from when it landed, not from when it was asked for: a block that took
+        # longer than that to come back would otherwise land spent, and the requests waiting for
+        # it would fetch again and again under exactly the load that slowed Redis down.
+        self._blocks[key] = _Block(
+            left=left + int(granted), size=int(granted), quota=quota, taken_at=time.monotonic()
+        )
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 
@@ -13,7 +14,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 
-from offchain.platform import auth
+from offchain.platform import auth, ratelimit
 from offchain.platform.problems import Problem
 from offchain.platform.ratelimit import PartnerRateLimiter
 
@@ -150,6 +151,41 @@ async def test_limiter__busy_partner_never_waits_for_redis__blocks_topped_up_ahe
     assert [q.remaining for q in quotas] == [100_000 - n for n in range(101, 501)]
     counted = await _counted(redis_url, prefix, spec, "read", partner)
     assert 500 <= counted <= 500 + 48
+
+
+async def test_limiter__block_that_comes_back_late_is_still_spent(redis_url: str, monkeypatch):
+    """Redis answering slower than a block lives (an overloaded host) must not leave the waiting
+    requests fetching, or spinning, forever: each landed block serves them. Run on a loop of its
+    own in a thread, so a limiter that never returns fails the test instead of hanging it."""
+    monkeypatch.setattr(ratelimit, "BLOCK_TTL_S", 0.05)
+    prefix = f"test-rl-{uuid.uuid4().hex[:8]}"
+    spec = "100000/minute"
+    partner = str(uuid.uuid4())
+    answered: list[int] = []
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        limiter = PartnerRateLimiter({"read": spec}, key_prefix=prefix)
+        script = limiter._script(client)
+
+        async def slow(*args, **kwargs):
+            result = await script(*args, **kwargs)
+            await asyncio.sleep(0.1)  # twice as long as a block lives
+            return result
+
+        limiter._script = lambda _redis: slow  # type: ignore[method-assign]
+        try:
+            for _ in range(3):
+                quotas = await asyncio.gather(*(limiter.hit(client, "read", partner) for _ in range(20)))
+                answered.extend(q.remaining for q in quotas)
+        finally:
+            await client.aclose()
+
+    worker = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    worker.start()
+    await asyncio.to_thread(worker.join, 20)
+    assert not worker.is_alive(), f"the limiter never answered ({len(answered)} of 60 did)"
+    assert sorted(answered, reverse=True) == [100_000 - n for n in range(1, 61)]
 
 
 async def test_limiter__blocks_never_let_more_than_the_limit_through(redis: Redis):
