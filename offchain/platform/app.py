@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.metrics import ServiceMetrics
-from offchain.platform.middleware import RequestContextMiddleware
+from offchain.platform.middleware import RequestContextMiddleware, ResponseHeaders
 from offchain.platform.probes import (
     NOT_CONFIGURED,
     ProbeResult,
@@ -172,6 +172,7 @@ def create_service_app(
     *,
     routers: Sequence[APIRouter] = (),
     background: dict[str, BackgroundTask] | None = None,
+    response_headers: ResponseHeaders | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log.level, settings.log.format)
@@ -222,9 +223,12 @@ def create_service_app(
         metrics=app.state.metrics,
         access_log=settings.log.access_log,
         log_format=settings.log.format,
+        response_headers=response_headers,
     )
     install_problem_handlers(app)
-    app.include_router(health_router())
+    # Routes are matched in the order they were included, one by one: the service's own API
+    # first, probes and scrapes (a few a minute) after it.
     for router in routers:
         app.include_router(router)
+    app.include_router(health_router())
     return app

@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as json_string  # type: ignore[attr-defined]
 from typing import Any
 
 import structlog
 from opentelemetry import trace
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offchain.platform.logging import access_log_writer, get_logger
@@ -52,6 +52,11 @@ def route_template(scope: Scope) -> str:
     return getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED_ROUTE
 
 
+# Headers a service adds to every answer from what its handlers left in the request's scope
+# (the gateway's RateLimit-*): (lower-case name, value) pairs; one the answer has already wins.
+ResponseHeaders = Callable[[Scope], list[tuple[bytes, bytes]]]
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -61,8 +66,10 @@ class RequestContextMiddleware:
         metrics: ServiceMetrics,
         access_log: bool = True,
         log_format: str = "json",
+        response_headers: ResponseHeaders | None = None,
     ) -> None:
         self.app = app
+        self.response_headers = response_headers
         self.service = service
         self._service_json = json_string(service)
         self.metrics = metrics
@@ -83,9 +90,14 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                if "x-request-id" not in headers:
-                    headers.append("X-Request-ID", request_id)
+                # raw (name, value) pairs as Starlette gives them: names are lower-case bytes
+                headers = list(message.get("headers", ()))
+                present = {name for name, _ in headers}
+                if b"x-request-id" not in present:
+                    headers.append((b"x-request-id", request_id.encode()))
+                if self.response_headers is not None:
+                    headers += [pair for pair in self.response_headers(scope) if pair[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         span = trace.get_current_span()  # the request's server span (offchain.platform.tracing)

@@ -98,6 +98,21 @@ class Quota:
             "RateLimit-Reset": str(self.reset_after_s),
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same, as an ASGI answer carries them."""
+        return [
+            (b"ratelimit-limit", b"%d" % self.limit),
+            (b"ratelimit-remaining", b"%d" % self.remaining),
+            (b"ratelimit-reset", b"%d" % self.reset_after_s),
+        ]
+
+
+def quota_headers(scope: dict) -> list[tuple[bytes, bytes]]:
+    """The RateLimit-* headers of the quota a partner request was counted against (the
+    gateway's dependency leaves it in the request's state); none for any other request."""
+    quota = scope.get("state", {}).get("rate_quota")
+    return [] if quota is None else quota.raw_headers()
+
 
 def window_quota(
     item: RateLimitItem, previous_count: int, previous_ttl_ms: int, current_count: int, current_ttl_ms: int

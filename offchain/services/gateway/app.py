@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from offchain.platform.app import create_service_app
 from offchain.platform.auth import JwtVerifier
-from offchain.platform.ratelimit import PartnerRateLimiter
+from offchain.platform.ratelimit import PartnerRateLimiter, quota_headers
 from offchain.platform.settings import Settings, get_settings
 from offchain.rails.sme.auth import JwksClient
 from offchain.services.analytics import routes as analytics_routes
@@ -21,38 +19,13 @@ from offchain.services.registry import SERVICES
 from offchain.services.repayment.routes import router as payment_routes
 
 
-class RateLimitHeaders:
-    """Adds the caller's RateLimit-* headers (set by the route's dependency) to every answer."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                quota = scope.get("state", {}).get("rate_quota")
-                if quota is not None:
-                    headers = list(message.get("headers", []))
-                    existing = {name.lower() for name, _ in headers}
-                    for name, value in quota.headers().items():
-                        if name.lower().encode() not in existing:
-                            headers.append((name.lower().encode(), value.encode()))
-                    message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = create_service_app(
         SERVICES["gateway"],
         settings,
         routers=[router, sme_events.router, paystack_webhooks.router, payout_routes, payment_routes],
+        response_headers=quota_headers,
     )
     app.include_router(collections_routes.router)  # collections:8005's API
     app.include_router(analytics_routes.router)  # analytics:8009's API
@@ -68,5 +41,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache_s=settings.auth.token_cache_s,
     )
     app.state.rate_limiter = PartnerRateLimiter(settings.auth.rate_limits) if settings.redis.url else None
-    app.add_middleware(RateLimitHeaders)
     return app
