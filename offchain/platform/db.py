@@ -9,7 +9,7 @@ services do. Two scopes open on top of that:
 - `worker_session()`: `SET LOCAL ROLE caas_worker` for trusted background work that acts for all
   partners (indexer, sender, outbox relay); the role is reset when the transaction ends.
 
-Hot partner reads skip both: `fetch_one` runs one statement on a plain asyncpg pool, through a SQL
+Hot partner reads skip both: `fetch_one` runs one statement on plain asyncpg connections, through a SQL
 function that sets the partner scope itself (migration 0009), so the read is one round trip and
 row-level security still decides what it sees.
 """
@@ -17,7 +17,9 @@ row-level security still decides what it sees.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -84,9 +86,12 @@ def create_engine(
     )
 
 
-# A pooled read connection that died with the server (restart, failover) fails before its
-# statement ran: a read is safe to run again once on a fresh connection.
+# A pooled read connection that died with the server (restart, failover, a terminated backend)
+# fails before its statement ran: a read is safe to run again once on a fresh connection. A
+# backend terminated while the connection sat idle leaves asyncpg's protocol mid-message, which
+# it reports as an InternalClientError on the next statement.
 _CONNECTION_LOST = (
+    asyncpg.InternalClientError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
@@ -94,9 +99,85 @@ _CONNECTION_LOST = (
 )
 
 
-async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """Pool reset hook: nothing to undo. Reads change no session state (their partner scope is
-    transaction-local), so the default reset (a RESET ALL round trip per release) is skipped."""
+class ReadConnections:
+    """Connections for single statements outside any transaction (the partner reads), handed
+    out in arrival order.
+
+    Not asyncpg's Pool: its acquire and release bookkeeping (holders, reset hooks, timeouts) was
+    ~8 % of a partner read's CPU, and its queue let a newcomer take a connection just released to
+    a woken waiter, which then queued again at the back (under load that starved a few requests
+    for hundreds of ms: the read path's p99). Here a semaphore as wide as the set admits callers
+    (FIFO, no barging since Python 3.11) and each takes the connection idle longest.
+
+    Such statements leave no session state behind (a partner scope is transaction-local), so a
+    connection goes back as it is. One the server dropped is replaced and the statement run again
+    once; one whose statement was interrupted (cancelled caller) is closed, its state unknown.
+    Connections idle longer than `max_idle_s` are replaced when next taken.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[asyncpg.Connection]], *, size: int, max_idle_s: float
+    ) -> None:
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._idle: deque[tuple[asyncpg.Connection, float]] = deque()
+        self._max_idle_s = max_idle_s
+        self._open = 0
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self._slots:
+            for attempt in (1, 2):
+                connection = await self._take()
+                try:
+                    row = await connection.fetchrow(query, *args)
+                except _CONNECTION_LOST:
+                    self._discard(connection)
+                    if attempt == 2:
+                        raise
+                    continue
+                except asyncpg.PostgresError:
+                    self._give_back(connection)  # the statement failed, not the connection
+                    raise
+                except BaseException:
+                    self._discard(connection)  # interrupted mid-statement
+                    raise
+                self._give_back(connection)
+                return row
+        raise AssertionError("unreachable")
+
+    async def _take(self) -> asyncpg.Connection:
+        if self._closed:
+            raise asyncpg.InterfaceError("the read connections are closed")
+        now = time.monotonic()
+        while self._idle:
+            connection, since = self._idle.popleft()
+            if now - since < self._max_idle_s and not connection.is_closed():
+                return connection
+            self._discard(connection)
+        connection = await self._connect()
+        self._open += 1
+        return connection
+
+    def _give_back(self, connection: asyncpg.Connection) -> None:
+        if self._closed or connection.is_closed():
+            self._discard(connection)
+        else:
+            self._idle.append((connection, time.monotonic()))
+
+    def _discard(self, connection: asyncpg.Connection) -> None:
+        self._open -= 1
+        connection.terminate()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, deque()
+        self._open -= len(idle)
+        await asyncio.gather(*(connection.close(timeout=5) for connection, _ in idle), return_exceptions=True)
 
 
 @dataclass
@@ -106,9 +187,7 @@ class Database:
     worker_role: str = "caas_worker"
     settings: DatabaseSettings | None = None
     application_name: str = "caas"
-    _reads: asyncpg.Pool | None = field(default=None, init=False, repr=False)
-    _reads_opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
-    _read_slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _reads: ReadConnections | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, *, application_name: str = "caas") -> Database:
@@ -125,40 +204,24 @@ class Database:
         """One statement outside any transaction, as the application role, in one round trip.
 
         For partner reads through a scoping function such as `caas_partner_loan` (migration
-        0009). Callers wait for a connection in arrival order: asyncpg's pool queue lets a
-        newcomer take a connection just released to a woken waiter, which then queues again at
-        the back; under load that starved a few requests for hundreds of ms (the read path's
-        p99). A semaphore as wide as the pool (FIFO, no barging since Python 3.11) admits them.
+        0009), on connections of their own (ReadConnections), as many as the session pool's.
         """
-        pool = self._reads or await self._open_reads()
-        assert self._read_slots is not None
-        async with self._read_slots:
-            for attempt in (1, 2):
-                try:
-                    return await pool.fetchrow(query, *args)
-                except _CONNECTION_LOST:
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
+        return await (self._reads or self._open_reads()).fetchrow(query, *args)
 
-    async def _open_reads(self) -> asyncpg.Pool:
-        async with self._reads_opening:
-            if self._reads is None:
-                if self.settings is None or not self.settings.url:
-                    raise ValueError("DATABASE_URL is not set")
-                settings = self.settings
-                size = settings.pool_size + settings.max_overflow
-                self._read_slots = asyncio.Semaphore(size)
-                self._reads = await asyncpg.create_pool(
-                    make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False),
-                    min_size=0,
-                    max_size=size,
-                    max_inactive_connection_lifetime=settings.pool_recycle_s,
-                    timeout=settings.connect_timeout_s,
-                    server_settings=_server_settings(settings, self.application_name, None),
-                    reset=_keep_session,
-                )
-            return self._reads
+    def _open_reads(self) -> ReadConnections:
+        if self.settings is None or not self.settings.url:
+            raise ValueError("DATABASE_URL is not set")
+        settings = self.settings
+        dsn = make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        server_settings = _server_settings(settings, self.application_name, None)
+
+        def connect() -> Awaitable[asyncpg.Connection]:
+            return asyncpg.connect(dsn, timeout=settings.connect_timeout_s, server_settings=server_settings)
+
+        self._reads = ReadConnections(
+            connect, size=settings.pool_size + settings.max_overflow, max_idle_s=settings.pool_recycle_s
+        )
+        return self._reads
 
     @asynccontextmanager
     async def partner_session(self, partner_id: uuid.UUID | str) -> AsyncIterator[AsyncSession]:
@@ -210,8 +273,8 @@ class Database:
 
     async def dispose(self) -> None:
         if self._reads is not None:
-            await self._reads.close()
-            self._reads = None
+            reads, self._reads = self._reads, None
+            await reads.close()
         await self.engine.dispose()
 
 

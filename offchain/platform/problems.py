@@ -134,7 +134,7 @@ def _dependency_down(exc: BaseException) -> str | None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-    # the plain asyncpg pool of the hot reads (Database.fetch_one) raises the driver's own errors
+    # the plain asyncpg connections of the hot reads (Database.fetch_one) raise the driver's own errors
     driver_lost = (
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,

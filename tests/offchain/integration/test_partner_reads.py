@@ -112,7 +112,9 @@ async def test_fetch_one__scope_ends_with_the_statement(db: Database):
     assert seen is not None and seen["id"] == loan_id
     # the read pool's connections carry no partner afterwards: without the function, RLS shows nothing
     for _ in range(3):
-        after = await db.fetch_one("SELECT caas_current_partner() AS partner, count(*) AS loans FROM caas_loans")
+        after = await db.fetch_one(
+            "SELECT caas_current_partner() AS partner, count(*) AS loans FROM caas_loans"
+        )
         assert after is not None
         assert (after["partner"], after["loans"]) == (None, 0)
     # and as the application role, never the superuser the test logs in as
@@ -123,3 +125,75 @@ async def test_fetch_one__scope_ends_with_the_statement(db: Database):
 def settings_role(db: Database) -> str:
     assert db.settings is not None
     return db.settings.app_role
+
+
+# --- the read connections (ReadConnections) --------------------------------------------------
+
+
+async def _admin(settings: Settings, statement: str, *args: object) -> object:
+    """A statement as the login user (a superuser here), outside the application's connections."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(settings.database.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(statement, *args)
+    finally:
+        await connection.close()
+
+
+async def test_read_connections__one_the_server_dropped_is_replaced_and_the_read_runs(
+    db: Database, settings: Settings
+):
+    first = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+    assert first is not None
+    assert await _admin(settings, "SELECT pg_terminate_backend($1)", first["pid"])
+    # the caller never sees it: the statement runs again on a fresh connection
+    again = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+    assert again is not None and again["pid"] != first["pid"]
+    assert db._reads is not None and db._reads.open_connections == 1
+
+
+async def test_read_connections__a_failed_statement_keeps_its_connection(db: Database):
+    import asyncpg
+
+    first = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await db.fetch_one("SELECT 1 / 0")
+    after = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+    assert first is not None and after is not None and after["pid"] == first["pid"]
+    assert db._reads is not None and db._reads.open_connections == 1
+
+
+async def test_read_connections__a_cancelled_read_leaves_no_half_used_connection(db: Database):
+    import asyncio
+
+    first = await db.fetch_one("SELECT pg_backend_pid() AS pid")
+    sleeper = asyncio.create_task(db.fetch_one("SELECT pg_sleep(5)"))
+    await asyncio.sleep(0.2)
+    sleeper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeper
+    # the connection whose statement was cut off is gone; the next read gets an answer at once
+    after = await asyncio.wait_for(db.fetch_one("SELECT pg_backend_pid() AS pid"), timeout=2)
+    assert first is not None and after is not None and after["pid"] != first["pid"]
+    assert db._reads is not None and db._reads.open_connections == 1
+
+
+async def test_read_connections__callers_beyond_the_set_wait_their_turn(db: Database, settings: Settings):
+    import asyncio
+
+    size = settings.database.pool_size + settings.database.max_overflow
+    most = 0
+
+    async def read(n: int) -> int:
+        nonlocal most
+        row = await db.fetch_one("SELECT $1::int AS n, pg_sleep(0.02)", n)
+        assert db._reads is not None
+        most = max(most, db._reads.open_connections)
+        assert row is not None
+        return row["n"]
+
+    assert await asyncio.gather(*(read(n) for n in range(5 * size))) == list(range(5 * size))
+    assert most == size  # all of them used, never one more
