@@ -178,9 +178,7 @@ class Loan:
         self._require(amount != 0, "amount is zero")
         self._require(self.state == LoanState.ACTIVE, "not active")
         self._require(self.is_past_due(at), "not past due")
-        self._require(
-            self.late_fees_assessed + amount <= self.max_late_fees, "late fee cap exceeded"
-        )
+        self._require(self.late_fees_assessed + amount <= self.max_late_fees, "late fee cap exceeded")
         self.late_fees_assessed += amount
 
     def mark_default(self, at: int, default_after_days: int) -> None:

@@ -374,9 +374,8 @@ _BACKEND_STATUS = {
 }
 
 
-def _money(value: int | None, currency: str) -> schemas.AmountOut | None:
-    # validated, not model_construct-ed: pydantic's validation runs in Rust and is the faster one
-    return None if value is None else schemas.AmountOut(value=value, currency=currency)  # type: ignore[arg-type]
+def _money(value: int | None, currency: str) -> dict[str, Any] | None:
+    return None if value is None else {"value": value, "currency": currency}
 
 
 class LoanFields(Protocol):
@@ -399,19 +398,23 @@ class LoanFields(Protocol):
     event_chain_mismatch: bool
 
 
-def loan_schedule(loan: LoanFields) -> list[schemas.ScheduleItem]:
-    """The schedule the chain enforces: n installments of total_due // n, the last takes the rest."""
+def loan_schedule(loan: LoanFields) -> list[dict[str, Any]]:
+    """The schedule the chain enforces: n installments of total_due // n, the last takes the rest
+    (as ScheduleItem fields)."""
     if not loan.total_due or not loan.installment_count or not loan.installment_interval:
         return []
     count, base = loan.installment_count, loan.total_due // loan.installment_count
-    start = loan.disbursed_at
+    start = loan.disbursed_at.timestamp() if loan.disbursed_at else None
     items = []
     for index in range(1, count + 1):
-        amount = base if index < count else loan.total_due - base * (count - 1)
         offset = index * loan.installment_interval
-        due_at = datetime.fromtimestamp(start.timestamp() + offset, tz=UTC) if start else None
         items.append(
-            schemas.ScheduleItem(installment=index, due_offset_s=offset, due_at=due_at, amount=amount)
+            {
+                "installment": index,
+                "due_offset_s": offset,
+                "due_at": None if start is None else datetime.fromtimestamp(start + offset, tz=UTC),
+                "amount": base if index < count else loan.total_due - base * (count - 1),
+            }
         )
     return items
 
@@ -464,9 +467,7 @@ async def read_loan(db: Database, *, partner_id: uuid.UUID, loan_id: uuid.UUID) 
     for name in _AMOUNT_COLUMNS:  # NUMERIC(78, 0) arrives as Decimal; amounts are integers
         value = fields[name]
         fields[name] = None if value is None else int(value)
-    events = json.loads(fields.pop("transactions"))
-    transactions = [schemas.LoanTransaction.model_validate(event) for event in events]
-    return loan_view(SimpleNamespace(**fields), transactions)
+    return loan_view(SimpleNamespace(**fields), json.loads(fields.pop("transactions")))
 
 
 async def get_loan(
@@ -481,29 +482,33 @@ async def get_loan(
     if row is None:
         raise not_found("loan", loan_id)
     loan, events = row
-    return loan_view(loan, [schemas.LoanTransaction.model_validate(event) for event in events])
+    return loan_view(loan, events)
 
 
-def loan_view(loan: LoanFields, transactions: list[schemas.LoanTransaction]) -> schemas.LoanOut:
+def loan_view(loan: LoanFields, transactions: list[dict[str, Any]]) -> schemas.LoanOut:
+    """The loan's answer, validated in one call (its amounts, schedule and events included: one
+    pass through pydantic's validator instead of one per nested object)."""
     currency = from_iso_numeric(loan.currency) if loan.currency else "NGN"
     state = LoanState(loan.chain_state)
-    return schemas.LoanOut(
-        id=loan.id,
-        chain_loan_id=loan.chain_loan_id,
-        status=_BACKEND_STATUS[state],
-        chain_state=state.name,
-        principal=_money(loan.principal, currency),
-        total_due=_money(loan.total_due, currency),
-        outstanding=_money(loan.outstanding if loan.chain_state else loan.total_due, currency),
-        repaid=_money(loan.repaid, currency),
-        late_fees_assessed=_money(loan.late_fees_assessed, currency),
-        installment_count=loan.installment_count,
-        installment_interval_s=loan.installment_interval,
-        grace_period_s=loan.grace_period,
-        disbursed_at=loan.disbursed_at,
-        schedule=loan_schedule(loan),
-        transactions=transactions,
-        event_chain_verified=None if loan.event_chain is None else not loan.event_chain_mismatch,
+    return schemas.LoanOut.model_validate(
+        {
+            "id": loan.id,
+            "chain_loan_id": loan.chain_loan_id,
+            "status": _BACKEND_STATUS[state],
+            "chain_state": state.name,
+            "principal": _money(loan.principal, currency),
+            "total_due": _money(loan.total_due, currency),
+            "outstanding": _money(loan.outstanding if loan.chain_state else loan.total_due, currency),
+            "repaid": _money(loan.repaid, currency),
+            "late_fees_assessed": _money(loan.late_fees_assessed, currency),
+            "installment_count": loan.installment_count,
+            "installment_interval_s": loan.installment_interval,
+            "grace_period_s": loan.grace_period,
+            "disbursed_at": loan.disbursed_at,
+            "schedule": loan_schedule(loan),
+            "transactions": transactions,
+            "event_chain_verified": None if loan.event_chain is None else not loan.event_chain_mismatch,
+        }
     )
 
 
