@@ -204,7 +204,7 @@ class Database:
         """One statement outside any transaction, as the application role, in one round trip.
 
         For partner reads through a scoping function such as `caas_partner_loan` (migration
-        0009), on connections of their own (ReadConnections), as many as the session pool's.
+        0009), on a few connections of their own (ReadConnections, `read_connections`).
         """
         return await (self._reads or self._open_reads()).fetchrow(query, *args)
 
@@ -219,7 +219,7 @@ class Database:
             return asyncpg.connect(dsn, timeout=settings.connect_timeout_s, server_settings=server_settings)
 
         self._reads = ReadConnections(
-            connect, size=settings.pool_size + settings.max_overflow, max_idle_s=settings.pool_recycle_s
+            connect, size=settings.read_connections, max_idle_s=settings.pool_recycle_s
         )
         return self._reads
 

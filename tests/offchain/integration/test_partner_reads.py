@@ -184,7 +184,7 @@ async def test_read_connections__a_cancelled_read_leaves_no_half_used_connection
 async def test_read_connections__callers_beyond_the_set_wait_their_turn(db: Database, settings: Settings):
     import asyncio
 
-    size = settings.database.pool_size + settings.database.max_overflow
+    size = settings.database.read_connections
     most = 0
 
     async def read(n: int) -> int:
