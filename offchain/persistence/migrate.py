@@ -15,10 +15,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, pool
 
-import offchain.persistence.collections  # noqa: F401 - COB runs, actions, promises, write-offs
-import offchain.persistence.credit  # noqa: F401 - registers the credit API tables on Base.metadata
-import offchain.persistence.ledger  # noqa: F401 - registers the ledger tables on Base.metadata
-import offchain.persistence.money  # noqa: F401 - payouts, payments, payment routes
+import offchain.persistence.collections  # COB runs, actions, promises, write-offs
+import offchain.persistence.credit  # registers the credit API tables on Base.metadata
+import offchain.persistence.ledger  # registers the ledger tables on Base.metadata
+import offchain.persistence.money  # payouts, payments, payment routes
 import offchain.persistence.notifications  # noqa: F401 - webhooks and borrower messages
 from offchain.persistence.models import Base
 from offchain.platform.db import sync_url

@@ -166,9 +166,7 @@ def test_approve_loan__while_paused__reverts(loan_book, approver, pauser, create
 
 
 @pytest.mark.parametrize("approve_first", [False, True])
-def test_cancel_loan__pending_or_approved(
-    loan_book, originator, approver, create_loan, approve_first
-):
+def test_cancel_loan__pending_or_approved(loan_book, originator, approver, create_loan, approve_first):
     loan_id = create_loan()
     if approve_first:
         loan_book.approve_loan(loan_id, sender=approver)
@@ -329,9 +327,7 @@ def test_record_repayment__empty_ref__reverts(loan_book, servicer, active_loan):
 
 
 @pytest.mark.parametrize("stage", ["pending", "approved"])
-def test_record_repayment__before_disbursement__reverts(
-    loan_book, servicer, approver, create_loan, stage
-):
+def test_record_repayment__before_disbursement__reverts(loan_book, servicer, approver, create_loan, stage):
     loan_id = create_loan()
     if stage == "approved":
         loan_book.approve_loan(loan_id, sender=approver)
@@ -387,9 +383,7 @@ def test_record_repayment__pays_late_fees_first(loan_book, servicer, active_loan
 def test_reverse_repayment__restores_amounts(loan_book, servicer, active_loan):
     loan_id = active_loan()
     loan_book.record_repayment(loan_id, 10_000_00, ref("paystack:T1"), sender=servicer)
-    tx = loan_book.reverse_repayment(
-        loan_id, ref("paystack:T1"), ref("reason:chargeback"), sender=servicer
-    )
+    tx = loan_book.reverse_repayment(loan_id, ref("paystack:T1"), ref("reason:chargeback"), sender=servicer)
     assert loan_book.outstanding(loan_id) == 112_000_00
     assert loan_book.is_payment_recorded(ref("paystack:T1"))
     assert loan_book.is_payment_reversed(ref("paystack:T1"))
@@ -409,9 +403,7 @@ def test_reverse_repayment__reopens_repaid_loan_as_active(loan_book, servicer, a
     loan_book.record_repayment(loan_id, 100_000_00, ref("paystack:T1"), sender=servicer)
     assert loan_book.loan_state(loan_id) == STATE["REPAID"]
     # reversing an earlier (not the closing) payment reopens the loan too
-    loan_book.reverse_repayment(
-        loan_id, ref("paystack:T0"), ref("reason:chargeback"), sender=servicer
-    )
+    loan_book.reverse_repayment(loan_id, ref("paystack:T0"), ref("reason:chargeback"), sender=servicer)
     assert loan_book.loan_state(loan_id) == STATE["ACTIVE"]
     assert loan_book.outstanding(loan_id) == 12_000_00
 
@@ -524,9 +516,7 @@ def test_assess_late_fee__bad_input__reverts(
     loan_id = active_loan()
     chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 40 * DAY
     with ape.reverts(reason):
-        loan_book.assess_late_fee(
-            loan_id, amount, ref(fee_ref) if fee_ref else b"\x00" * 32, sender=servicer
-        )
+        loan_book.assess_late_fee(loan_id, amount, ref(fee_ref) if fee_ref else b"\x00" * 32, sender=servicer)
 
 
 def test_assess_late_fee__not_active__reverts(loan_book, servicer, create_loan):
@@ -650,9 +640,7 @@ def test_mark_default__paused__reverts(loan_book, servicer, pauser, active_loan)
 def defaulted_loan(loan_book, servicer, active_loan, chain):
     def _defaulted() -> bytes:
         loan_id = active_loan()
-        chain.pending_timestamp = (
-            disbursed_at(loan_book, loan_id) + 30 * DAY + DEFAULT_AFTER_DAYS * DAY
-        )
+        chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 30 * DAY + DEFAULT_AFTER_DAYS * DAY
         loan_book.mark_default(loan_id, sender=servicer)
         return loan_id
 

@@ -451,7 +451,9 @@ def test_loan_book_state_machine(
                 return
             loan = self.model[loan_id]
             ats = [self.now, self.now + 3 * DAY + 17, self.now + 95 * DAY]
-            due = loan.oldest_unpaid_due_at() if loan.state in (LoanState.ACTIVE, LoanState.DEFAULTED) else None
+            due = (
+                loan.oldest_unpaid_due_at() if loan.state in (LoanState.ACTIVE, LoanState.DEFAULTED) else None
+            )
             if due is not None:
                 # the boundaries where an off-by-one would hide: due date, end of grace, a day later
                 grace_end = due + loan.grace_period

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 
 from offchain.chain.contracts import sign_approval
 from offchain.chain.deployment import deploy
@@ -26,8 +27,6 @@ from offchain.platform.settings import Settings
 from offchain.services.gateway.app import create_app as gateway_app
 from offchain.services.orchestration.app import create_app as orchestration_app
 from offchain.services.underwriting.app import create_app as underwriting_app
-
-from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 
 pytestmark = pytest.mark.asyncio
 
@@ -66,8 +65,8 @@ def _valid_nuban(bank_code: str = "058", serial: str = "012345678") -> str:
     return serial + str(nuban_check_digit(bank_code, serial))
 
 
-async def _until(check, *, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
+async def _until(check, *, within_s: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + within_s
     while True:
         value = await check()
         if value:
@@ -84,7 +83,7 @@ async def test_application_to_onchain_approved_loan(journey_settings: Settings, 
     with ServerThread(
         simulator_app(SimulatorConfig(paystack_secret_key=PAYSTACK_SECRET, sme_events_secret=SME_SECRET)),
         free_port(),
-    ) as simulator:  # noqa: E501
+    ) as simulator:
         settings = journey_settings.model_copy(
             update={"rails": journey_settings.rails.model_copy(update={"simulator_url": simulator.url})}
         )
@@ -221,7 +220,7 @@ async def test_sme_kyc_verified__pre_assessment_notifies_the_platform_once(
                 items = listed if isinstance(listed, list) else listed.get("notifications", [])
                 return [n for n in items if "bright-bakery-ltd" in str(n)]
 
-            notes = await _until(notified, timeout=30)
+            notes = await _until(notified, within_s=30)
             await asyncio.sleep(1.0)  # a duplicate would have arrived by now
             assert len(await notified()) == 1, notes
             assert "credit.available" in str(notes[0])
