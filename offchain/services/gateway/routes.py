@@ -64,6 +64,17 @@ ReadLoans = Annotated[Principal, Depends(limited(auth.LOAN_READ, "read"))]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
+# The busiest partner route, first: routes are matched one by one in the order they are declared.
+@router.get("/loans/{loan_id}", response_model=schemas.LoanOut, responses={**LOAN_NOT_FOUND, **COMMON_ERRORS})
+async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, request: Request) -> Response:
+    # the database from the request, not a DatabaseDep: one dependency less to solve on the
+    # busiest partner route
+    db = await get_database(request)
+    view = await usecases.read_loan(db, partner_id=principal.partner_id, loan_id=loan_id)
+    # serialized once, by the model that built it (FastAPI would validate it a second time)
+    return Response(view.model_dump_json(), media_type="application/json")
+
+
 @router.post(
     "/applications",
     status_code=201,
@@ -128,16 +139,6 @@ async def list_loans(
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.list_loans(session=session, limit=limit, cursor=cursor, status=status)
-
-
-@router.get("/loans/{loan_id}", response_model=schemas.LoanOut, responses={**LOAN_NOT_FOUND, **COMMON_ERRORS})
-async def get_loan(loan_id: uuid.UUID, principal: ReadLoans, request: Request) -> Response:
-    # the database from the request, not a DatabaseDep: one dependency less to solve on the
-    # busiest partner route
-    db = await get_database(request)
-    view = await usecases.read_loan(db, partner_id=principal.partner_id, loan_id=loan_id)
-    # serialized once, by the model that built it (FastAPI would validate it a second time)
-    return Response(view.model_dump_json(), media_type="application/json")
 
 
 @router.get(
