@@ -209,9 +209,9 @@ class Database:
         return await (self._reads or self._open_reads()).fetchrow(query, *args)
 
     def _open_reads(self) -> ReadConnections:
-        if self.settings is None or not self.settings.url:
-            raise ValueError("DATABASE_URL is not set")
         settings = self.settings
+        if settings is None or not settings.url:
+            raise ValueError("DATABASE_URL is not set")
         dsn = make_url(settings.url).set(drivername="postgresql").render_as_string(hide_password=False)
         server_settings = _server_settings(settings, self.application_name, None)
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from json.encoder import encode_basestring as json_string  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as json_string
 from typing import Any
 
 import structlog

@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from redis.asyncio import Redis
@@ -107,7 +109,7 @@ class Quota:
         ]
 
 
-def quota_headers(scope: dict) -> list[tuple[bytes, bytes]]:
+def quota_headers(scope: MutableMapping[str, Any]) -> list[tuple[bytes, bytes]]:
     """The RateLimit-* headers of the quota a partner request was counted against (the
     gateway's dependency leaves it in the request's state); none for any other request."""
     quota = scope.get("state", {}).get("rate_quota")
