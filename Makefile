@@ -88,7 +88,7 @@ drills: setup ## fault drills on `caas up --processes`: kill -9 each service, Po
 	python bench/drills.py --write
 
 .PHONY: lint
-lint: setup ## ruff and mypy
+lint: setup ## ruff check and ruff format --check
 	ruff check offchain scripts tests bench
 	ruff format --check offchain scripts tests bench
 
