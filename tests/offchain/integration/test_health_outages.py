@@ -106,6 +106,9 @@ class ThrowawayPostgres:
         self._pg_ctl(args, pgdata=self.data_dir, user=self.server.system_user, timeout=30)
 
     def close(self) -> None:
+        # Restarted with pg_ctl behind pgserver's back, the server has a postmaster pgserver's
+        # cleanup does not know, and it was left running after the tests: stop it here first.
+        self.stop()
         self.server.cleanup()
 
 
