@@ -102,11 +102,7 @@ class Quota:
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """The same, as an ASGI answer carries them."""
-        return [
-            (b"ratelimit-limit", b"%d" % self.limit),
-            (b"ratelimit-remaining", b"%d" % self.remaining),
-            (b"ratelimit-reset", b"%d" % self.reset_after_s),
-        ]
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
 
 
 def quota_headers(scope: MutableMapping[str, Any]) -> list[tuple[bytes, bytes]]:

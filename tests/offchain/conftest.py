@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -60,15 +61,23 @@ def free_port_fixture() -> Callable[[], int]:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _admin_execute(*statements: str) -> None:
+def _admin_execute(*statements: str) -> list[tuple[Any, ...]] | None:
+    """Run statements as the login superuser on the server's own database; the rows of the last
+    one, if it returns any."""
     conn = psycopg2.connect(PG_URL)
     try:
         conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
         with conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
+            return cur.fetchall() if cur.description else None
     finally:
         conn.close()
+
+
+@pytest.fixture(name="admin_execute")
+def admin_execute_fixture() -> Callable[..., list[tuple[Any, ...]] | None]:
+    return _admin_execute
 
 
 def _database_url(name: str) -> str:

@@ -130,25 +130,12 @@ def settings_role(db: Database) -> str:
 # --- the read connections (ReadConnections) --------------------------------------------------
 
 
-async def _admin(settings: Settings, statement: str, *args: object) -> object:
-    """A statement as the login user (a superuser here), outside the application's connections."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(settings.database.url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        return await connection.fetchval(statement, *args)
-    finally:
-        await connection.close()
-
-
 async def test_read_connections__one_the_server_dropped_is_replaced_and_the_read_runs(
-    db: Database, settings: Settings
+    db: Database, admin_execute
 ):
     first = await db.fetch_one("SELECT pg_backend_pid() AS pid")
     assert first is not None
-    assert await _admin(settings, "SELECT pg_terminate_backend($1)", first["pid"])
+    assert admin_execute(f"SELECT pg_terminate_backend({int(first['pid'])})") == [(True,)]
     # the caller never sees it: the statement runs again on a fresh connection
     again = await db.fetch_one("SELECT pg_backend_pid() AS pid")
     assert again is not None and again["pid"] != first["pid"]
