@@ -202,7 +202,7 @@ async def _serve_one(name: str, host: str | None, port: int | None) -> int:
 
 
 @main.command()
-@click.option("--revision", default="heads", show_default=True, help="Target revision.")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=STATE_DIR, show_default=True)
 def migrate(revision: str, state_dir: Path) -> None:
     """Apply the caas_ schema migrations to DATABASE_URL."""

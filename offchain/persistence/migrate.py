@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, pool
 
 import offchain.persistence.collections  # COB runs, actions, promises, write-offs
@@ -49,10 +50,13 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
-    # "heads": areas built side by side may each branch from the same revision until they are
-    # chained; upgrading to every head keeps both kinds of history working.
+def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+def heads() -> list[str]:
+    """The tree's head revisions: exactly one while migrations are chained as they should be."""
+    return list(ScriptDirectory.from_config(alembic_config("")).get_heads())
 
 
 def downgrade(url: str, revision: str) -> None:

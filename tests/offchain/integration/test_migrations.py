@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from offchain.persistence.migrate import VERSION_TABLE, downgrade, schema_diff, upgrade
+from offchain.persistence.migrate import VERSION_TABLE, downgrade, heads, schema_diff, upgrade
 from offchain.persistence.models import PARTNER_SCOPED, AuditLogEntry, Base, Loan, Partner
 from offchain.persistence.security import APP_ROLE, WORKER_ROLE
 from offchain.platform.db import Database
@@ -31,6 +31,11 @@ def _fetch(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
 def _caas_tables(url: str) -> set[str]:
     rows = _fetch(url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'caas\\_%%'")
     return {str(row[0]) for row in rows} - {VERSION_TABLE}
+
+
+def test_migrations_have_one_head() -> None:
+    # a migration written beside another one revises the same parent: chain it after the other
+    assert len(heads()) == 1, f"alembic has several heads {heads()}: revise the newest instead"
 
 
 async def test_upgrade_downgrade_upgrade(make_database: Callable[[], str]) -> None:
