@@ -94,7 +94,13 @@ def up(
     from offchain.platform.logging import configure_logging
     from offchain.platform.settings import Settings
 
-    configure_logging(Settings().log.level)
+    if Settings().log.format == "console":
+        # people at a terminal get one screen of URLs, then warnings and errors; the per-request
+        # and per-step INFO lines are for log shippers (LOG_LEVEL=INFO or LOG_FORMAT=json)
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
+        os.environ.setdefault("LOG_ACCESS", "false")
+    settings = Settings()
+    configure_logging(settings.log.level, settings.log.format)
     options = StackOptions(
         state_dir=state_dir.resolve(),
         deployment_file=deployment_file,

@@ -288,6 +288,31 @@ def _simulator_app(settings: Settings, options: StackOptions) -> Any:
     return create_app(config)
 
 
+def ready_summary(options: StackOptions, settings: Settings, env: dict[str, str], dev_env: Path) -> str:
+    """The one screen a person at a terminal reads once the stack is up: where everything is."""
+    host = _public_host(options.host)
+    gateway = f"http://{host}:8000"
+    rows = [
+        ("partner API", f"{gateway}/v1   (OpenAPI: {gateway}/docs)"),
+        ("health", f"http://{host}:8010/v1/health"),
+        ("chain", env["CHAIN_RPC_URL"]),
+    ]
+    try:
+        contracts = json.loads(Path(env["DEPLOYMENT_FILE"]).read_text())["contracts"]
+        rows += [(f"  {name}", str(entry["address"])) for name, entry in contracts.items()]
+    except (OSError, ValueError, KeyError, TypeError):
+        rows.append(("  contracts", env["DEPLOYMENT_FILE"]))
+    if settings.rails.simulator_url:
+        rows.append(("simulator", settings.rails.simulator_url))
+    rows += [
+        ("dev env", f"{dev_env}  (DEMO_PARTNER_TOKEN, SIGNER_KEYS, ...)"),
+        ("try", "caas demo   (one loan end to end, in another terminal)"),
+        ("logs", "warnings and errors below; LOG_LEVEL=INFO or LOG_FORMAT=json for everything"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
+
+
 def _say(message: str) -> None:
     # A human line on stderr; stdout carries the JSON logs.
     print(f"caas: {message}", file=sys.stderr, flush=True)
@@ -323,6 +348,13 @@ async def run_stack(options: StackOptions) -> int:
     supervisor: ProcessSupervisor | None = None
     simulator: InProcessServers | None = None
     try:
+        twins = (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"), ("Anvil", "CHAIN_RPC_URL"))
+        embedded = [name for name, key in twins if not os.environ.get(key, "").strip()]
+        _say(
+            "starting"
+            + (f": embedded {', '.join(embedded)} under {options.state_dir}" if embedded else "")
+            + "; contracts and migrations next"
+        )
         env = await stack.prepare()
         if stop.is_set():
             return 130
@@ -363,6 +395,8 @@ async def run_stack(options: StackOptions) -> int:
             f"{len(SERVICES)} services up in {elapsed}s on ports 8000-8010 ({env['CHAIN_RPC_URL']}); "
             f"wrote {dev_env}; Ctrl-C stops everything"
         )
+        if settings.log.format == "console":
+            print(ready_summary(options, settings, env, dev_env), file=sys.stderr, flush=True)
 
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         if servers is not None:

@@ -13,6 +13,7 @@ load `.caas/dev.env` into the environment first (see offchain.cli), filling only
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -462,9 +463,18 @@ class TracingSettings(_Group):
         return 0.0 if self.effective_exporter == "none" else 1.0
 
 
+def _log_format(value: Any) -> Any:
+    # "auto" (the default): lines for people on a terminal, JSON for a log shipper everywhere else
+    if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+        return "console" if sys.stdout.isatty() else "json"
+    return value
+
+
 class LogSettings(_Group):
     level: str = Field(default="INFO", validation_alias=_flat("level", "LOG_LEVEL"))
-    format: Literal["json", "console"] = Field(default="json", validation_alias=_flat("format", "LOG_FORMAT"))
+    format: Annotated[Literal["json", "console"], BeforeValidator(_log_format)] = Field(
+        default="auto", validate_default=True, validation_alias=_flat("format", "LOG_FORMAT")
+    )
     # One line per HTTP request (metrics are kept either way).
     access_log: bool = Field(default=True, validation_alias=_flat("access_log", "LOG_ACCESS"))
 

@@ -11,9 +11,11 @@ ready, checks /v1/health, stops it with SIGINT, and proves nothing is left behin
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,8 +69,8 @@ class Scratch:
     anvil_port: int
     runs: list[Run]
 
-    def start(self, *extra: str) -> Run:
-        run = _start(self.cwd, self.anvil_port, *extra)
+    def start(self, *extra: str, tty: bool = False) -> Run:
+        run = _start(self.cwd, self.anvil_port, *extra, tty=tty)
         self.runs.append(run)
         return run
 
@@ -92,17 +94,36 @@ def scratch(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Scratch]:
         proc.kill()
 
 
-def _start(cwd: Path, anvil_port: int, *extra: str) -> Run:
-    env = {k: v for k, v in os.environ.items() if k not in STRIPPED}
+def _start(cwd: Path, anvil_port: int, *extra: str, tty: bool = False) -> Run:
+    env = {k: v for k, v in os.environ.items() if k not in (*STRIPPED, "LOG_FORMAT", "LOG_LEVEL")}
     log = cwd / f"caas-up-{time.monotonic_ns()}.log"
+    command = [sys.executable, "-m", "offchain.cli", "up", "--anvil-port", str(anvil_port), *extra]
+    if not tty:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return Run(process, time.monotonic(), log)
+    # as a person at a terminal runs it: stdout and stderr are a pseudo-terminal, copied to the log
+    controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "offchain.cli", "up", "--anvil-port", str(anvil_port), *extra],
-        cwd=cwd,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        command, cwd=cwd, env=env, stdout=terminal, stderr=terminal, start_new_session=True
     )
+    os.close(terminal)
+
+    def copy() -> None:
+        with log.open("wb") as sink:
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal closed: every writer exited
+                    break
+                if not chunk:
+                    break
+                sink.write(chunk)
+                sink.flush()
+        os.close(controller)
+
+    threading.Thread(target=copy, daemon=True).start()
     return Run(process, time.monotonic(), log)
 
 
@@ -180,6 +201,15 @@ def test_caas_up_embedded_default_then_reuse(scratch: Scratch) -> None:
     _stop(second, cwd, anvil_port)
     log = second.log.read_text()
     assert '"contracts": "reused"' in log and '"reused_state": true' in log
+
+    # at a terminal: one screen of URLs, then only warnings and errors, and no JSON lines
+    on_terminal = scratch.start(tty=True)
+    _wait_ready(on_terminal, timeout=120)
+    _stop(on_terminal, cwd, anvil_port)
+    screen = on_terminal.log.read_text()
+    assert "partner API" in screen and "http://127.0.0.1:8000/v1" in screen, screen
+    assert "LoanBook" in screen and "caas demo" in screen, screen
+    assert not [line for line in screen.splitlines() if line.lstrip().startswith("{")], screen
 
     print(
         f"\ncaas up (one process, 11 services): first start {first_ready:.1f}s "

@@ -128,3 +128,16 @@ def test_servers_do_not_read_dev_env_files(
 def test_role_names_must_be_identifiers() -> None:
     with pytest.raises(ValidationError):
         Settings(database={"app_role": "caas_app; DROP TABLE x"})
+
+
+def test_log_format__auto_is_console_on_a_terminal_and_json_elsewhere(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert Settings().log.format == "console"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    assert Settings().log.format == "json"
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert Settings().log.format == "json"
