@@ -40,5 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache_size=settings.auth.token_cache_size,
         cache_s=settings.auth.token_cache_s,
     )
+    app.state.paystack_metrics = paystack_webhooks.PaystackWebhookMetrics(app.state.metrics.registry)
     app.state.rate_limiter = PartnerRateLimiter(settings.auth.rate_limits) if settings.redis.url else None
     return app
