@@ -15,4 +15,6 @@ Item = TypeVar("Item")
 
 class Page(BaseModel, Generic[Item]):
     data: list[Item]
-    next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page; null at the end")
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null at the end"
+    )

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from journey_support import approved_loan, loan_state, until
-from money_support import _charge, _partner_headers, money_settings, running_stack  # noqa: F401 (a fixture)
+from money_support import _charge, _partner_headers, running_stack
 from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select, text
 from web3 import Web3

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from paystack_samples import body, sample
+from pydantic import SecretStr
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
 
@@ -147,7 +147,13 @@ async def test_verify_sample__payer_bore_the_fees__loan_credited_30050_fee_on_it
     async with db.worker_session() as session:
         row = (await session.execute(select(Payment))).scalar_one()
         intents = (await session.execute(text("SELECT data FROM caas_tx_intents"))).scalars().all()
-    assert (row.amount, row.applied, row.excess, row.provider_fee, row.payer_fee) == (30050, 30050, 0, 10283, 10283)
+    assert (row.amount, row.applied, row.excess, row.provider_fee, row.payer_fee) == (
+        30050,
+        30050,
+        0,
+        10283,
+        10283,
+    )
     assert (row.status, row.match_method) == ("pending_chain", "reference")
     assert row.provider_record["amount"] == 40333 and row.provider_record["repayment"] == 30050
     # one record_repayment, for the borrower's 30050 (not Paystack's 40333)
@@ -201,7 +207,9 @@ def _operator() -> dict[str, str]:
 
 
 @pytest_asyncio.fixture
-async def gateway(database, simulator, redis_url, stream_prefix, tmp_path) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def gateway(
+    database, simulator, redis_url, stream_prefix, tmp_path
+) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
     url, _ = database
     deployment = tmp_path / "deployment.json"
     deployment.write_text(
@@ -250,7 +258,11 @@ async def test_a_charge_paystack_never_heard_of__ends_not_confirmed__listed_and_
     for _ in range(2):  # Paystack's notice twice: one row, counted twice
         async with db.worker_session() as session:
             await notices.record_not_confirmed(
-                session, topic="paystack.charge.success", data=data, reason="not_found", detail=str(refused.value)
+                session,
+                topic="paystack.charge.success",
+                data=data,
+                reason="not_found",
+                detail=str(refused.value),
             )
 
     listed = await gateway.get("/v1/payment-notices", headers=_operator())
@@ -262,7 +274,13 @@ async def test_a_charge_paystack_never_heard_of__ends_not_confirmed__listed_and_
         "not_found",
         2,
     )
-    assert notice["claimed"] == {"amount": 10000, "currency": "NGN", "channel": "card", "paid_at": data["paid_at"], "status": "success"}
+    assert notice["claimed"] == {
+        "amount": 10000,
+        "currency": "NGN",
+        "channel": "card",
+        "paid_at": data["paid_at"],
+        "status": "success",
+    }
 
     still = await gateway.post(f"/v1/payment-notices/{notice['id']}/reverify", headers=_operator())
     assert still.status_code == 200 and still.json()["status"] == "not_confirmed"
@@ -320,10 +338,14 @@ async def test_hostile_but_signed_webhooks_get_their_decided_answer(database, ga
 
     async with db.worker_session() as session:
         stored = (
-            await session.execute(
-                text("SELECT payload FROM caas_outbox WHERE topic = 'paystack.charge.success'")
+            (
+                await session.execute(
+                    text("SELECT payload FROM caas_outbox WHERE topic = 'paystack.charge.success'")
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert len(stored) == 1
     assert stored[0]["data"]["reference"] == deep["data"]["reference"]
     assert stored[0]["data"]["customer"]["first_name"] == "Bo\ufffdJack"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from journey_support import approved_loan, loan_state, until
-from money_support import _partner_headers, money_settings, running_stack  # noqa: F401 (a fixture)
+from money_support import _partner_headers, running_stack
 from paystack_samples import body, sample
 from redis.asyncio import Redis
 from simulator_support import PAYSTACK_SECRET
@@ -55,7 +55,7 @@ ONCE = [(200, "accepted"), (200, "duplicate")]
 
 
 async def test_documented_samples_replayed_signed__recorded_once_at_the_right_amount(
-    money_settings: Settings,  # noqa: F811
+    money_settings: Settings,
     free_port,  # type: ignore[no-untyped-def]
 ) -> None:
     async with running_stack(money_settings, free_port) as (settings, client, sim):
