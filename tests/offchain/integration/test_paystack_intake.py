@@ -352,3 +352,40 @@ async def test_hostile_but_signed_webhooks_get_their_decided_answer(database, ga
     metrics = (await gateway.get("/metrics")).text
     assert 'caas_paystack_webhooks_total{event="charge.success",outcome="unusable"} 1.0' in metrics
     assert 'caas_paystack_webhooks_total{event="charge.success",outcome="accepted"} 1.0' in metrics
+
+
+async def test_simulated_charge__payer_bears_the_fee__metadata_as_a_string__credited_the_request(
+    database, simulator
+) -> None:  # type: ignore[no-untyped-def]
+    _, db = database
+    reference = f"sim-{uuid.uuid4().hex[:10]}"
+    async with httpx.AsyncClient(base_url=simulator) as http:
+        charged = await http.post(
+            "/simulate/charge",
+            json={
+                "amount": 300_000,
+                "currency": "NGN",
+                "loan_id": str(LOAN),
+                "reference": reference,
+                "bearer": "customer",
+                "metadata_format": "string",
+            },
+        )
+    assert charged.status_code == 201, charged.text
+    transaction = charged.json()["transaction"]
+    # the simulator's shape is Paystack's: amount = requested_amount + fees, metadata a JSON string
+    assert transaction["requested_amount"] == 300_000
+    assert transaction["amount"] == 300_000 + transaction["fees"] and transaction["fees"] > 0
+    assert json.loads(transaction["metadata"]) == {"loan_id": str(LOAN)}
+
+    await _take_in(db, simulator, transaction)
+
+    async with db.worker_session() as session:
+        row = (await session.execute(select(Payment))).scalar_one()
+    assert (row.amount, row.applied, row.provider_fee, row.payer_fee) == (
+        300_000,
+        300_000,
+        transaction["fees"],
+        transaction["fees"],
+    )
+    assert _balanced(await _balances(db))
