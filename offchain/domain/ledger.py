@@ -12,7 +12,9 @@ Account codes are strings a person can read in a statement and the database can 
     loan:<loan_id>:unearned       liability  interest and fees agreed but not yet earned
     borrower:<ref>:credit         liability  overpayments held for the borrower
     partner:<id>:funding          liability  the lender's capital that funds payouts
-    rail:<rail>:clearing          asset      money in transit at a payment provider
+    rail:<rail>:clearing          asset      money in transit at a payment provider (what it settles)
+    rail:<rail>:fees              expense    the provider's fees on money it collected for us
+    rail:<rail>:fees_recovered    income     the part of those fees payers paid on top of their payment
     suspense:unmatched            liability  money received that no loan claims yet
     income:fees, income:interest  income
     expense:credit_losses         expense
@@ -54,6 +56,8 @@ class AccountKind(StrEnum):
     BORROWER_CREDIT = "borrower_credit"
     PARTNER_FUNDING = "partner_funding"
     RAIL_CLEARING = "rail_clearing"
+    RAIL_FEES = "rail_fees"
+    RAIL_FEES_RECOVERED = "rail_fees_recovered"
     SUSPENSE = "suspense"
     FEE_INCOME = "fee_income"
     INTEREST_INCOME = "interest_income"
@@ -65,7 +69,9 @@ class AccountKind(StrEnum):
 
 
 # assets and expenses grow by debits; liabilities and income by credits
-_DEBIT_NORMAL = frozenset({AccountKind.LOAN_RECEIVABLE, AccountKind.RAIL_CLEARING, AccountKind.CREDIT_LOSSES})
+_DEBIT_NORMAL = frozenset(
+    {AccountKind.LOAN_RECEIVABLE, AccountKind.RAIL_CLEARING, AccountKind.RAIL_FEES, AccountKind.CREDIT_LOSSES}
+)
 
 RAILS = frozenset({"paystack", "sme"})
 SUSPENSE = "suspense:unmatched"
@@ -114,6 +120,16 @@ def rail_clearing(rail: str) -> str:
     return f"rail:{rail}:clearing"
 
 
+def rail_fees(rail: str) -> str:
+    rail_clearing(rail)  # the same check of the rail
+    return f"rail:{rail}:fees"
+
+
+def rail_fees_recovered(rail: str) -> str:
+    rail_clearing(rail)
+    return f"rail:{rail}:fees_recovered"
+
+
 @dataclass(frozen=True, slots=True)
 class AccountRef:
     """An account code parsed back: what it is and whose it is."""
@@ -145,6 +161,8 @@ _PATTERNS: dict[tuple[str, str], AccountKind] = {
     ("borrower", "credit"): AccountKind.BORROWER_CREDIT,
     ("partner", "funding"): AccountKind.PARTNER_FUNDING,
     ("rail", "clearing"): AccountKind.RAIL_CLEARING,
+    ("rail", "fees"): AccountKind.RAIL_FEES,
+    ("rail", "fees_recovered"): AccountKind.RAIL_FEES_RECOVERED,
 }
 
 
@@ -157,7 +175,8 @@ def parse_account(code: str) -> AccountRef:
     kind = _PATTERNS.get((parts[0], parts[2])) if len(parts) == 3 else None
     if kind is None or not _SUBJECT.fullmatch(parts[1]):
         raise ValueError(f"{code!r} is not an account of the chart of accounts")
-    if kind is AccountKind.RAIL_CLEARING and parts[1] not in RAILS:
+    rail_kinds = (AccountKind.RAIL_CLEARING, AccountKind.RAIL_FEES, AccountKind.RAIL_FEES_RECOVERED)
+    if kind in rail_kinds and parts[1] not in RAILS:
         raise ValueError(f"unknown rail in {code!r}")
     return AccountRef(code, kind, parts[1])
 

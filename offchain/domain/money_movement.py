@@ -12,6 +12,10 @@ Chart of postings (accounts from offchain.domain.ledger):
 - earned interest when the chain records the scheduled part: Dr unearned, Cr interest income.
 - late fee assessed on chain: Dr receivable, Cr fee income.
 - write-off on chain: Dr unearned (what is left), Dr credit losses (the rest), Cr receivable.
+- the rail's fee on a charge (posted at intake, whatever becomes of the money): Dr rail fees
+  (the fee), Cr rail fees recovered (what the payer paid on top of the repayment), and the
+  difference against the rail's clearing account, so that clearing always holds what the rail
+  settles (`amount - fees`). See `paystack_charge_figures`.
 """
 
 from __future__ import annotations
@@ -79,7 +83,11 @@ class MatchMethod(StrEnum):
 
 @dataclass(frozen=True)
 class IncomingPayment:
-    """A payment as its provider confirmed it (after verify), with what can identify its loan."""
+    """A payment as its provider confirmed it (after verify), with what can identify its loan.
+
+    `amount` is the borrower's repayment: what is credited to the loan (or kept for them). The
+    provider's fee on the charge and the part of it the payer paid on top are apart from it.
+    """
 
     provider: str
     reference: str
@@ -87,6 +95,49 @@ class IncomingPayment:
     currency: str
     metadata_loan_id: str | None = None
     receiver_account: str | None = None
+    provider_fee: int = 0
+    payer_fee: int = 0
+
+
+@dataclass(frozen=True)
+class ChargeFigures:
+    """The money of one Paystack charge, from its verify answer."""
+
+    charged: int  # `amount`: what the payer was charged
+    repayment: int  # the borrower's repayment: credited to the loan
+    provider_fee: int  # `fees`: what Paystack keeps out of `charged`
+    payer_fee: int  # charged - repayment: what the payer paid on top of the repayment
+
+    @property
+    def settled(self) -> int:
+        """What Paystack settles to us for the charge."""
+        return self.charged - self.provider_fee
+
+
+def paystack_charge_figures(amount: int, requested_amount: int | None, fees: int | None) -> ChargeFigures:
+    """Which of a Paystack charge's figures is the borrower's repayment.
+
+    Paystack's verify answer carries `amount` (what the payer was charged), `requested_amount`
+    (what the integration asked for) and `fees` (Paystack's fee, kept out of the settlement).
+    When the payer bears the fees, `amount` is the request plus the fees -- Paystack's own sample
+    (paystack.com/docs/payments/verify-payments): amount 40333 = requested_amount 30050 + fees
+    10283 -- and the borrower repaid 30050: crediting 40333 would credit the loan with
+    Paystack's fee. When the merchant bears them, `amount == requested_amount`: the borrower
+    repaid all of it and the fee is our cost. So the repayment is `requested_amount`, bounded
+    by `amount` (a partial debit charges less than requested: the repayment is what was
+    charged); without a usable `requested_amount` it is `amount`. A missing or unreadable fee
+    is 0 (some events carry `"fees": null`).
+    """
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError("a charge amount must be a positive integer of minor units")
+    requested = requested_amount if _minor(requested_amount) and requested_amount else None
+    repayment = min(requested, amount) if requested else amount
+    fee = fees if _minor(fees) and fees is not None else 0
+    return ChargeFigures(charged=amount, repayment=repayment, provider_fee=fee, payer_fee=amount - repayment)
+
+
+def _minor(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -275,4 +326,30 @@ def write_off_posting(
         legs=tuple(legs),
         description=f"write-off of loan {loan_id}",
         metadata={"loan_id": str(loan_id), "kind": "write_off"},
+    )
+
+
+def rail_fee_posting(
+    *, posting_id: str, rail: str, provider_fee: int, payer_fee: int, currency: str, reference: str
+) -> Posting | None:
+    """The rail's fee on a charge: Dr fees, Cr fees recovered (the payer's part), and the
+    difference against clearing -- clearing then holds exactly what the rail settles. None when
+    there is neither a fee nor a payer's part."""
+    legs = []
+    if provider_fee:
+        legs.append(debit(ledger.rail_fees(rail), provider_fee, currency))
+    if payer_fee:
+        legs.append(credit(ledger.rail_fees_recovered(rail), payer_fee, currency))
+    if provider_fee > payer_fee:
+        # the rail keeps more than the payer added: it comes out of what the rail settles
+        legs.append(credit(ledger.rail_clearing(rail), provider_fee - payer_fee, currency))
+    elif payer_fee > provider_fee:
+        legs.append(debit(ledger.rail_clearing(rail), payer_fee - provider_fee, currency))
+    if not legs:
+        return None
+    return Posting(
+        posting_id=posting_id,
+        legs=tuple(legs),
+        description=f"{rail} fee on payment {reference}",
+        metadata={"reference": reference, "kind": "rail_fee"},
     )

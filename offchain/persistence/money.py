@@ -127,6 +127,10 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     applied: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
     excess: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
+    # the provider's fee on the charge, and the part of the charge the payer paid on top of
+    # `amount` (the borrower's repayment); posted to the rail's fee accounts, never to the loan
+    provider_fee: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
+    payer_fee: Mapped[int] = mapped_column(Uint256, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(16), server_default="received")
     match_method: Mapped[str | None] = mapped_column(String(16))
     channel: Mapped[str | None] = mapped_column(String(32))
@@ -137,6 +141,45 @@ class Payment(Base):
     recorded_tx: Mapped[str | None] = mapped_column(String(66))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
+
+
+NOTICE_STATUSES = ("not_confirmed", "confirmed")
+NOTICE_REASONS = ("not_found", "not_successful", "unusable_reference")
+
+
+class PaymentNotice(Base):
+    """A provider's notice of a payment that the provider itself did not confirm.
+
+    Not money: an outcome. Paystack (or the SME platform) said "charge X succeeded", and its own
+    verify answered definitely that there is no such charge, or that it did not succeed. One row
+    per (provider, reference), however often the notice came; operators list them
+    (`GET /v1/payment-notices`) and may ask the provider again (`.../reverify`), which takes the
+    payment in if it is confirmed by then. No partner owns a notice (nothing matched it), so it
+    is not partner-scoped; it keeps the notice's figures and reference, not the payer's identity.
+    """
+
+    __tablename__ = "caas_payment_notices"
+    __table_args__ = (
+        UniqueConstraint("provider", "reference"),
+        CheckConstraint(_known("status", NOTICE_STATUSES), name="status_known"),
+        CheckConstraint(_known("reason", NOTICE_REASONS), name="reason_known"),
+        Index(None, "status", "last_seen_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
+    provider: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(200))
+    topic: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), server_default="not_confirmed")
+    reason: Mapped[str] = mapped_column(String(32))
+    provider_status: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    # what the notice claimed: amount, currency, channel (no payer identity)
+    claimed: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    notices: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    payment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("caas_payments.id"))
+    first_seen_at: Mapped[datetime] = created_at()
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
 
 
 class PaymentRoute(Base):

@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
+from offchain.platform import openapi_client
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.metrics import ServiceMetrics
@@ -226,6 +227,7 @@ def create_service_app(
         response_headers=response_headers,
     )
     install_problem_handlers(app)
+    openapi_client.install(app)
     # Routes are matched in the order they were included, one by one: the service's own API
     # first, probes and scrapes (a few a minute) after it.
     for router in routers:

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offchain.platform.logging import get_logger
@@ -22,6 +23,36 @@ PROBLEM_JSON = "application/problem+json"
 VALIDATION_ERROR = "urn:caas:problem:validation-error"
 
 log = get_logger(__name__)
+
+
+# --- the shapes, for the OpenAPI of every service ---------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where: body.<path>, query.<name>, path.<name>, header.<name>")
+    reason: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, as every error of every service answers them."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")  # extension members per type
+
+    type: str = Field(description="a stable URI naming the kind of problem, e.g. urn:caas:problem:not-found")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str | None = None
+    instance: str = Field(description="the request path")
+    request_id: str | None = Field(default=None, description="also in X-Request-ID and the service's logs")
+    errors: list[FieldError] | None = Field(default=None, description="the fields at fault, when known")
+
+
+class ValidationProblemOut(ProblemOut):
+    """A request that failed validation: every field at fault, with why."""
+
+    model_config = ConfigDict(extra="allow", title="ValidationProblem")
+
+    errors: list[FieldError]
 
 
 class Problem(Exception):

@@ -18,7 +18,6 @@ move money twice:
 
 from __future__ import annotations
 
-import json as jsonlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import RailsSettings
+from offchain.rails.paystack import wire
 from offchain.rails.paystack.models import (
     Customer,
     DedicatedAccount,
@@ -83,9 +83,6 @@ class _Answer:
 
     status_code: int
     content: bytes
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
 
 
 _Response = httpx.Response | _Answer
@@ -369,8 +366,10 @@ def _check_amount(amount: int) -> None:
 
 
 def _json(response: _Response) -> Any:
+    # Paystack's answers echo metadata as the integration set it: read depth-bounded, never
+    # with a recursive decoder (wire.decode), and storable (no U+0000)
     try:
-        return response.json()
+        return wire.storable(wire.decode(response.content))
     except ValueError:
         raise PaystackProtocolError(
             f"Paystack answered HTTP {response.status_code} with a body that is not JSON",
@@ -380,7 +379,7 @@ def _json(response: _Response) -> Any:
 
 def _error(response: _Response, kind: type[PaystackError]) -> PaystackError:
     try:
-        payload = response.json()
+        payload = wire.storable(wire.decode(response.content))
     except ValueError:
         payload = None
     message = payload.get("message") if isinstance(payload, dict) else None

@@ -2,18 +2,56 @@
 
 Only the fields the backend relies on are declared; Paystack adds fields freely, so every model
 keeps unknown ones (`extra="allow"`) rather than failing on them. Amounts are integers in the
-currency's minor unit (kobo for NGN), exactly as Paystack sends them; a float amount is refused.
+currency's minor unit (kobo for NGN), as Paystack sends them (some of its events send them as
+digit strings, read as the same integer); a fractional amount is refused.
+
+A charge (`Transaction`) is refused only when the facts money depends on are unreadable (id,
+reference, amount, currency, status). Everything around them -- metadata, fees, the customer,
+the authorization, the dedicated account -- is read when it has a known shape and left out
+when not: refusing a charge over its decoration would leave real money unrecorded (Paystack
+retries a refused webhook for 72 hours, every time with the same body). Shapes Paystack
+documents: tests/offchain/fixtures/paystack/.
 """
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 
-MinorUnits = Annotated[int, Field(strict=True)]
+T = TypeVar("T")
+
+
+def _minor_units(value: Any) -> Any:
+    # Paystack's refund and bank-transfer events send amounts as digit strings ("10000")
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+MinorUnits = Annotated[int, BeforeValidator(_minor_units), Field(strict=True)]
+
+
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+# An optional part of a resource: its documented shape, or None when it has another one.
+Lenient = Annotated[T | None, WrapValidator(_or_none)]
 
 
 class _Resource(BaseModel):
@@ -57,7 +95,7 @@ class Recipient(_Resource):
     currency: str
     active: bool = True
     details: RecipientDetails = Field(default_factory=RecipientDetails)
-    metadata: dict[str, Any] | None = None
+    metadata: Lenient[dict[str, Any]] = None
 
 
 class Transfer(_Resource):
@@ -104,13 +142,33 @@ class Customer(_Resource):
     first_name: str | None = None
     last_name: str | None = None
     phone: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Lenient[dict[str, Any]] = None
+
+
+class Payer(_Resource):
+    """The customer as a charge embeds it: every field optional (nothing money depends on)."""
+
+    id: Lenient[int] = None
+    customer_code: Lenient[str] = None
+    email: Lenient[str] = None
+    first_name: Lenient[str] = None
+    last_name: Lenient[str] = None
+    phone: Lenient[str] = None
+    metadata: Lenient[dict[str, Any]] = None
 
 
 class Bank(_Resource):
     name: str
     id: int | None = None
     slug: str | None = None
+
+
+class DedicatedAccountRef(_Resource):
+    """The dedicated account a charge was paid into, as the charge embeds it."""
+
+    id: int | None = None
+    account_number: str | None = None
+    account_name: str | None = None
 
 
 class DedicatedAccount(_Resource):
@@ -132,30 +190,35 @@ class Transaction(_Resource):
     amount: MinorUnits
     currency: str
     status: str
-    channel: str | None = None
-    gateway_response: str | None = None
-    paid_at: str | None = None
-    created_at: str | None = None
-    # Paystack echoes what the integration sent: an object, a JSON string, "" or null
+    channel: Lenient[str] = None
+    gateway_response: Lenient[str] = None
+    paid_at: Lenient[str] = None
+    created_at: Lenient[str] = None
+    # Paystack echoes what the integration sent: an object, a JSON string, "", 0 or null
     metadata: dict[str, Any] = Field(default_factory=dict)
-    authorization: Authorization | None = None
-    customer: Customer | None = None
-    dedicated_account: DedicatedAccount | None = None
-    requested_amount: int | None = None
-    fees: int | None = None
+    authorization: Lenient[Authorization] = None
+    customer: Lenient[Payer] = None
+    dedicated_account: Lenient[DedicatedAccountRef] = None
+    # what the integration asked for; `amount` is what the payer was charged (more, when the
+    # payer bears Paystack's fees); see domain.money_movement.paystack_charge_figures
+    requested_amount: Lenient[MinorUnits] = None
+    # Paystack's fee on the charge (null on some events): kept out of the payer's money
+    fees: Lenient[MinorUnits] = None
 
     @field_validator("metadata", mode="before")
     @classmethod
     def _metadata_object(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return {}
-        if isinstance(value, str):
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str) and value.strip():
             try:
                 decoded = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return {"raw": value}
             return decoded if isinstance(decoded, dict) else {"raw": decoded}
-        return value
+        if value in (None, "", 0, False) or isinstance(value, str):
+            return {}  # Paystack's own samples carry `"metadata": 0` and `"metadata": ""`
+        return {"raw": value}
 
     @property
     def succeeded(self) -> bool:

@@ -11,6 +11,17 @@ second, independent check where the deployment can see the real client address.
 Event types the backend acts on are parsed into models; any other type is returned as
 `UnknownEvent`, so the caller can answer 200 (Paystack retries anything else for 72 hours) and
 do nothing.
+
+Hostile or odd bodies, once the signature holds (docs/PAYSTACK.md, "Decided answers"):
+- nested arbitrarily deep: read without recursion; containers deeper than 32 levels are dropped
+  (a marker string takes their place) and the event is taken as usual -- no fact the backend
+  uses sits that deep, and the money it announces is real;
+- a reference Paystack could never have issued (control characters such as U+0000, empty,
+  over 200 characters): `UnusableEvent`, acknowledged with 200 and not acted on (retrying the
+  same bytes can never make it a payment; it is logged and counted);
+- U+0000 anywhere else: replaced before anything is stored (PostgreSQL cannot hold it);
+- not JSON, or a known event type without the facts it must carry: `MalformedEvent` (400), so
+  Paystack's retries can bring it back once the reader is fixed.
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from offchain.platform.settings import RailsSettings
+from offchain.rails.paystack import wire
 from offchain.rails.paystack.models import Transaction, Transfer
 
 SIGNATURE_HEADER = "x-paystack-signature"
@@ -133,7 +144,20 @@ class UnknownEvent:
         return f"paystack:{self.event}:{ident}"
 
 
-PaystackEvent = ChargeSuccess | TransferEvent | UnknownEvent
+@dataclass(frozen=True)
+class UnusableEvent:
+    """Correctly signed, of a type we act on, but it can never be a payment or payout of ours
+    (its reference is not one Paystack issues): acknowledged, never acted on."""
+
+    event: str
+    reason: str
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"paystack:{self.event}:unusable"
+
+
+PaystackEvent = ChargeSuccess | TransferEvent | UnknownEvent | UnusableEvent
 
 _MODELS: dict[str, type[ChargeSuccess] | type[TransferEvent]] = {
     CHARGE_SUCCESS: ChargeSuccess,
@@ -141,22 +165,56 @@ _MODELS: dict[str, type[ChargeSuccess] | type[TransferEvent]] = {
 }
 
 
-def parse_event(raw_body: bytes) -> PaystackEvent:
-    """Parse an already authenticated body. Raises MalformedEvent."""
+def decode_body(raw_body: bytes) -> dict[str, Any]:
+    """The authenticated body, decoded depth-bounded (wire.decode). Raises MalformedEvent."""
     try:
-        payload = json.loads(raw_body)
-    except ValueError:
-        raise MalformedEvent("body is not JSON") from None
+        payload = wire.decode(raw_body)
+    except wire.UnreadableJson as error:
+        raise MalformedEvent(f"body is {error}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
         raise MalformedEvent("body must be an object with a string `event`")
+    return payload
+
+
+def parse_payload(payload: dict[str, Any]) -> PaystackEvent:
+    """A decoded body as a typed event. Raises MalformedEvent."""
     model = _MODELS.get(payload["event"])
     if model is None:
-        return UnknownEvent(event=payload["event"], data=payload.get("data"))
+        return UnknownEvent(event=wire.storable(payload["event"]), data=wire.storable(payload.get("data")))
+    data = payload.get("data")
+    if isinstance(data, dict) and "reference" in data:
+        unusable = wire.reference_problem(data["reference"])
+        if unusable is not None:
+            return UnusableEvent(event=payload["event"], reason=unusable)
     try:
-        return model.model_validate(payload)
+        return model.model_validate(wire.storable(payload))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise MalformedEvent(f"{payload['event']} does not have Paystack's shape: {problems}") from None
+
+
+def parse_event(raw_body: bytes) -> PaystackEvent:
+    """Parse an already authenticated body. Raises MalformedEvent."""
+    return parse_payload(decode_body(raw_body))
+
+
+def verify_and_read(
+    raw_body: bytes,
+    headers: Mapping[str, str],
+    *,
+    secrets: str | Sequence[str],
+    source_ip: str | None = None,
+    allowlist: Iterable[str] = (),
+) -> tuple[PaystackEvent, dict[str, Any]]:
+    """`verify_and_parse`, with the decoded body (storable: what may go into a table)."""
+    check_source(source_ip, allowlist)
+    signature = headers.get(SIGNATURE_HEADER)
+    if signature is None:
+        signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), None)
+    verify_signature(raw_body, signature, secrets)
+    payload = decode_body(raw_body)
+    event = parse_payload(payload)
+    return event, wire.storable(payload)
 
 
 def verify_and_parse(
@@ -171,12 +229,8 @@ def verify_and_parse(
 
     `headers` may be any case-insensitive mapping (Starlette's Headers) or a plain dict.
     """
-    check_source(source_ip, allowlist)
-    signature = headers.get(SIGNATURE_HEADER)
-    if signature is None:
-        signature = next((v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER), None)
-    verify_signature(raw_body, signature, secrets)
-    return parse_event(raw_body)
+    event, _ = verify_and_read(raw_body, headers, secrets=secrets, source_ip=source_ip, allowlist=allowlist)
+    return event
 
 
 @dataclass(frozen=True)
@@ -201,5 +255,12 @@ class WebhookVerifier:
         self, raw_body: bytes, headers: Mapping[str, str], *, source_ip: str | None = None
     ) -> PaystackEvent:
         return verify_and_parse(
+            raw_body, headers, secrets=self.secrets, source_ip=source_ip, allowlist=self.allowlist
+        )
+
+    def read(
+        self, raw_body: bytes, headers: Mapping[str, str], *, source_ip: str | None = None
+    ) -> tuple[PaystackEvent, dict[str, Any]]:
+        return verify_and_read(
             raw_body, headers, secrets=self.secrets, source_ip=source_ip, allowlist=self.allowlist
         )

@@ -5,7 +5,12 @@ Run it with `caas simulator` (port 8100, outside the service map); `caas up` sta
 Control endpoints (not part of any real API; they stand for what happens in the world):
 
     POST /simulate/charge                 {"amount", "currency", "loan_id"?, "account_number"?,
-                                           "reference"?, "metadata"?, "email"?}  a payment arrives
+                                           "reference"?, "metadata"?, "email"?,
+                                           "bearer"?: merchant|customer,
+                                           "metadata_format"?: object|string|empty|zero|null|absent}
+                                          a payment arrives (charge.success follows)
+    POST /simulate/transactions           {"transaction": <Paystack verify data>, "deliver"?: bool}
+                                          a transaction kept verbatim (e.g. a documented sample)
     POST /simulate/sme/kyc-verified       {"user_id", "partner_id"?}            sme.kyc.verified
     POST /simulate/sme/payment            {"amount", "currency", "reference"?, "method",
                                            "loan_id"?, "user_id"?}              sme.payment.received
@@ -205,6 +210,10 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
     @app.post("/simulate/charge", status_code=201, tags=["simulate"])
     async def charge(request: Request) -> dict[str, Any]:
         return sim.paystack.record_charge(await _object(request))
+
+    @app.post("/simulate/transactions", status_code=201, tags=["simulate"])
+    async def transaction(request: Request) -> dict[str, Any]:
+        return sim.paystack.store_transaction(await _object(request))
 
     @app.get("/simulate/transfers", tags=["simulate"])
     async def transfers() -> list[dict[str, Any]]:

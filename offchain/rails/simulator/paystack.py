@@ -9,6 +9,8 @@ Served at the simulator's root, as at https://api.paystack.co:
     GET  /transaction/verify/{reference}
     POST /customer                     {email, first_name, last_name, phone}
     POST /dedicated_account            {customer, preferred_bank}
+    POST /dedicated_account/assign     {email, first_name, last_name, phone, preferred_bank}
+                                       (single step; dedicatedaccount.assign.success follows)
     GET  /balance
 
 Every call needs `Authorization: Bearer <secret key>`; answers are `{"status", "message", "data"}`
@@ -42,6 +44,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from offchain.rails.paystack import webhooks
+from offchain.rails.simulator import paystack_shapes as shapes
 from offchain.rails.simulator.config import SimulatorConfig
 from offchain.rails.simulator.delivery import Dispatcher
 
@@ -487,9 +490,49 @@ class PaystackSim:
 
     # -- charges ------------------------------------------------------------------------------
 
+    def assign_dedicated_account(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Single-step assignment: customer and account made now, the outcome as a webhook."""
+        _, customer = self.create_customer(body)
+        _, account = self.create_dedicated_account(
+            {"customer": customer["customer_code"], "preferred_bank": body.get("preferred_bank")}
+        )
+        self.send_webhook(
+            "dedicatedaccount.assign.success",
+            shapes.assignment_event(customer, account),
+            reference=account["account_number"],
+        )
+        return "Assign dedicated account in progress", {}
+
+    def store_transaction(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Control: a transaction in Paystack's verify shape (e.g. a documented sample), kept as
+        given and answered by verify; `deliver: true` also sends its `charge.success`."""
+        try:
+            transaction = shapes.verbatim_transaction(body)
+        except shapes.ShapeError as error:
+            raise PaystackApiError(400, str(error)) from None
+        reference = transaction["reference"]
+        if reference in self.transactions:
+            raise PaystackApiError(409, "Duplicate Transaction Reference", code="duplicate_reference")
+        self.transactions[reference] = transaction
+        sent = []
+        if body.get("deliver"):
+            sent = self.send_webhook(
+                webhooks.CHARGE_SUCCESS, self._charge_event_data(transaction), reference=reference
+            )
+        return {"reference": reference, "transaction": transaction, "deliveries": [d.id for d in sent]}
+
     def record_charge(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Control: a payment Paystack received; records it and sends `charge.success`."""
-        amount = _positive_int(body, "amount")
+        """Control: a payment Paystack received; records it and sends `charge.success`.
+
+        `bearer`: who bears Paystack's fee (merchant, the default, or customer: then `amount` is
+        the repayment asked for and the payer is charged it plus the fee, as Paystack shows);
+        `metadata_format`: how metadata is echoed (object, string, empty, zero, null, absent).
+        """
+        requested = _positive_int(body, "amount")
+        try:
+            amount, fees = shapes.charged(requested, str(body.get("bearer") or "merchant"))
+        except shapes.ShapeError as error:
+            raise PaystackApiError(400, str(error)) from None
         currency = str(body.get("currency") or "NGN")
         reference = str(body.get("reference") or f"T{secrets.randbelow(10**15):015d}")
         if reference in self.transactions:
@@ -499,8 +542,6 @@ class PaystackSim:
             metadata["loan_id"] = str(body["loan_id"])
         account_number = body.get("account_number")
         now = _now()
-        # Paystack's local fee: 1.5 % + NGN 100 (waived under NGN 2,500), capped at NGN 2,000
-        fees = min(amount * 15 // 1000 + (10_000 if amount >= 250_000 else 0), 200_000)
         transaction: dict[str, Any] = {
             "id": self._id(),
             "domain": "test",
@@ -523,7 +564,7 @@ class PaystackSim:
             "split": {},
             "subaccount": {},
             "order_id": None,
-            "requested_amount": amount,
+            "requested_amount": requested,
             "pos_transaction_data": None,
             "source": None,
             "fees_breakdown": None,
@@ -607,6 +648,11 @@ class PaystackSim:
                     "risk_action",
                 )
             }
+        form = str(body.get("metadata_format") or "object")
+        try:
+            shapes.shape_metadata(transaction, transaction.get("metadata") or {}, form)
+        except shapes.ShapeError as error:
+            raise PaystackApiError(400, str(error)) from None
         self.transactions[reference] = transaction
         delivery = self.send_webhook(
             webhooks.CHARGE_SUCCESS, self._charge_event_data(transaction), reference=reference
@@ -732,6 +778,12 @@ def paystack_router(sim: PaystackSim) -> APIRouter:
         authorize(request)
         message, data = sim.create_dedicated_account(await body_of(request))
         return ok(message, data)
+
+    @router.post("/dedicated_account/assign")
+    async def assign_dedicated_account(request: Request) -> JSONResponse:
+        authorize(request)
+        message, _ = sim.assign_dedicated_account(await body_of(request))
+        return JSONResponse({"status": True, "message": message})
 
     @router.get("/balance")
     async def balance(request: Request) -> JSONResponse:

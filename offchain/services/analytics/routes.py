@@ -12,11 +12,12 @@ from offchain.platform import auth
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.services.analytics import usecases
+from offchain.services.analytics.schemas import PortfolioOut
 
 router = APIRouter(prefix="/v1", tags=["analytics"])
 
 Read = Annotated[Principal, Depends(auth.require(auth.ANALYTICS_READ))]
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
     403: {"description": "the token lacks credit:analytics:read", **PROBLEM},
@@ -26,8 +27,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get(
     "/analytics/portfolio",
+    response_model=PortfolioOut,
     responses={
-        200: {"content": {"application/json": {}, "text/csv": {}, "image/svg+xml": {}}},
+        200: {
+            "description": "JSON (format=json), CSV (format=csv) or an SVG chart (format=svg)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "image/svg+xml": {"schema": {"type": "string"}},
+            },
+        },
         **ERRORS,
     },
     summary="Portfolio figures of the calling partner: approvals, volumes, PAR by balance, vintages",

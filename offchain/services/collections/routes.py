@@ -14,14 +14,23 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.pages import Page
 from offchain.services.collections import usecases
 from offchain.services.collections.chain import ChainReadError
-from offchain.services.collections.schemas import CobRunIn, PromiseToPayIn
+from offchain.services.collections.schemas import (
+    CobRunDetail,
+    CobRunIn,
+    CobRunResult,
+    LoanCollectionsOut,
+    PromiseToPayIn,
+    PromiseToPayOut,
+    WriteOffProposalOut,
+)
 
 router = APIRouter(prefix="/v1", tags=["collections"])
 
 Manage = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
     403: {"description": "the token lacks credit:collection:manage", **PROBLEM},
@@ -44,6 +53,7 @@ CollectionsDep = Annotated[usecases.Collections, Depends(get_collections)]
 @router.post(
     "/collections/cob-runs",
     status_code=200,
+    response_model=CobRunResult,
     responses={409: {"description": "the business date has not begun", **PROBLEM}, **ERRORS},
     summary="Run the close of business now (idempotent: a date already run changes nothing)",
 )
@@ -74,7 +84,7 @@ async def run_cob(
     return JSONResponse(result)
 
 
-@router.get("/collections/cob-runs/{business_date}", responses=ERRORS)
+@router.get("/collections/cob-runs/{business_date}", response_model=CobRunDetail, responses=ERRORS)
 async def get_cob_run(business_date: date, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.get_cob_run(session=session, business_date=business_date)
@@ -82,6 +92,7 @@ async def get_cob_run(business_date: date, principal: Manage, db: DatabaseDep) -
 
 @router.get(
     "/loans/{loan_id}/collections",
+    response_model=LoanCollectionsOut,
     responses=ERRORS,
     summary="DPD bucket, CBN class and provision, dunning history, promises to pay, write-off proposal",
 )
@@ -93,6 +104,7 @@ async def loan_collections(loan_id: uuid.UUID, principal: Manage, db: DatabaseDe
 @router.post(
     "/loans/{loan_id}/promises-to-pay",
     status_code=201,
+    response_model=PromiseToPayOut,
     responses={409: {"description": "not in repayment, or a promise is already open", **PROBLEM}, **ERRORS},
     summary="Record a promise to pay: dunning pauses until the promised date, resumes if it is missed",
 )
@@ -129,7 +141,7 @@ async def add_promise(
     return JSONResponse(view, status_code=201)
 
 
-@router.get("/collections/write-off-proposals", responses=ERRORS)
+@router.get("/collections/write-off-proposals", response_model=Page[WriteOffProposalOut], responses=ERRORS)
 async def write_off_proposals(principal: Manage, db: DatabaseDep) -> dict[str, Any]:
     async with db.partner_session(principal.partner_id) as session:
         return {"data": await usecases.write_off_proposals(session=session)}

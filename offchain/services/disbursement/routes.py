@@ -18,9 +18,10 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
 
-_PROBLEM = {"content": {"application/problem+json": {}}}
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 router = APIRouter(
     prefix="/v1",
     tags=["payouts"],
@@ -33,8 +34,38 @@ router = APIRouter(
     },
 )
 Disburser = Annotated[Principal, Depends(auth.require(auth.DISBURSEMENT_EXECUTE))]
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"
+
+
+class PayoutOut(BaseModel):
+    """A loan's payout as the rail and the ledger see it."""
+
+    loan_id: uuid.UUID
+    chain_loan_id: str
+    status: str = Field(description="queued | initiated | succeeded | abandoned | review")
+    rail: str
+    reference: str = Field(description="the one transfer reference of every attempt")
+    method: str
+    amount: MoneyOut
+    attempt: int
+    provider_status: str | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    recorded_on_chain: bool
+    disbursed_tx: str | None = None
+    hold: str | None = Field(default=None, description="the ledger hold of the new attempt (retry only)")
+
+
+class MonitoringFlagOut(BaseModel):
+    id: uuid.UUID
+    subject: str = Field(description="payout | payment")
+    subject_id: str
+    loan_id: uuid.UUID | None = None
+    rule: str
+    detail: str
+    status: str = Field(description="open | cleared")
+    created_at: datetime
 
 
 def payout_view(payout: Payout) -> dict[str, Any]:
@@ -77,6 +108,7 @@ async def _own_payout_locked(
 
 @router.get(
     "/payouts/{loan_id}",
+    response_model=PayoutOut,
     responses={404: {"description": "no payout for this loan (yet)", **PROBLEM}},
     summary="A loan's payout: status, attempts, rail reference, chain record",
 )
@@ -90,6 +122,7 @@ async def get_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) 
 
 @router.post(
     "/payouts/{loan_id}/retry",
+    response_model=PayoutOut,
     responses={
         404: {"description": "no payout for this loan", **PROBLEM},
         409: {"description": "the payout is not abandoned: nothing to retry", **PROBLEM},
@@ -131,6 +164,7 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
 
 @router.post(
     "/payouts/{loan_id}/release",
+    response_model=PayoutOut,
     responses={
         404: {"description": "no payout for this loan", **PROBLEM},
         409: {"description": "the payout is not held for review", **PROBLEM},
@@ -168,7 +202,11 @@ async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseD
         return payout_view(payout)
 
 
-@router.get("/monitoring/flags", summary="Transaction-monitoring flags on the partner's payouts and payments")
+@router.get(
+    "/monitoring/flags",
+    response_model=Page[MonitoringFlagOut],
+    summary="Transaction-monitoring flags on the partner's payouts and payments",
+)
 async def list_flags(
     principal: Disburser, db: DatabaseDep, status: Annotated[str, Query(pattern="^(open|cleared)$")] = "open"
 ) -> dict[str, Any]:
@@ -204,6 +242,7 @@ class OtpIn(BaseModel):
 
 @router.post(
     "/payouts/{loan_id}/finalize",
+    response_model=PayoutOut,
     responses={
         404: {"description": "no payout for this loan", **PROBLEM},
         409: {"description": "the transfer is not waiting for an OTP", **PROBLEM},

@@ -16,6 +16,7 @@ from offchain.services.gateway import paystack_webhooks, sme_events
 from offchain.services.gateway.routes import router
 from offchain.services.notifications import routes as notifications_routes
 from offchain.services.registry import SERVICES
+from offchain.services.repayment.notice_routes import router as notice_routes
 from offchain.services.repayment.routes import router as payment_routes
 
 
@@ -24,7 +25,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         SERVICES["gateway"],
         settings,
-        routers=[router, sme_events.router, paystack_webhooks.router, payout_routes, payment_routes],
+        routers=[
+            router,
+            sme_events.router,
+            paystack_webhooks.router,
+            payout_routes,
+            payment_routes,
+            notice_routes,
+        ],
         response_headers=quota_headers,
     )
     app.include_router(collections_routes.router)  # collections:8005's API
@@ -40,5 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache_size=settings.auth.token_cache_size,
         cache_s=settings.auth.token_cache_s,
     )
+    app.state.paystack_metrics = paystack_webhooks.PaystackWebhookMetrics(app.state.metrics.registry)
     app.state.rate_limiter = PartnerRateLimiter(settings.auth.rate_limits) if settings.redis.url else None
     return app

@@ -19,7 +19,8 @@ from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
-from offchain.platform.problems import Problem
+from offchain.platform.openapi_client import IdempotencyKey
+from offchain.platform.problems import PROBLEM_JSON, Problem, ValidationProblemOut
 from offchain.services.gateway import approvals, schemas, usecases
 from offchain.services.gateway.audit import audit_report
 from offchain.services.gateway.pagination import MAX_LIMIT
@@ -30,7 +31,13 @@ PROBLEM = {"content": {"application/problem+json": {}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
     403: {"description": "the token lacks the permission this call needs", **PROBLEM},
-    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+    # the shape of a 422 declared where the partner API answers one (the error side of every
+    # service's OpenAPI is offchain.platform.openapi's)
+    422: {
+        "description": "a field failed validation (errors: [{field, reason}])",
+        "model": ValidationProblemOut,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ValidationProblemOut"}}},
+    },
     429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
 }
 # Answers beyond COMMON_ERRORS, declared on the operations that give them.
@@ -55,6 +62,9 @@ def limited(permission: str, route_class: str):
             )
         return principal
 
+    # read by offchain.platform.openapi_client: bearer security, the permission, RateLimit-* headers
+    dependency.required_permission = permission  # type: ignore[attr-defined]
+    dependency.rate_limited = True  # type: ignore[attr-defined]
     return dependency
 
 
@@ -89,6 +99,7 @@ async def submit_application(
     principal: CreateApplication,
     db: DatabaseDep,
     settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def handle(session: AsyncSession) -> tuple[int, Any]:
         view = await usecases.submit_application(
@@ -114,7 +125,11 @@ async def get_application(
         return await usecases.get_application(session=session, application_id=application_id)
 
 
-@router.get("/applications", response_model=schemas.Page, responses={**BAD_CURSOR, **COMMON_ERRORS})
+@router.get(
+    "/applications",
+    response_model=schemas.Page[schemas.ApplicationOut],
+    responses={**BAD_CURSOR, **COMMON_ERRORS},
+)
 async def list_applications(
     principal: ReadApplications,
     db: DatabaseDep,
@@ -126,7 +141,7 @@ async def list_applications(
         return await usecases.list_applications(session=session, limit=limit, cursor=cursor, status=status)
 
 
-@router.get("/loans", response_model=schemas.Page, responses={**BAD_CURSOR, **COMMON_ERRORS})
+@router.get("/loans", response_model=schemas.Page[schemas.LoanOut], responses={**BAD_CURSOR, **COMMON_ERRORS})
 async def list_loans(
     principal: ReadLoans,
     db: DatabaseDep,
@@ -168,6 +183,7 @@ AuditLoans = Annotated[Principal, Depends(limited(auth.AUDIT_READ, "read"))]
 
 @router.get(
     "/audit/loans/{loan_id}",
+    response_model=schemas.AuditReportOut,
     responses={**LOAN_NOT_FOUND, **CHAIN_UNAVAILABLE, **COMMON_ERRORS},
     summary="On-chain state beside the backend's copy, with every mismatch and the event chain recomputed",
 )
@@ -184,6 +200,7 @@ async def audit_loan(
 
 @router.get(
     "/audit/log",
+    response_model=schemas.Page[schemas.AuditLogEntryOut],
     responses={**COMMON_ERRORS},
     summary="The partner's privileged actions, newest first: who, what, when, before and after",
 )
@@ -279,6 +296,7 @@ async def accept_offer(
     body: schemas.AcceptOfferIn,
     principal: AcceptOffers,
     db: DatabaseDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     deployment, _ = _chain(request)
     settings = request.app.state.settings
@@ -332,6 +350,7 @@ async def approval_request(
 
 @router.post(
     "/loans/{loan_id}/approvals",
+    response_model=schemas.ApprovalOut,
     responses={
         **BAD_BODY,
         **LOAN_NOT_FOUND,
@@ -342,7 +361,12 @@ async def approval_request(
     summary="Add a signer's EIP-712 approval; at the threshold one approve_with_signatures is sent",
 )
 async def add_approval(
-    request: Request, loan_id: uuid.UUID, body: schemas.ApprovalIn, principal: ApproveLoans, db: DatabaseDep
+    request: Request,
+    loan_id: uuid.UUID,
+    body: schemas.ApprovalIn,
+    principal: ApproveLoans,
+    db: DatabaseDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     deployment, w3 = _chain(request)
 

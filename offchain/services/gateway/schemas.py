@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from offchain.platform.pages import Page
+
 CURRENCIES = ("NGN", "USD")
 # PostgreSQL text cannot hold U+0000: refused at the edge as a 422 naming the field, and said so
 # in the OpenAPI, instead of failing in the database.
@@ -110,9 +112,7 @@ class ApplicationOut(BaseModel):
     decided_at: datetime | None = None
 
 
-class Page(BaseModel):
-    data: list[Any]
-    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
+__all__ = ["Page"]  # the one generic page of every list (offchain.platform.pages)
 
 
 class PayoutIn(BaseModel):
@@ -180,3 +180,66 @@ class ApprovalRequestOut(BaseModel):
     approvals: int
     signers: list[str]
     epoch: int
+
+
+class ApprovalOut(BaseModel):
+    """A signer's approval, kept: how many approvals the loan has now and whether the committee
+    transaction was submitted (at the threshold)."""
+
+    loan_id: uuid.UUID
+    signer: str
+    approvals: int = Field(description="approvals counted in the current epoch, this one included")
+    required: int = Field(description="approvals the committee needs for this loan")
+    submitted: bool = Field(description="approve_with_signatures was submitted (the threshold is reached)")
+    tx_intent: str | None = Field(default=None, description="the submitted transaction's intent key")
+
+
+class AuditEvent(BaseModel):
+    event: str
+    block: int
+    tx: str
+    args: dict[str, Any]
+
+
+class AuditMismatch(BaseModel):
+    field: str
+    onchain: Any = None
+    backend: Any = None
+
+
+class EventChainCheck(BaseModel):
+    onchain: str | None = Field(default=None, description="LoanBook.event_chain(loan_id)")
+    recomputed_from_logs: str | None = None
+    backend: str | None = Field(default=None, description="the backend's copy, from its indexed events")
+    logs_complete: bool
+
+
+class AuditReportOut(BaseModel):
+    """On-chain state beside the backend's, with every field that differs."""
+
+    chain_loan_id: str
+    loan_id: uuid.UUID | None = None
+    onchain: dict[str, Any]
+    backend: dict[str, Any] | None = None
+    event_count: int
+    events: list[AuditEvent]
+    event_chain: EventChainCheck
+    mismatches: list[AuditMismatch]
+    consistent: bool
+
+
+class AuditLogEntryOut(BaseModel):
+    id: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    request_id: str | None = None
+    details: dict[str, Any] = {}
+
+
+class SmeEventAck(BaseModel):
+    status: Literal["accepted", "duplicate", "ignored"]
+    id: str | None = None
+    type: str | None = Field(default=None, description="the event type, when it was ignored")

@@ -23,6 +23,7 @@ from offchain.rails.sme.events import (
     SmeEventVerifier,
     UnknownSmeEvent,
 )
+from offchain.services.gateway.schemas import SmeEventAck
 
 router = APIRouter(prefix="/v1")
 CONSUMER = "gateway.sme-events"
@@ -31,8 +32,12 @@ CONSUMER = "gateway.sme-events"
 @router.post(
     "/events/sme",
     status_code=202,
+    response_model=SmeEventAck,
     responses={
-        200: {"description": "a duplicate, or an event type this platform does not act on"},
+        200: {
+            "description": "a duplicate, or an event type this platform does not act on",
+            "model": SmeEventAck,
+        },
         401: {
             "description": "missing or invalid x-sme-signature",
             "content": {"application/problem+json": {}},

@@ -91,14 +91,23 @@ class RailCheck:
 
     async def _cash_accounts(self, session) -> list[Mismatch]:  # type: ignore[no-untyped-def]
         found = []
+        # clearing holds what the rail settles: the payments we hold, plus what payers paid on
+        # top of them, less the rail's fees (posted at intake for every payment, held or not)
+        held = Payment.status.in_(HELD)
         totals = (
             await session.execute(
-                select(Payment.provider, Payment.currency, func.sum(Payment.amount))
-                .where(Payment.status.in_(HELD))
-                .group_by(Payment.provider, Payment.currency)
+                select(
+                    Payment.provider,
+                    Payment.currency,
+                    func.sum(Payment.amount).filter(held),
+                    func.sum(Payment.payer_fee - Payment.provider_fee),
+                ).group_by(Payment.provider, Payment.currency)
             )
         ).all()
-        for provider, currency, total in totals:
+        for provider, currency, held_total, fee_net in totals:
+            total = int(held_total or 0) + int(fee_net or 0)
+            if held_total is None and not total:
+                continue
             clearing = await journal.balance(session, accounts.rail_clearing(provider), currency)
             if clearing.posted != int(total):
                 found.append(
@@ -138,7 +147,9 @@ async def _check_payment(row: Payment, paystack: PaystackClient, sme: SmePayment
     try:
         if row.provider == mm.PAYSTACK:
             verified = await paystack.verify_transaction(row.provider_reference)
-            figures = (verified.succeeded, verified.amount, verified.currency)
+            # our amount is the borrower's repayment: compare like with like
+            charge = mm.paystack_charge_figures(verified.amount, verified.requested_amount, verified.fees)
+            figures = (verified.succeeded, charge.repayment, verified.currency)
         else:
             sme_payment = await sme.verify(row.provider_reference)
             figures = (sme_payment.succeeded, sme_payment.amount, sme_payment.currency)

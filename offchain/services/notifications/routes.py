@@ -19,6 +19,7 @@ from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
+from offchain.platform.openapi_client import IdempotencyKey
 from offchain.platform.settings import Environment
 from offchain.services.gateway.pagination import MAX_LIMIT
 from offchain.services.gateway.routes import limited
@@ -79,6 +80,7 @@ async def create_endpoint(
     principal: ManageWrite,
     db: DatabaseDep,
     settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     box = secret_box(settings.notifications)
 
@@ -162,6 +164,7 @@ async def rotate_secret(
     db: DatabaseDep,
     settings: SettingsDep,
     body: Annotated[schemas.RotateSecretIn | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     overlap = settings.notifications.rotation_overlap_s
     if body is not None and body.expire_previous_in_s is not None:
@@ -248,6 +251,7 @@ async def replay_event(
     db: DatabaseDep,
     settings: SettingsDep,
     body: Annotated[schemas.ReplayIn | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def handle() -> tuple[int, Any]:
         async with db.partner_session(principal.partner_id) as session:

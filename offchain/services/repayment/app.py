@@ -3,6 +3,8 @@
 Background jobs:
 - `intake`: paystack.charge.success and sme.payment.received -> verify with the provider ->
   match -> ledger hold + record_repayment intent (one transaction; duplicates have no effect).
+  A provider that answers "no such payment" or "not successful" ends the notice as not
+  confirmed (notices.py: a row operators list, a counter), never as a retried fault;
   The events read at once go together: verified concurrently, then taken in by one transaction
   (`payments.receive_many`); a batch that fails is retried event by event;
 - `chain`: the LoanBook's answers -> postings and partner events (a batch of events in one
@@ -34,7 +36,8 @@ from offchain.platform.tracing import consumer_span, inject_context
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
-from offchain.services.repayment import intake, payments
+from offchain.services.repayment import intake, notices, payments
+from offchain.services.repayment.notice_routes import router as notice_router
 from offchain.services.repayment.routes import router
 
 log = get_logger(__name__)
@@ -72,7 +75,10 @@ async def _requirements(resources: AppResources):  # type: ignore[no-untyped-def
     yield resources.db, deployment_of(resources)
 
 
-async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
+async def intake_worker(
+    resources: AppResources, stop: asyncio.Event, *, metrics: notices.NoticeMetrics | None = None
+) -> None:
+    metrics = metrics or notices.NoticeMetrics()
     async with (
         _requirements(resources) as (db, deployment),
         # Paystack verifies over aiohttp: under a burst httpx cost this service ~40% of its CPU.
@@ -94,8 +100,19 @@ async def intake_worker(resources: AppResources, stop: asyncio.Event) -> None:
                     found = await intake.verified_paystack_charge(paystack, data)
                 else:
                     found = await intake.verified_sme_payment(sme, data)
-            except intake.NotPaid as refusal:
-                log.warning("payment.not_confirmed", topic=event.topic, reason=str(refusal))
+            except intake.NotConfirmed as refusal:
+                # a definite answer, not a fault: the notice ends as not confirmed (notices.py)
+                async with db.worker_session() as session:
+                    await notices.record_not_confirmed(
+                        session,
+                        topic=event.topic,
+                        data=data,
+                        reason=refusal.reason,
+                        detail=str(refusal),
+                        provider_status=refusal.provider_status,
+                    )
+                provider = notices.PROVIDER_OF_TOPIC.get(event.topic, "other")
+                metrics.not_confirmed.labels(provider, refusal.reason).inc()
                 return None
             payment, record, channel, paid_at = found
             carrier: dict[str, str] = {}
@@ -243,9 +260,16 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
+    notice_metrics = notices.NoticeMetrics()
+
+    async def intake(resources: AppResources, stop: asyncio.Event) -> None:
+        await intake_worker(resources, stop, metrics=notice_metrics)
+
+    app = create_service_app(
         SERVICES["repayment"],
         settings,
-        routers=[router],
-        background={"intake": intake_worker, "chain": chain_worker},
+        routers=[router, notice_router],
+        background={"intake": intake, "chain": chain_worker},
     )
+    notice_metrics.register(app.state.metrics.registry)
+    return app

@@ -38,6 +38,7 @@ from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
 from offchain.rails.paystack.client import PaystackClient
 from offchain.services import monitoring
+from offchain.services.repayment import fees
 
 log = get_logger(__name__)
 
@@ -130,6 +131,8 @@ async def receive(
                 payment_ref=ref,
                 amount=payment.amount,
                 currency=payment.currency,
+                provider_fee=payment.provider_fee,
+                payer_fee=payment.payer_fee,
                 channel=channel,
                 provider_record=provider_record,
                 paid_at=paid_at,
@@ -149,6 +152,9 @@ async def receive(
         return Intake(existing.id, existing.status, created=False)
     row = await session.get(Payment, inserted)
     assert row is not None
+    fee = fees.fee_posting(row)
+    if fee is not None:
+        await journal.post(session, fee)
     matched = await find_match(session, payment)
     if matched is None:
         await _to_suspense(session, row, reason="no loan matches the payment")
@@ -279,6 +285,8 @@ async def receive_many(
             "payment_ref": _hex(mm.payment_ref(item.payment.provider, item.payment.reference)),
             "amount": item.payment.amount,
             "currency": item.payment.currency,
+            "provider_fee": item.payment.provider_fee,
+            "payer_fee": item.payment.payer_fee,
             "channel": item.channel,
             "provider_record": item.provider_record,
             "paid_at": item.paid_at,
@@ -372,6 +380,8 @@ async def receive_many(
             results[key] = Intake(payment_id, status, created=False)
             continue
         row = new_rows[inserted[key]]
+        if (fee := fees.fee_posting(row)) is not None:
+            posted.append(fee)
         loan = loans.get(match.loan_id) if match is not None else None
         if match is None:
             posted.append(_suspense(row, reason="no loan matches the payment"))

@@ -8,6 +8,7 @@ matched only to a loan of the caller's own partner.
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,11 +22,12 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.services.repayment import payments
 
-_PROBLEM = {"content": {"application/problem+json": {}}}
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 router = APIRouter(
     prefix="/v1",
     tags=["payments"],
@@ -38,7 +40,7 @@ router = APIRouter(
     },
 )
 Collector = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"
 
 
@@ -48,6 +50,44 @@ class MatchIn(BaseModel):
 
 class ReverseIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+
+
+class PaymentOut(BaseModel):
+    """Money a borrower paid, as its provider confirmed it, and where it went."""
+
+    id: uuid.UUID
+    provider: str
+    reference: str
+    payment_ref: str = Field(description='keccak256("<provider>:<reference>"), as LoanBook records it')
+    status: str = Field(
+        description="received | unmatched | pending_chain | recorded | credited | reversal_pending | reversed"
+    )
+    loan_id: uuid.UUID | None = None
+    match_method: str | None = None
+    amount: MoneyOut = Field(description="the borrower's repayment (Paystack's fee apart: provider_fee)")
+    applied: MoneyOut
+    excess: MoneyOut
+    provider_fee: MoneyOut = Field(description="the provider's fee on the charge, kept out of its settlement")
+    payer_fee: MoneyOut = Field(description="what the payer paid on top of the repayment (fees passed on)")
+    detail: str | None = None
+    paid_at: datetime | None = None
+    recorded_tx: str | None = None
+    created_at: datetime | None = None
+
+
+class PaymentReferenceOut(BaseModel):
+    loan_id: uuid.UUID
+    reference: str = Field(description="quote it with a payment: money paid under it finds this loan")
+
+
+class VirtualAccountOut(BaseModel):
+    """The loan's dedicated virtual account (a NUBAN at the bank named)."""
+
+    loan_id: uuid.UUID
+    account_number: str
+    bank: str | None = None
+    account_name: str | None = None
+    currency: str | None = None
 
 
 def payment_view(row: Payment) -> dict[str, Any]:
@@ -63,6 +103,8 @@ def payment_view(row: Payment) -> dict[str, Any]:
         "amount": money(row.amount),
         "applied": money(row.applied),
         "excess": money(row.excess),
+        "provider_fee": money(row.provider_fee or 0),
+        "payer_fee": money(row.payer_fee or 0),
         "detail": row.detail,
         "paid_at": row.paid_at.isoformat() if row.paid_at else None,
         "recorded_tx": row.recorded_tx,
@@ -91,7 +133,11 @@ async def _own_loan(db: Any, principal: Principal, loan_id: uuid.UUID) -> Loan:
     return loan
 
 
-@router.get("/payments", summary="Payments: the partner's own, or unmatched ones (?status=unmatched)")
+@router.get(
+    "/payments",
+    response_model=Page[PaymentOut],
+    summary="Payments: the partner's own, or unmatched ones (?status=unmatched)",
+)
 async def list_payments(
     principal: Collector,
     db: DatabaseDep,
@@ -118,6 +164,7 @@ async def list_payments(
 
 @router.get(
     "/payments/{payment_id}",
+    response_model=PaymentOut,
     responses={404: {"description": "unknown payment", **PROBLEM}},
     summary="One payment",
 )
@@ -131,6 +178,7 @@ async def get_payment(payment_id: uuid.UUID, principal: Collector, db: DatabaseD
 
 @router.post(
     "/payments/{payment_id}/match",
+    response_model=PaymentOut,
     responses={
         404: {"description": "unknown payment or loan", **PROBLEM},
         409: {"description": "the payment is not in suspense", **PROBLEM},
@@ -173,6 +221,7 @@ async def match_payment(
 
 @router.post(
     "/payments/{payment_id}/reverse",
+    response_model=PaymentOut,
     status_code=202,
     responses={
         404: {"description": "unknown payment", **PROBLEM},
@@ -219,6 +268,7 @@ async def reverse_payment(
 
 @router.post(
     "/loans/{loan_id}/payment-references",
+    response_model=PaymentReferenceOut,
     status_code=201,
     responses={404: {"description": "unknown loan", **PROBLEM}},
     summary="Issue a payment reference for the borrower to quote",
@@ -244,6 +294,7 @@ async def issue_payment_reference(
 
 @router.post(
     "/loans/{loan_id}/virtual-account",
+    response_model=VirtualAccountOut,
     status_code=201,
     responses={
         404: {"description": "unknown loan", **PROBLEM},

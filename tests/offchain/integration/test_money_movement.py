@@ -9,15 +9,13 @@ other services run in this event loop on a fresh database, Redis and Anvil.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
-from pathlib import Path
 
-import httpx
 import pytest
-from journey_support import approved_loan, chain_settings, loan_state, until
-from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
+from journey_support import approved_loan, loan_state, until
+from money_support import _charge, _partner_headers, running_stack
+from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select, text
 from web3 import Web3
 
@@ -27,77 +25,13 @@ from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
 from offchain.persistence.money import Payment, Payout
-from offchain.platform import auth
 from offchain.platform.db import Database
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.webhooks import sign
-from offchain.rails.simulator.app import create_app as simulator_app
-from offchain.rails.simulator.config import SimulatorConfig
-from offchain.services.disbursement.app import create_app as disbursement_app
-from offchain.services.gateway.app import create_app as gateway_app
 from offchain.services.ledger.reconciliation import reconcile
 from offchain.services.ledger.usecases import rail_checks
-from offchain.services.orchestration.app import create_app as orchestration_app
-from offchain.services.repayment.app import create_app as repayment_app
-from offchain.services.underwriting.app import create_app as underwriting_app
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def money_settings(make_database, redis_url, stream_prefix, anvil_url, tmp_path: Path) -> Settings:
-    settings = chain_settings(
-        database_url=make_database(),
-        redis_url=redis_url,
-        stream_prefix=f"{stream_prefix}-money-{uuid.uuid4().hex[:6]}",
-        anvil_url=anvil_url,
-        out_dir=tmp_path,
-    )
-    return settings.model_copy(
-        update={
-            "money": settings.money.model_copy(
-                update={"payout_retry_base_s": 0.2, "payout_verify_after_s": 2.0, "worker_poll_s": 0.1}
-            )
-        }
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_stack(settings: Settings, free_port):  # type: ignore[no-untyped-def]
-    gateway_port = free_port()
-    config = SimulatorConfig(
-        paystack_secret_key=PAYSTACK_SECRET,
-        sme_events_secret=SME_SECRET,
-        gateway_url=f"http://127.0.0.1:{gateway_port}",
-    )
-    with ServerThread(simulator_app(config), free_port()) as simulator:
-        settings = settings.model_copy(
-            update={"rails": settings.rails.model_copy(update={"simulator_url": simulator.url})}
-        )
-        with ServerThread(gateway_app(settings), gateway_port) as gateway:
-            apps = [
-                underwriting_app(settings),
-                orchestration_app(settings),
-                disbursement_app(settings),
-                repayment_app(settings),
-            ]
-            async with contextlib.AsyncExitStack() as stack:
-                for app in apps:
-                    await stack.enter_async_context(app.router.lifespan_context(app))
-                client = await stack.enter_async_context(httpx.AsyncClient(base_url=gateway.url, timeout=30))
-                sim = await stack.enter_async_context(httpx.AsyncClient(base_url=simulator.url, timeout=30))
-                yield settings, client, sim
-
-
-def _partner_headers(settings: Settings) -> dict[str, str]:
-    secret = settings.auth.jwt_secret.get_secret_value()
-    return {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
-
-
-async def _charge(sim: httpx.AsyncClient, **body) -> dict:  # type: ignore[no-untyped-def]
-    answer = await sim.post("/simulate/charge", json={"currency": "NGN", **body})
-    assert answer.status_code == 201, answer.text
-    return answer.json()
 
 
 async def test_payout_repayments_ledger_reconciles(money_settings: Settings, free_port) -> None:
@@ -248,7 +182,13 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                 clearing = await journal.balance(session, accounts.rail_clearing(mm.PAYSTACK), "NGN")
                 assert receivable.posted == 0 and receivable.pending_credits == 0
                 assert unearned.posted == 0
-                assert clearing.posted == total_due + 1_000_00 - 2_000_00
+                # clearing holds what Paystack settles: the charges less its fees (the merchant
+                # bore them: the simulator's charges have amount == requested_amount)
+                fees = sum(r.provider_fee for r in rows if r.provider == mm.PAYSTACK)
+                assert fees > 0 and all(r.payer_fee == 0 for r in rows)
+                assert clearing.posted == total_due + 1_000_00 - 2_000_00 - fees
+                rail_fees = await journal.balance(session, accounts.rail_fees(mm.PAYSTACK), "NGN")
+                assert rail_fees.posted == fees
                 sme_clearing = await journal.balance(session, accounts.rail_clearing(mm.SME), "NGN")
                 assert sme_clearing.posted == 2_000_00
                 for line in await journal.trial_balance(session):
