@@ -435,7 +435,7 @@ async def receive_many(
     await monitoring.record_many(session, raised)
     await journal.post_many(session, posted)
     await journal.hold_many(session, held)
-    await submit_many(session, calls)
+    await submit_many(session, calls, caller="repayment", deployment=deployment)
     outcome = []
     for i, item in enumerate(items):
         result = results[(item.payment.provider, item.payment.reference)]
@@ -551,6 +551,8 @@ async def apply_to_loan(
     )
     await submit(
         session,
+        caller="repayment",
+        deployment=deployment,
         idempotency_key=record_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
         data=data,
@@ -612,6 +614,8 @@ async def request_reversal(
     )
     await submit(
         session,
+        caller="repayment",
+        deployment=deployment,
         idempotency_key=reverse_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
         data=data,
