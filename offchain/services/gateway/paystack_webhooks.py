@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from offchain.eventbus.outbox import publish_once
+from offchain.platform.access import public
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.webhooks import (
@@ -28,7 +29,11 @@ from offchain.rails.paystack.webhooks import (
     WebhookVerifier,
 )
 
-router = APIRouter(prefix="/v1")
+# no token: the provider's signature over the raw body authenticates every call
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(public("signed by Paystack (x-paystack-signature, HMAC-SHA512 of the body)"))],
+)
 CONSUMER = "gateway.paystack-webhooks"
 TOPIC_PREFIX = "paystack."
 
