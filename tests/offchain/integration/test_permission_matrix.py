@@ -26,6 +26,7 @@ from identities import DEV_JWT_SECRET, SERVICE_KEY, operator_headers, service_he
 from permission_matrix_rules import RULES, A, concrete
 from sqlalchemy import text
 
+from offchain.persistence.migrate import upgrade
 from offchain.platform import auth
 from offchain.platform.access import AccessRule, Kind, routes_with_rules
 from offchain.platform.settings import Settings
@@ -161,8 +162,17 @@ def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -
     return client.request(method, path, headers=headers)
 
 
+@pytest.fixture(scope="module")
+def matrix_database(make_database: Any) -> str:
+    """A database of its own: the apps' background jobs find nothing of other tests' to work on
+    (a purge of old events, say) while the refusals are counted."""
+    url = make_database()
+    upgrade(url)
+    return str(url)
+
+
 @pytest.fixture
-def matrix_settings(settings: Settings) -> Settings:
+def matrix_settings(settings: Settings, matrix_database: str) -> Settings:
     # thousands of wrong credentials from one test client: the per-address limit of failed
     # authentications is its own test (test_trust_boundaries); here it would answer 429
     # streams of its own: no event another test left behind is consumed (and written) meanwhile
@@ -170,11 +180,13 @@ def matrix_settings(settings: Settings) -> Settings:
         update={
             "limits": settings.limits.model_copy(update={"failed_auth": "1000000/minute"}),
             "events": settings.events.model_copy(update={"stream_prefix": f"matrix-{uuid.uuid4().hex[:8]}"}),
+            "database": settings.database.model_copy(update={"url": matrix_database}),
         }
     )
 
 
-def test_permission_matrix(matrix_settings: Settings, database_url: str) -> None:
+def test_permission_matrix(matrix_settings: Settings, matrix_database: str) -> None:
+    database_url = matrix_database
     refused: list[tuple[str, str, str, str, int]] = []
     admitted: list[tuple[str, str, str, str, int]] = []
     wrong: list[str] = []

@@ -20,8 +20,12 @@ from offchain.services.underwriting.app import create_app as create_underwriting
 from offchain.services.underwriting.model_store import current_version
 
 NAIRA = 100
-# underwriting's routes are for CaaS services only: these calls come as the gateway's
-AS_GATEWAY = service_headers("gateway", "underwriting")
+
+
+def as_gateway() -> dict[str, str]:
+    """underwriting's routes are for CaaS services only: these calls come as the gateway's
+    (a token of 300 s, made when a client is)."""
+    return service_headers("gateway", "underwriting")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def client(kyc_server: ThreadedServer) -> Iterator[TestClient]:
         env="test", rails={"simulator_url": kyc_server.url}, internal={"service_key": SERVICE_KEY}
     )
     with TestClient(
-        create_underwriting_app(settings), raise_server_exceptions=False, headers=AS_GATEWAY
+        create_underwriting_app(settings), raise_server_exceptions=False, headers=as_gateway()
     ) as test_client:
         yield test_client
 
@@ -177,7 +181,7 @@ def test_assessment__kyc_outage_is_503_with_retry_after(client: TestClient, beha
 def test_assessment__kyc_not_configured() -> None:
     bare_settings = Settings(env="test", internal={"service_key": SERVICE_KEY})
     with TestClient(
-        create_underwriting_app(bare_settings), raise_server_exceptions=False, headers=AS_GATEWAY
+        create_underwriting_app(bare_settings), raise_server_exceptions=False, headers=as_gateway()
     ) as bare:
         response = bare.post("/v1/assessments", json=assessment())
     assert response.status_code == 503
@@ -301,6 +305,6 @@ def simulator_client() -> Iterator[TestClient]:
             env="test", rails={"simulator_url": simulator.url}, internal={"service_key": SERVICE_KEY}
         )
         with TestClient(
-            create_underwriting_app(settings), raise_server_exceptions=False, headers=AS_GATEWAY
+            create_underwriting_app(settings), raise_server_exceptions=False, headers=as_gateway()
         ) as test_client:
             yield test_client
