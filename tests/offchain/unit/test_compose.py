@@ -42,7 +42,7 @@ def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
     triples = []
     for entry in service.get("ports", []):
         parts = str(entry).split(":")
-        interface = parts[0] if len(parts) == 3 else "0.0.0.0"  # noqa: S104 - compose's default
+        interface = parts[0] if len(parts) == 3 else "0.0.0.0"
         triples.append((interface, int(parts[-2]), int(parts[-1])))
     return triples
 
@@ -75,7 +75,7 @@ def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
     would put service routes one stolen token away from the outside."""
     published = {name: _ports(service) for name, service in compose["services"].items() if _ports(service)}
     assert published == {
-        "gateway": [("0.0.0.0", 8000, 8000)],  # noqa: S104 - the public API
+        "gateway": [("0.0.0.0", 8000, 8000)],
         "simulator": [("127.0.0.1", 8100, 8100)],  # dev control endpoints, this host only
     }
     env = compose["services"]["gateway"]["environment"]
