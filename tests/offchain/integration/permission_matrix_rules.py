@@ -111,3 +111,13 @@ _SAMPLES = {
 
 def concrete(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: _SAMPLES.get(m.group(1), str(uuid.uuid4())), path)
+
+
+# A path whose rule differs on one service (say a gateway route that answers the public while
+# its namesake on an internal port does not): (service, method, path) -> rule, read first.
+BY_SERVICE: dict[tuple[str, str, str], AccessRule] = {}
+
+
+def rule_for(service: str, method: str, path: str) -> AccessRule:
+    """The spec's rule of `method path` on `service` (KeyError: the route has none)."""
+    return BY_SERVICE.get((service, method, path)) or RULES[(method, path)]
