@@ -260,6 +260,7 @@ class HealthLog:
     """GET /v1/health every second, in a thread: what it said and when."""
 
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -271,7 +272,7 @@ class HealthLog:
 
     def _poll(self) -> None:
         started = time.monotonic()
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=10, headers=self.headers) as client:
             while not self._stop.is_set():
                 t = round(time.monotonic() - started, 1)
                 try:
@@ -484,7 +485,11 @@ def drill_service(running: Running, background: Background, name: str) -> dict[s
 
 
 def drill_dependency(running: Running, background: Background, name: str, outage_s: float) -> dict[str, Any]:
-    health = HealthLog(running.dev_env["GATEWAY_URL"].replace(":8000", ":8010") + "/v1/health")
+    health = HealthLog(
+        running.dev_env["GATEWAY_URL"].replace(":8000", ":8010") + "/v1/health",
+        # health:8010 answers services and operators: the stack's dev operator token
+        headers={"Authorization": f"Bearer {running.dev_env['DEMO_OPERATOR_TOKEN']}"},
+    )
     health.start()
     journey = Journey(running, name)
     load, tally = background.run_for(1e9)

@@ -30,6 +30,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_section
 
+from offchain.platform.devstack import read_env_file
+
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = range(8000, 8011)
 TARGET_BYTES = 4 * 1024**3
@@ -137,9 +139,11 @@ def run(mode: str, *, settle_s: float) -> Measure:
         try:
             _wait_live(up, within_s=240)
             startup = time.monotonic() - started
-            with httpx.Client(timeout=30) as client:
+            # health:8010 answers services and operators: the stack's dev operator token
+            token = read_env_file(state_dir / "dev.env")["DEMO_OPERATOR_TOKEN"]
+            with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
                 for _ in range(3):  # every service probed, the health monitor has run
-                    client.get("http://127.0.0.1:8010/v1/health")
+                    client.get("http://127.0.0.1:8010/v1/health").raise_for_status()
             time.sleep(settle_s)
             rows = _measure(psutil.Process(up.pid), state_dir)
         finally:

@@ -341,6 +341,8 @@ async def run(args: argparse.Namespace) -> dict:
                     # the deployed default, not the tests' 200 ms: under a burst a message
                     # waits longer than that in its consumer and would be claimed and run again
                     "events": settings.events.model_copy(update={"retry_idle_ms": 30_000}),
+                    # the partner's receiver listens on loopback: opted in (never in production)
+                    "outbound": settings.outbound.model_copy(update={"allow_loopback": True}),
                 }
             )
             gateway_server = (

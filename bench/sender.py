@@ -47,6 +47,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from web3 import Web3
 
+from offchain.chain.allowlist import Allowlist
 from offchain.chain.contracts import Deployment
 from offchain.chain.deployment import deploy
 from offchain.chain.jsonrpc import JsonRpc
@@ -137,18 +138,28 @@ def _create_loan_data(book, tag: str) -> tuple[bytes, str]:
 async def _through_sender(db_url: str, rpc_url: str, book, n: int) -> dict[str, float]:
     db = Database.from_settings(DatabaseSettings(url=db_url), application_name="caas-bench")
     rpc = JsonRpc(rpc_url)
+    deployment = _DEPLOYMENTS[book.address.lower()]
     try:
         calls = [_create_loan_data(book, f"sender-{i}") for i in range(n)]
         started = time.perf_counter()
         async with db.worker_session() as session:
             for i, (_, data) in enumerate(calls):
-                await submit(session, idempotency_key=f"bench:create_loan:{i}", to=book.address, data=data)
+                # as offer acceptance asks for it: the gateway's create_loan (offchain.chain.allowlist)
+                await submit(
+                    session,
+                    caller="gateway",
+                    deployment=deployment,
+                    idempotency_key=f"bench:create_loan:{i}",
+                    to=book.address,
+                    data=data,
+                )
         submitted = time.perf_counter()
         worker = SenderWorker(
             db=db,
             rpc=rpc,
             private_key=dev_roles().sender.private_key,
             settings=SenderSettings(idle_poll_s=0.01),
+            allowlist=Allowlist.of(deployment),
         )
         await worker.drain(within_s=600)
         drained = time.perf_counter()
@@ -229,7 +240,13 @@ def _deploy(rpc_url: str, out: Path) -> tuple[Web3, object]:
         out_dir=out,
     )
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
-    return w3, Deployment.load(out / "bench.json").loan_book(w3)
+    deployment = Deployment.load(out / "bench.json")
+    _DEPLOYMENTS[deployment.loan_book_address.lower()] = deployment
+    return w3, deployment.loan_book(w3)
+
+
+# each bench chain's deployment by its LoanBook address (the sender checks calls against it)
+_DEPLOYMENTS: dict[str, Deployment] = {}
 
 
 def measure(n: int) -> dict[str, float]:

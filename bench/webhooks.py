@@ -36,6 +36,7 @@ from offchain.domain.notifications import signing
 from offchain.eventbus import OutgoingEvent, StreamConsumer, StreamNames, idempotent, publish_many, run_relay
 from offchain.persistence.migrate import upgrade
 from offchain.platform.db import Database
+from offchain.platform.outbound import OutboundPolicy
 from offchain.platform.settings import EventBusSettings, Settings
 from offchain.services.notifications.delivery import DeliveryWorker
 from offchain.services.notifications.intake import store_event
@@ -165,6 +166,8 @@ async def run(opts: argparse.Namespace) -> list[dict[str, object]]:
             database={"url": url, "pool_size": 10, "max_overflow": 10},
             redis={"url": REDIS_URL},
             events={"stream_prefix": prefix},
+            # the bench's receiver listens on loopback: opted in explicitly (never in production)
+            outbound={"allow_loopback": True},
         )
         db = Database.from_settings(settings.database, application_name="caas-bench-webhooks")
         redis = Redis.from_url(REDIS_URL, decode_responses=True)
@@ -183,7 +186,7 @@ async def run(opts: argparse.Namespace) -> list[dict[str, object]]:
                 partner_id=partner,
                 body=EndpointIn(url=f"http://127.0.0.1:{port}/hooks", event_types=["*"]),
                 box=secret_box(settings.notifications),
-                allow_insecure=True,
+                outbound=OutboundPolicy.from_settings(settings),
             )
         endpoint.secret = created.secret
         try:
@@ -228,7 +231,12 @@ async def _round(
     ]
     await consumers[0].setup()
     pool = [
-        DeliveryWorker(db, settings.notifications.model_copy(update={"worker_poll_s": 0.2}), wakeup=wakeup)
+        DeliveryWorker(
+            db,
+            settings.notifications.model_copy(update={"worker_poll_s": 0.2}),
+            outbound=OutboundPolicy.from_settings(settings),
+            wakeup=wakeup,
+        )
         for _ in range(max(1, workers))
     ]
     tasks = [

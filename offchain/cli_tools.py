@@ -27,22 +27,75 @@ def _dev_env() -> None:
 @click.option("--permission", "permissions", multiple=True, help="repeat; default: every credit permission")
 @click.option("--credit-limit", type=int, default=None, help="creditLimit claim, minor units")
 @click.option("--risk-rating", default=None)
-@click.option("--ttl", default=30 * 86_400, show_default=True, help="seconds")
-def token(partner_id, permissions, credit_limit, risk_rating, ttl) -> None:
-    """Print a partner JWT signed with JWT_SECRET (development and tests)."""
+@click.option("--operator", is_flag=True, help="an operator token (caasPermissions, no partner_id)")
+@click.option(
+    "--service", default=None, help="a service token of this CaaS service (signed with SERVICE_KEY)"
+)
+@click.option(
+    "--to", "audience", multiple=True, help="--service: the service(s) it is for; default every one"
+)
+@click.option("--subject", default=None, help="sub claim (partner user or operator)")
+@click.option("--ttl", default=None, type=int, help="seconds [partner 30 days, operator 8 h, service 300]")
+def token(
+    partner_id, permissions, credit_limit, risk_rating, operator, service, audience, subject, ttl
+) -> None:
+    """Print a dev JWT: a partner's (default), an operator's (--operator), or a service's
+    (--service NAME). Partner and operator tokens are signed with JWT_SECRET as the SME auth
+    service would sign them; service tokens with SERVICE_KEY (see docs/SECURITY.md)."""
+    from offchain.platform.auth import OPERATOR_PERMISSIONS, issue_operator_token
     from offchain.platform.devstack import DEV_PARTNER_ID
+    from offchain.platform.service_auth import issue_service_token
     from offchain.platform.settings import Settings
+    from offchain.services.registry import SERVICES
 
     _dev_env()
     settings = Settings()
+    if operator and service:
+        raise click.UsageError("--operator and --service exclude each other")
+    if service is not None:
+        if service not in SERVICES:
+            raise click.BadParameter(f"one of: {', '.join(SERVICES)}", param_hint="--service")
+        unknown = [name for name in audience if name not in SERVICES]
+        if unknown:
+            raise click.BadParameter(f"unknown service {unknown[0]}", param_hint="--to")
+        key = settings.internal.service_key
+        if key is None:
+            raise click.ClickException("SERVICE_KEY is not set (caas up writes it to .caas/dev.env)")
+        lifetime = ttl or settings.internal.max_token_ttl_s
+        if lifetime > settings.internal.max_token_ttl_s:
+            raise click.BadParameter(
+                f"services accept at most {settings.internal.max_token_ttl_s} s", param_hint="--ttl"
+            )
+        targets = list(audience) or list(SERVICES)
+        click.echo(
+            issue_service_token(
+                key.get_secret_value(),
+                caller=service,
+                audience=targets[0] if len(targets) == 1 else targets,
+                ttl_s=lifetime,
+            )
+        )
+        return
+    secret = settings.auth.jwt_secret.get_secret_value()
+    if operator:
+        click.echo(
+            issue_operator_token(
+                secret,
+                subject=subject or "dev-operator",
+                permissions=tuple(permissions) or OPERATOR_PERMISSIONS,
+                ttl_s=ttl or 8 * 3600,
+            )
+        )
+        return
     click.echo(
         issue_token(
-            settings.auth.jwt_secret.get_secret_value(),
+            secret,
             partner_id=uuid.UUID(partner_id or DEV_PARTNER_ID),
+            subject=subject or "dev-partner-user",
             permissions=tuple(permissions) or ALL_PERMISSIONS,
             credit_limit=credit_limit,
             risk_rating=risk_rating,
-            ttl_s=ttl,
+            ttl_s=ttl or 30 * 86_400,
         )
     )
 

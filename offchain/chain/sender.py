@@ -1,9 +1,11 @@
 """Transaction sender: durable intents, and one single-writer worker per sending key.
 
-A use case calls `submit(session, idempotency_key=..., to=..., data=...)` inside its own
-transaction, so the intent commits together with the state change that wanted it; the same key
-always yields the same intent, hence exactly one on-chain effect. Keys name the effect, e.g.
-`record_repayment:<payment ref>` or `create_loan:<loan id>`.
+A use case calls `submit(session, caller=..., deployment=..., idempotency_key=..., to=...,
+data=...)` inside its own transaction, so the intent commits together with the state change that
+wanted it; the same key always yields the same intent, hence exactly one on-chain effect. Keys
+name the effect, e.g. `record_repayment:<payment ref>` or `create_loan:<loan id>`. The caller is
+recorded on the intent, and only calls offchain.chain.allowlist allows that caller are recorded
+(CallNotAllowed otherwise) or, whatever a row says, signed.
 
 The worker of a sending key (`SenderWorker`) holds a PostgreSQL advisory lock for that key and
 works in rounds (`step`), never waiting for one receipt before sending the next transaction:
@@ -61,6 +63,8 @@ from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from offchain.chain.allowlist import Allowlist, CallNotAllowed
+from offchain.chain.contracts import Deployment
 from offchain.chain.jsonrpc import JsonRpc, RpcError, hex_int
 from offchain.persistence.models import OutboxMessage, TxIntent
 from offchain.platform.db import Database
@@ -151,11 +155,14 @@ def _finished_span(row: Any, outcome: dict[str, Any]) -> None:
 async def submit_intent(
     session: AsyncSession,
     *,
+    caller: str,
+    deployment: Deployment,
     idempotency_key: str,
     to: str,
     data: bytes | str,
     value: int = 0,
     sender: str | None = None,
+    http: bool = False,
 ) -> tuple[TxIntent, bool]:
     """`submit`, also telling whether this call created the intent."""
     # A span in the caller's trace (the partner request or the consumer that wants the call
@@ -167,12 +174,15 @@ async def submit_intent(
         propagate.inject(carrier)
         intent, created = await _submit_intent(
             session,
+            caller=caller,
+            allowlist=Allowlist.of(deployment),
             idempotency_key=idempotency_key,
             to=to,
             data=data,
             value=value,
             sender=sender,
             trace_context=carrier.get("traceparent"),
+            http=http,
         )
         if span.is_recording():
             span.set_attribute("caas.tx_intent.id", str(intent.id))
@@ -183,18 +193,22 @@ async def submit_intent(
 async def _submit_intent(
     session: AsyncSession,
     *,
+    caller: str,
+    allowlist: Allowlist,
     idempotency_key: str,
     to: str,
     data: bytes | str,
     value: int,
     sender: str | None,
     trace_context: str | None = None,
+    http: bool = False,
 ) -> tuple[TxIntent, bool]:
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValueError("idempotency key must be 1-200 characters")
     if value < 0:
         raise ValueError("value must not be negative")
     to_address, calldata = normalize_address(to), normalize_data(data)
+    allowlist.check(caller, to_address, calldata, value, http=http)  # CallNotAllowed: nothing recorded
     statement = (
         pg_insert(TxIntent)
         .values(
@@ -204,6 +218,7 @@ async def _submit_intent(
             value=value,
             from_address=normalize_address(sender) if sender else None,
             trace_context=trace_context,
+            caller=caller,
         )
         # A concurrent insert of the same key waits for the first transaction, then does nothing.
         .on_conflict_do_nothing(index_elements=[TxIntent.idempotency_key])
@@ -215,7 +230,12 @@ async def _submit_intent(
     existing = await get_intent(session, idempotency_key)
     if existing is None:  # pragma: no cover - the conflicting row was committed before we looked
         raise RuntimeError("intent vanished after an insert conflict")
-    if (existing.to_address, existing.data, existing.value) != (to_address, calldata, value):
+    if (existing.to_address, existing.data, existing.value, existing.caller) != (
+        to_address,
+        calldata,
+        value,
+        caller,
+    ):
         raise IdempotencyConflict(idempotency_key, existing)
     return existing, False
 
@@ -223,20 +243,31 @@ async def _submit_intent(
 async def submit(
     session: AsyncSession,
     *,
+    caller: str,
+    deployment: Deployment,
     idempotency_key: str,
     to: str,
     data: bytes | str,
     value: int = 0,
     sender: str | None = None,
 ) -> TxIntent:
-    """Record the intent to call `to` with `data`, in the caller's transaction.
+    """Record the intent of service `caller` to call `to` with `data`, in the caller's transaction.
 
-    The same key returns the intent already recorded (whatever its status); the same key with a
-    different call raises `IdempotencyConflict`. `sender` pins a sending key; by default the
-    first sending key's worker to get to it carries it.
+    The call must be one offchain.chain.allowlist allows `caller` on `deployment`
+    (CallNotAllowed otherwise, and nothing is recorded). The same key returns the intent already
+    recorded (whatever its status); the same key with a different call raises
+    `IdempotencyConflict`. `sender` pins a sending key; by default the first sending key's worker
+    to get to it carries it.
     """
     intent, _ = await submit_intent(
-        session, idempotency_key=idempotency_key, to=to, data=data, value=value, sender=sender
+        session,
+        caller=caller,
+        deployment=deployment,
+        idempotency_key=idempotency_key,
+        to=to,
+        data=data,
+        value=value,
+        sender=sender,
     )
     return intent
 
@@ -252,31 +283,37 @@ class IntentCall:
     trace_context: str | None = None
 
 
-async def submit_many(session: AsyncSession, calls: Sequence[IntentCall]) -> list[bool]:
-    """`submit` for many calls in one statement (a batch of payments); `created` per call, in order.
+async def submit_many(
+    session: AsyncSession, calls: Sequence[IntentCall], *, caller: str, deployment: Deployment
+) -> list[bool]:
+    """`submit` for many calls of one caller in one statement (a batch of payments); `created`
+    per call, in order.
 
     The same guarantees as `submit`, key by key: a key already recorded with the same call is
-    left as it is (False), with a different call raises `IdempotencyConflict`.
+    left as it is (False), with a different call raises `IdempotencyConflict`; one call the
+    allowlist refuses refuses the batch (CallNotAllowed, nothing recorded).
     """
     keys = [call.idempotency_key for call in calls]
     if len(set(keys)) != len(keys):
         raise ValueError("a batch names the same idempotency key twice")
+    allowlist = Allowlist.of(deployment)
     rows = []
     for call in calls:
         if not call.idempotency_key or len(call.idempotency_key) > 200:
             raise ValueError("idempotency key must be 1-200 characters")
         if call.value < 0:
             raise ValueError("value must not be negative")
-        rows.append(
-            {
-                "idempotency_key": call.idempotency_key,
-                "to_address": normalize_address(call.to),
-                "data": normalize_data(call.data),
-                "value": call.value,
-                "from_address": None,
-                "trace_context": call.trace_context,
-            }
-        )
+        row = {
+            "idempotency_key": call.idempotency_key,
+            "to_address": normalize_address(call.to),
+            "data": normalize_data(call.data),
+            "value": call.value,
+            "from_address": None,
+            "trace_context": call.trace_context,
+            "caller": caller,
+        }
+        allowlist.check(caller, str(row["to_address"]), str(row["data"]), int(call.value))
+        rows.append(row)
     if not rows:
         return []
     # in key order, as every batch: two batches sharing keys wait for each other, never deadlock
@@ -297,10 +334,11 @@ async def submit_many(session: AsyncSession, calls: Sequence[IntentCall]) -> lis
         existing = await get_intent(session, row["idempotency_key"])
         if existing is None:  # pragma: no cover - the conflicting row was committed before we looked
             raise RuntimeError("intent vanished after an insert conflict")
-        if (existing.to_address, existing.data, existing.value) != (
+        if (existing.to_address, existing.data, existing.value, existing.caller) != (
             row["to_address"],
             row["data"],
             row["value"],
+            row["caller"],
         ):
             raise IdempotencyConflict(row["idempotency_key"], existing)
     return [key in created for key in keys]
@@ -502,12 +540,15 @@ class SenderWorker:
         rpc: JsonRpc,
         private_key: str,
         settings: SenderSettings,
+        allowlist: Allowlist,
         metrics: SenderMetrics | None = None,
         kill_at: str | None = None,
     ) -> None:
         if kill_at is not None and kill_at not in KILL_POINTS:
             raise ValueError(f"{KILL_SWITCH_ENV} must be one of {KILL_POINTS}")
         self.db = db
+        # checked again before signing, whatever path wrote the row (offchain.chain.allowlist)
+        self.allowlist = allowlist
         self.rpc = rpc
         self.settings = settings
         self.account: LocalAccount = Account.from_key(private_key)
@@ -1001,7 +1042,7 @@ class SenderWorker:
         async with self.db.worker_session() as session:
             claimed = (
                 await session.execute(
-                    select(_t.c.id, _t.c.idempotency_key, _t.c.to_address, _t.c.data, _t.c.value)
+                    select(_t.c.id, _t.c.idempotency_key, _t.c.to_address, _t.c.data, _t.c.value, _t.c.caller)
                     .where(
                         _t.c.status == PENDING,
                         or_(_t.c.from_address == self.address, _t.c.from_address.is_(None)),
@@ -1014,6 +1055,12 @@ class SenderWorker:
             ).all()
             if not claimed:
                 return 0
+            claimed, refused = self._allowed(claimed)
+            if refused:
+                await self._fail(session, refused)
+                self.metrics.reverts.labels(self.address, "refused").inc(len(refused))
+            if not claimed:
+                return len(refused)
             highest = await session.scalar(
                 select(func.max(_t.c.nonce)).where(
                     _t.c.chain_id == self.chain_id, _t.c.from_address == self.address
@@ -1131,7 +1178,20 @@ class SenderWorker:
                 log.info("sender.estimate_reverted", key=row.idempotency_key, reason=reason)
         if signed:
             await self._broadcast(signed, kind="first")
-        return len(signed) + len(failed)
+        return len(signed) + len(failed) + len(refused)
+
+    def _allowed(self, rows: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """The rows the allowlist lets this key sign, and the others with the reason (never signed)."""
+        allowed, refused = [], []
+        for row in rows:
+            try:
+                self.allowlist.check(row.caller, row.to_address, row.data, row.value)
+            except (CallNotAllowed, ValueError) as refusal:
+                log.error("sender.refused", key=row.idempotency_key, caller=row.caller, reason=str(refusal))
+                refused.append((row, f"refused by the allowlist: {refusal}"))
+                continue
+            allowed.append(row)
+        return allowed, refused
 
     async def _fail(self, session: AsyncSession, failed: list[tuple[Any, str]]) -> None:
         await session.execute(
@@ -1319,12 +1379,17 @@ def build_workers(
     db: Database, rpc: JsonRpc, settings: Settings, *, metrics: SenderMetrics | None = None
 ) -> list[SenderWorker]:
     metrics = metrics or SenderMetrics()
+    if not settings.chain.deployment_file:
+        # what the key may sign is decided against the deployment's contracts: none, nothing
+        raise ValueError("the sender needs DEPLOYMENT_FILE: it signs calls to its contracts only")
+    allowlist = Allowlist.of(Deployment.load(settings.chain.deployment_file))
     return [
         SenderWorker(
             db=db,
             rpc=rpc,
             private_key=key,
             settings=settings.sender,
+            allowlist=allowlist,
             metrics=metrics,
             kill_at=kill_switch(settings),
         )

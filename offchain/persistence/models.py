@@ -251,6 +251,8 @@ class TxIntent(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # W3C traceparent of the request or event that asked for the call: the sender's spans join it
     trace_context: Mapped[str | None] = mapped_column(String(128))
+    # the service that asked for it (offchain.chain.allowlist): what it may ask the key to sign
+    caller: Mapped[str] = mapped_column(String(32))
 
 
 class OutboxMessage(Base):

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from offchain.platform import openapi_client
+from offchain.platform.access import access_guard, check_rules, probe
+from offchain.platform.auth import JwtVerifier
+from offchain.platform.auth_failures import FailedAuthLimiter
+from offchain.platform.body_limit import BodyLimitMiddleware
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.metrics import ServiceMetrics
@@ -36,8 +40,10 @@ from offchain.platform.probes import (
     resolved,
 )
 from offchain.platform.problems import install_problem_handlers
+from offchain.platform.ratelimit import PartnerRateLimiter, quota_headers
 from offchain.platform.redis import create_redis
 from offchain.platform.service import Dependency, ServiceSpec
+from offchain.platform.service_auth import ServiceVerifier
 from offchain.platform.settings import Settings, get_settings
 from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, untraced_requests
 
@@ -131,7 +137,8 @@ async def _supervise(name: str, task: BackgroundTask, res: AppResources, stop: a
 
 
 def health_router() -> APIRouter:
-    router = APIRouter(tags=["operations"])
+    # probes and scrapes answer anyone: they say whether the process and its dependencies are up
+    router = APIRouter(tags=["operations"], dependencies=[Depends(probe())])
 
     @router.get("/health/live")
     async def live(request: Request) -> dict[str, str]:
@@ -173,8 +180,14 @@ def create_service_app(
     *,
     routers: Sequence[APIRouter] = (),
     background: dict[str, BackgroundTask] | None = None,
-    response_headers: ResponseHeaders | None = None,
+    response_headers: ResponseHeaders | None = quota_headers,
+    upload_paths: Collection[str] = (),
+    known_services: Collection[str] | None = None,
 ) -> FastAPI:
+    """A service's app. Every route gets the access guard (offchain.platform.access): partner,
+    operator, public or probe routes as they declare, every other one only for a CaaS service
+    with a token for this service. Every request body is limited (offchain.platform.body_limit)
+    and partner calls are rate-limited wherever they are served."""
     settings = settings or get_settings()
     configure_logging(settings.log.level, settings.log.format)
     tasks = dict(background or {})
@@ -213,11 +226,21 @@ def create_service_app(
         # FastAPI's own OpenTelemetry spans (offchain.platform.tracing); probes and scrapes every
         # few seconds are no one's trace, and request metrics are ours (ServiceMetrics)
         telemetry={"exclude": untraced_requests(settings.tracing), "metrics": False},
+        # one guard on every route this app has or will have: see offchain.platform.access
+        dependencies=[Depends(access_guard)],
     )
     app.state.spec = spec
     app.state.settings = settings
     app.state.metrics = ServiceMetrics(spec.name)
+    install_identities(app, settings, known_services)
     instrument_app(app, settings.tracing, spec.name)
+    # inside the request context (413s carry a request id and are logged), before everything else
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.limits.max_body_bytes,
+        upload_paths=upload_paths,
+        max_upload_bytes=settings.limits.max_upload_bytes,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         service=spec.name,
@@ -233,4 +256,35 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.include_router(health_router())
+    check_rules(app)
     return app
+
+
+def install_identities(app: FastAPI, settings: Settings, known_services: Collection[str] | None) -> None:
+    """Every service verifies tokens the same way: partner and operator JWTs of the SME auth
+    service (HS256 secret, RS256 via JWKS), service tokens for this service, the partner rate
+    limiter and the failed-authentication limiter (both in Redis, when there is one)."""
+    from offchain.rails.sme.auth import JwksClient
+
+    if known_services is None:
+        from offchain.services.registry import SERVICES
+
+        known_services = SERVICES
+    app.state.jwt_verifier = JwtVerifier(
+        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
+        jwks=JwksClient.from_settings(settings),
+        audience=settings.auth.audience,
+        issuer=settings.auth.issuer,
+        cache_size=settings.auth.token_cache_size,
+        cache_s=settings.auth.token_cache_s,
+    )
+    key = settings.internal.service_key
+    app.state.service_verifier = ServiceVerifier(
+        key.get_secret_value() if key else None,
+        audience=app.state.spec.name,
+        known_services=known_services,
+        max_ttl_s=settings.internal.max_token_ttl_s,
+        leeway_s=settings.internal.leeway_s,
+    )
+    app.state.rate_limiter = PartnerRateLimiter(settings.auth.rate_limits) if settings.redis.url else None
+    app.state.auth_failures = FailedAuthLimiter(settings.limits.failed_auth) if settings.redis.url else None

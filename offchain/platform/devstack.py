@@ -50,7 +50,7 @@ DEV_ENV_KEYS = (
     "SIGNER_KEYS",
     "SIMULATOR_URL",
 )
-EXTRA_DEV_ENV_KEYS = ("CAAS_ENV", "SENDER_PRIVATE_KEY", "JWT_SECRET")
+EXTRA_DEV_ENV_KEYS = ("CAAS_ENV", "SENDER_PRIVATE_KEY", "JWT_SECRET", "SERVICE_KEY", "DEMO_OPERATOR_TOKEN")
 
 
 @dataclass
@@ -68,6 +68,20 @@ class StackOptions:
 
 # The demo partner of the embedded default: a fixed id so tokens survive restarts.
 DEV_PARTNER_ID = "00000000-0000-4000-8000-00000000d3e0"
+
+
+def dev_service_key() -> str:
+    """A fresh service key for one `caas up` (dev- marked: production refuses it)."""
+    import secrets
+
+    return "dev-service-key-" + secrets.token_hex(24)
+
+
+def dev_operator_token(settings: Settings) -> str:
+    """An HS256 operator token (caas:operations:read and manage) for the local stack."""
+    from offchain.platform.auth import issue_operator_token
+
+    return issue_operator_token(settings.auth.jwt_secret.get_secret_value())
 
 
 def dev_partner_token(settings: Settings) -> str:
@@ -203,6 +217,8 @@ class DevStack:
             env["SIMULATOR_URL"] = self.simulator_url
 
         roles = dev_roles()
+        # the services' key for service identity: generated per stack unless given
+        os.environ.setdefault("SERVICE_KEY", dev_service_key())
         os.environ.setdefault("SENDER_PRIVATE_KEY", roles.sender.private_key)
         os.environ.setdefault("SIGNER_KEYS", ",".join(s.private_key for s in roles.signers))
         deployment_file = _deployment_path(opts)
@@ -241,6 +257,10 @@ class DevStack:
                 else ""
             ),
             "JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
+            "SERVICE_KEY": settings.internal.service_key.get_secret_value()
+            if settings.internal.service_key
+            else "",
+            "DEMO_OPERATOR_TOKEN": os.environ.get("DEMO_OPERATOR_TOKEN") or dev_operator_token(settings),
         }
         path = self.options.state_dir / "dev.env"
         write_env_file(path, values)

@@ -13,19 +13,16 @@ FastAPI cannot see in the routes themselves:
 
 Routes declare the rest themselves, so it sits where it is honoured: `IdempotencyKey` is the
 `Idempotency-Key` header of the operations that honour one, and every answer has a response
-model (lists: offchain.platform.pages.Page). A dependency marks what it does with attributes:
-`required_permission` (offchain.platform.auth.require; the gateway's rate-limited variant too)
-and `rate_limited`.
+model (lists: offchain.platform.pages.Page). Who may call an operation, and whether it is
+counted, come from its access rule (offchain.platform.access).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, routing
-from fastapi.dependencies.models import Dependant
 
 BEARER = "bearerAuth"
 SECURITY_SCHEME = {
@@ -69,26 +66,17 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
-    for dependency in dependant.dependencies:
-        if dependency.call is not None:
-            yield dependency.call
-        yield from _calls(dependency)
-
-
 def _needs(route: Any) -> tuple[bool, str | None, bool]:
-    """(authenticated, the permission required, rate limited) from the route's dependencies."""
-    from offchain.platform import auth
+    """(authenticated, the permission required, rate limited), from the route's access rule
+    (offchain.platform.access: the same rule the guard enforces, so the document cannot drift)."""
+    from offchain.platform.access import Kind, rule_of
 
-    authenticated, permission, limited = False, None, False
-    for call in _calls(route.dependant):
-        if call is auth.authenticate:
-            authenticated = True
-        if getattr(call, "required_permission", None):
-            authenticated, permission = True, call.required_permission  # type: ignore[attr-defined]
-        if getattr(call, "rate_limited", False):
-            limited = True
-    return authenticated, permission, limited
+    rule = rule_of(route)
+    if rule.kind in (Kind.PUBLIC, Kind.PROBE):
+        return False, None, False
+    permission = rule.partner_permission or rule.operator_permission
+    # partner calls are counted against the partner's quota; operators and services are not
+    return True, permission, rule.kind in (Kind.PARTNER, Kind.SHARED)
 
 
 def complete(schema: dict[str, Any], routes: list[Any]) -> dict[str, Any]:

@@ -142,7 +142,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else None
-    return problem_response(request, exc.status_code, detail=detail, headers=headers)
+    # an HTTPException of ours may name its problem type (offchain.platform.body_limit)
+    problem_type = getattr(exc, "problem_type", "about:blank")
+    return problem_response(request, exc.status_code, type=problem_type, detail=detail, headers=headers)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

@@ -35,6 +35,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from offchain.platform.security_settings import (
+    InternalAuthSettings,
+    LimitsSettings,
+    OutboundSettings,
+    unsafe_in_production,
+)
+
 DEV_SECRET_PREFIX = "dev-"  # noqa: S105 - the marker of dev values, not a secret
 
 
@@ -535,6 +542,9 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     money: MoneySettings = Field(default_factory=MoneySettings)
+    internal: InternalAuthSettings = Field(default_factory=InternalAuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -558,6 +568,9 @@ class Settings(BaseSettings):
                 f"CAAS_ENV={self.env.value} refuses well-known development values for "
                 f"{', '.join(offenders)}: set real secrets (no 'dev-' values, no Anvil keys)"
             )
+        unsafe = unsafe_in_production(self)
+        if unsafe:
+            raise ValueError(f"CAAS_ENV={self.env.value} refuses unsafe settings: {'; '.join(unsafe)}")
         return self
 
     def secrets(self) -> list[tuple[str, str]]:

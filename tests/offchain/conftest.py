@@ -25,6 +25,7 @@ from typing import Any
 import psycopg2
 import pytest
 import pytest_asyncio
+from identities import SERVICE_KEY, service_headers
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
@@ -132,7 +133,13 @@ def settings(database_url: str, redis_url: str, stream_prefix: str) -> Settings:
         database={"url": database_url},
         redis={"url": redis_url},
         events={"stream_prefix": stream_prefix, "retry_idle_ms": 50, "max_deliveries": 3},
+        internal={"service_key": SERVICE_KEY},
     )
+
+
+@pytest.fixture(name="service_headers")
+def service_headers_fixture() -> Callable[..., dict[str, str]]:
+    return service_headers
 
 
 @pytest_asyncio.fixture

@@ -88,6 +88,11 @@ class Stack:
         assert response.status_code == expect, (path, response.status_code, response.text)
         return response.json()
 
+    @property
+    def operator(self) -> dict[str, str]:
+        """The headers of the stack's dev operator (platform-wide actions: close of business, ...)."""
+        return {"Authorization": f"Bearer {self.dev_env['DEMO_OPERATOR_TOKEN']}"}
+
     def loan(self, loan_id: str) -> dict[str, Any]:
         return self.get(f"/v1/loans/{loan_id}")
 

@@ -78,7 +78,7 @@ def test_documented_samples_replayed_on_caas_up__recorded_once_at_the_borrowers_
     assert until(suspended, what="the metadata-0 sample in suspense")["amount"]["value"] == 10000
 
     def not_confirmed() -> dict[str, Any] | None:
-        page = stack.get("/v1/payment-notices")
+        page = stack.get("/v1/payment-notices", headers=stack.operator)
         found = [n for n in page["data"] if n["reference"] == "never-heard-of-system"]
         return found[0] if found else None
 

@@ -7,12 +7,9 @@ from fastapi import FastAPI
 from offchain.platform.app import create_service_app
 from offchain.platform.settings import Settings, get_settings
 from offchain.services.analytics.routes import router
-from offchain.services.collections.app import partner_auth
 from offchain.services.registry import SERVICES
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(SERVICES["analytics"], settings, routers=[router])
-    partner_auth(app, settings)
-    return app
+    return create_service_app(SERVICES["analytics"], settings, routers=[router])

@@ -16,10 +16,8 @@ from sqlalchemy import func, select
 
 from offchain.persistence.collections import CobRun
 from offchain.platform.app import AppResources, create_service_app
-from offchain.platform.auth import JwtVerifier
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Environment, Settings, get_settings
-from offchain.rails.sme.auth import JwksClient
 from offchain.services.collections import usecases
 from offchain.services.collections.routes import router
 from offchain.services.registry import SERVICES
@@ -59,20 +57,8 @@ async def daily_cob(resources: AppResources, stop: asyncio.Event) -> None:
         await collections.aclose()
 
 
-def partner_auth(app: FastAPI, settings: Settings) -> None:
-    """Partner JWTs verified as the gateway verifies them (HS256 secret, RS256 via JWKS)."""
-    app.state.jwt_verifier = JwtVerifier(
-        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
-        jwks=JwksClient.from_settings(settings),
-        audience=settings.auth.audience,
-        issuer=settings.auth.issuer,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(
+    return create_service_app(
         SERVICES["collections"], settings, routers=[router], background={"daily_cob": daily_cob}
     )
-    partner_auth(app, settings)
-    return app

@@ -1,4 +1,6 @@
-"""Collections API (`credit:collection:manage`), served by collections:8005 and the gateway."""
+"""Collections API, served by collections:8005 and the gateway: a partner's loans in collection
+(`credit:collection:manage`); the close of business itself runs over every partner's loans, so
+only operators run it (`caas:operations:manage`)."""
 
 # No `from __future__ import annotations`: FastAPI must see the dependency types.
 
@@ -30,6 +32,10 @@ from offchain.services.collections.schemas import (
 router = APIRouter(prefix="/v1", tags=["collections"])
 
 Manage = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
+RunCob = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
+ReadCob = Annotated[
+    auth.Actor, Depends(auth.partner_or_operator(auth.COLLECTION_MANAGE, auth.OPERATIONS_READ))
+]
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
@@ -55,10 +61,10 @@ CollectionsDep = Annotated[usecases.Collections, Depends(get_collections)]
     status_code=200,
     response_model=CobRunResult,
     responses={409: {"description": "the business date has not begun", **PROBLEM}, **ERRORS},
-    summary="Run the close of business now (idempotent: a date already run changes nothing)",
+    summary="Run the close of business now, over every partner's loans (operators; idempotent)",
 )
 async def run_cob(
-    body: CobRunIn, principal: Manage, collections: CollectionsDep, db: DatabaseDep
+    body: CobRunIn, operator: RunCob, collections: CollectionsDep, db: DatabaseDep
 ) -> JSONResponse:
     business_date = body.business_date or collections.today()
     try:
@@ -71,22 +77,28 @@ async def run_cob(
         from offchain.platform.problems import Problem
 
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain read failed") from error
-    async with db.partner_session(principal.partner_id) as session:
+    async with db.worker_session() as session:
         await record_action(
             session,
-            actor=principal.subject,
+            actor=operator.actor,
             action="collections.cob_run",
             subject_type="business_date",
             subject_id=business_date.isoformat(),
-            partner_id=principal.partner_id,
+            partner_id=None,  # platform-wide: in the operators' audit log, no partner's
             catch_up=body.catch_up,
         )
     return JSONResponse(result)
 
 
-@router.get("/collections/cob-runs/{business_date}", response_model=CobRunDetail, responses=ERRORS)
-async def get_cob_run(business_date: date, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
-    async with db.partner_session(principal.partner_id) as session:
+@router.get(
+    "/collections/cob-runs/{business_date}",
+    response_model=CobRunDetail,
+    responses=ERRORS,
+    summary="A close of business: the run, and the partner's loans in it (every partner's for operators)",
+)
+async def get_cob_run(business_date: date, actor: ReadCob, db: DatabaseDep) -> dict[str, Any]:
+    scope = db.worker_session() if isinstance(actor, auth.Operator) else db.partner_session(actor.partner_id)
+    async with scope as session:
         return await usecases.get_cob_run(session=session, business_date=business_date)
 
 

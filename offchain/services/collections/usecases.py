@@ -359,7 +359,14 @@ async def _carry_out(
             data = chain.assess_late_fee(loan.chain_loan_id, amount, ref)
         else:
             data = chain.mark_default(loan.chain_loan_id)
-        await submit(session, idempotency_key=tx_key, to=chain.deployment.loan_book_address, data=data)
+        await submit(
+            session,
+            caller="collections",
+            deployment=chain.deployment,
+            idempotency_key=tx_key,
+            to=chain.deployment.loan_book_address,
+            data=data,
+        )
     if action.kind == "write_off_proposal":
         await _open_write_off(collections, session, loan, snapshot, business_date)
     return True
@@ -378,7 +385,14 @@ async def _open_write_off(
     tx_key = None
     if await collections.backend_may_propose():
         tx_key = f"propose_write_off:{loan.chain_loan_id}"
-        await submit(session, idempotency_key=tx_key, to=committee, data=calldata)
+        await submit(
+            session,
+            caller="collections",
+            deployment=collections.chain.deployment,
+            idempotency_key=tx_key,
+            to=committee,
+            data=calldata,
+        )
     await session.execute(
         insert(WriteOffProposal)
         .values(

@@ -345,6 +345,8 @@ async def _request_chain_record(session: AsyncSession, payout: Payout, deploymen
     )
     await submit(
         session,
+        caller="disbursement",
+        deployment=deployment,
         idempotency_key=disburse_intent_key(payout.loan_id),
         to=deployment.loan_book_address,
         data=data,

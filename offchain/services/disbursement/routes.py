@@ -1,4 +1,6 @@
-"""Payout routes: a loan's payout as the rail and the ledger see it, and an operator's retry."""
+"""Payout routes: a loan's payout as the rail and the ledger see it (its partner, or an operator),
+and what only operators do: release a payout held by transaction monitoring, retry an abandoned
+one, finalize a transfer with its OTP, read the monitoring flags."""
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
 
@@ -16,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from offchain.persistence.money import MonitoringFlag, Payout
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
-from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
@@ -33,7 +34,11 @@ router = APIRouter(
         503: {"description": "a dependency (database, chain, rail) is unavailable", **_PROBLEM},
     },
 )
-Disburser = Annotated[Principal, Depends(auth.require(auth.DISBURSEMENT_EXECUTE))]
+PayoutReader = Annotated[
+    auth.Actor, Depends(auth.partner_or_operator(auth.DISBURSEMENT_EXECUTE, auth.OPERATIONS_READ))
+]
+OperatorManage = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
+OperatorRead = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_READ))]
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"
 
@@ -87,22 +92,15 @@ def payout_view(payout: Payout) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def _own_payout_locked(
-    db: Any, principal: Principal, loan_id: uuid.UUID
-) -> AsyncIterator[tuple[AsyncSession, Payout]]:
-    """The caller's payout, locked in a worker transaction (another partner's is a 404).
-
-    Visibility is checked under the partner's row-level security; the change itself runs as the
-    worker, because it also writes platform tables (ledger holds, audit, monitoring flags).
-    """
+async def _payout_locked(db: Any, loan_id: uuid.UUID) -> AsyncIterator[tuple[AsyncSession, Payout]]:
+    """The payout, locked in a worker transaction (operators act across partners; the change
+    also writes platform tables: ledger holds, audit, monitoring flags)."""
     from offchain.services.disbursement.payouts import lock_payout
 
-    async with db.partner_session(principal.partner_id) as session:
-        if (await session.execute(select(Payout.loan_id).where(Payout.loan_id == loan_id))).first() is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
     async with db.worker_session() as session:
         payout = await lock_payout(session, loan_id)
-        assert payout is not None  # seen a moment ago; payouts are never deleted
+        if payout is None:
+            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
         yield session, payout
 
 
@@ -112,8 +110,9 @@ async def _own_payout_locked(
     responses={404: {"description": "no payout for this loan (yet)", **PROBLEM}},
     summary="A loan's payout: status, attempts, rail reference, chain record",
 )
-async def get_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
-    async with db.partner_session(principal.partner_id) as session:
+async def get_payout(loan_id: uuid.UUID, actor: PayoutReader, db: DatabaseDep) -> dict[str, Any]:
+    scope = db.worker_session() if isinstance(actor, auth.Operator) else db.partner_session(actor.partner_id)
+    async with scope as session:
         payout = await session.get(Payout, loan_id)
         if payout is None:
             raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
@@ -129,10 +128,10 @@ async def get_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) 
     },
     summary="Send an abandoned payout again (same reference; a fresh set of attempts)",
 )
-async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
+async def retry_payout(loan_id: uuid.UUID, operator: OperatorManage, db: DatabaseDep) -> dict[str, Any]:
     from offchain.services.disbursement.payouts import hold_id, place_hold
 
-    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
+    async with _payout_locked(db, loan_id) as (session, payout):
         if payout.status != "abandoned":
             raise Problem(
                 409,
@@ -145,15 +144,15 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
         payout.attempt += 1
         payout.status = "queued"
         payout.next_attempt_at = datetime.now(UTC)
-        payout.last_error = f"retried by {principal.subject}"
+        payout.last_error = f"retried by {operator.actor}"
         await place_hold(session, payout)
         await record_action(
             session,
-            actor=principal.subject,
+            actor=operator.actor,
             action="payout.retry",
             subject_type="payout",
             subject_id=loan_id,
-            partner_id=principal.partner_id,
+            partner_id=payout.partner_id,
             before=before,
             after=payout_view(payout),
         )
@@ -171,10 +170,10 @@ async def retry_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep
     },
     summary="Release a payout held by transaction monitoring (its flags are cleared by the caller)",
 )
-async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseDep) -> dict[str, Any]:
+async def release_payout(loan_id: uuid.UUID, operator: OperatorManage, db: DatabaseDep) -> dict[str, Any]:
     from offchain.services import monitoring
 
-    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
+    async with _payout_locked(db, loan_id) as (session, payout):
         if payout.status != "review":
             raise Problem(
                 409,
@@ -184,17 +183,17 @@ async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseD
                 errors=[{"field": "loan_id", "reason": f"payout status is {payout.status}"}],
             )
         before = payout_view(payout)
-        cleared = await monitoring.clear(session, kind="payout", subject=str(loan_id), by=principal.subject)
+        cleared = await monitoring.clear(session, kind="payout", subject=str(loan_id), by=operator.actor)
         payout.status = "queued"
         payout.next_attempt_at = datetime.now(UTC)
-        payout.last_error = f"released by {principal.subject} ({cleared} flags cleared)"
+        payout.last_error = f"released by {operator.actor} ({cleared} flags cleared)"
         await record_action(
             session,
-            actor=principal.subject,
+            actor=operator.actor,
             action="payout.release",
             subject_type="payout",
             subject_id=loan_id,
-            partner_id=principal.partner_id,
+            partner_id=payout.partner_id,
             before=before,
             after=payout_view(payout),
             flags_cleared=cleared,
@@ -205,12 +204,14 @@ async def release_payout(loan_id: uuid.UUID, principal: Disburser, db: DatabaseD
 @router.get(
     "/monitoring/flags",
     response_model=Page[MonitoringFlagOut],
-    summary="Transaction-monitoring flags on the partner's payouts and payments",
+    summary="Transaction-monitoring flags on payouts and payments (operators)",
 )
 async def list_flags(
-    principal: Disburser, db: DatabaseDep, status: Annotated[str, Query(pattern="^(open|cleared)$")] = "open"
+    operator: OperatorRead,
+    db: DatabaseDep,
+    status: Annotated[str, Query(pattern="^(open|cleared)$")] = "open",
 ) -> dict[str, Any]:
-    async with db.partner_session(principal.partner_id) as session:
+    async with db.worker_session() as session:
         rows = (
             await session.execute(
                 select(MonitoringFlag)
@@ -226,6 +227,7 @@ async def list_flags(
                     "subject": f.subject_kind,
                     "subject_id": f.subject_id,
                     "loan_id": str(f.loan_id) if f.loan_id else None,
+                    "partner_id": str(f.partner_id) if f.partner_id else None,
                     "rule": f.rule,
                     "detail": f.detail,
                     "status": f.status,
@@ -251,13 +253,13 @@ class OtpIn(BaseModel):
     summary="Finalize a transfer waiting for the OTP Paystack sent to the business (OTP integrations)",
 )
 async def finalize_payout(
-    loan_id: uuid.UUID, body: OtpIn, principal: Disburser, db: DatabaseDep, request: Request
+    loan_id: uuid.UUID, body: OtpIn, operator: OperatorManage, db: DatabaseDep, request: Request
 ) -> dict[str, Any]:
     from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackRejected
     from offchain.services.disbursement.payouts import PayoutContext, apply_transfer
 
     settings = request.app.state.settings
-    async with _own_payout_locked(db, principal, loan_id) as (session, payout):
+    async with _payout_locked(db, loan_id) as (session, payout):
         paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
         if payout.status != "initiated" or payout.provider_status != "otp" or not payout.transfer_code:
             raise Problem(
@@ -294,11 +296,11 @@ async def finalize_payout(
         await apply_transfer(session, payout, transfer, ctx)
         await record_action(
             session,
-            actor=principal.subject,
+            actor=operator.actor,
             action="payout.finalize_otp",
             subject_type="payout",
             subject_id=loan_id,
-            partner_id=principal.partner_id,
+            partner_id=payout.partner_id,
             before=before,
             after=payout_view(payout),
         )

@@ -199,7 +199,14 @@ async def add_approval(
         ordered = [bytes.fromhex(fresh[s][2:]) for s in sorted(fresh, key=lambda a: int(a, 16))]
         calldata = committee.encode_abi("approve_with_signatures", args=[chain_loan_id, deadline, ordered])
         key = f"approve_with_signatures:{loan.chain_loan_id}:{terms.epoch}"
-        await submit(session, idempotency_key=key, to=deployment.committee_address, data=calldata)
+        await submit(
+            session,
+            caller="gateway",
+            deployment=deployment,
+            idempotency_key=key,
+            to=deployment.committee_address,
+            data=calldata,
+        )
         submitted = key
     return {
         "loan_id": str(loan_id),

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
 from offchain.eventbus.outbox import publish_once
+from offchain.platform.access import public
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.logging import get_logger
 from offchain.platform.problems import Problem
@@ -34,7 +35,11 @@ from offchain.rails.paystack.webhooks import (
     WebhookVerifier,
 )
 
-router = APIRouter(prefix="/v1")
+# no token: the provider's signature over the raw body authenticates every call
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(public("signed by Paystack (x-paystack-signature, HMAC-SHA512 of the body)"))],
+)
 CONSUMER = "gateway.paystack-webhooks"
 TOPIC_PREFIX = "paystack."
 log = get_logger(__name__)

@@ -48,24 +48,9 @@ CHAIN_UNAVAILABLE = {503: {"description": "the chain (node or deployment) is not
 
 
 def limited(permission: str, route_class: str):
-    """Dependency: the principal holding `permission`, counted against its partner's quota.
-
-    One dependency, not a chain (token -> permission -> quota): FastAPI's dependency solving is
-    per level, and this runs on every partner request."""
-
-    async def dependency(request: Request) -> Principal:
-        principal = auth.ensure_permission(await auth.authenticate(request), permission)
-        limiter = request.app.state.rate_limiter
-        if limiter is not None:
-            request.state.rate_quota = await limiter.hit(
-                request.app.state.resources.redis, route_class, str(principal.partner_id)
-            )
-        return principal
-
-    # read by offchain.platform.openapi_client: bearer security, the permission, RateLimit-* headers
-    dependency.required_permission = permission  # type: ignore[attr-defined]
-    dependency.rate_limited = True  # type: ignore[attr-defined]
-    return dependency
+    """Dependency: the partner principal holding `permission`, counted against its partner's
+    quota in `route_class` (auth.require, which every partner route goes through)."""
+    return auth.require(permission, route_class=route_class)
 
 
 CreateApplication = Annotated[Principal, Depends(limited(auth.APPLICATION_CREATE, "write"))]
@@ -198,17 +183,21 @@ async def audit_loan(
         return await audit_report(settings, loan)
 
 
+AuditLog = Annotated[auth.Actor, Depends(auth.partner_or_operator(auth.AUDIT_READ, auth.OPERATIONS_READ))]
+
+
 @router.get(
     "/audit/log",
     response_model=schemas.Page[schemas.AuditLogEntryOut],
     responses={**COMMON_ERRORS},
-    summary="The partner's privileged actions, newest first: who, what, when, before and after",
+    summary="Privileged actions, newest first (a partner's own; every partner's for an operator)",
 )
 async def audit_log(
-    principal: AuditLoans,
+    actor: AuditLog,
     db: DatabaseDep,
     subject_type: Annotated[str | None, Query(pattern=r"^[a-z_]{1,100}$")] = None,
     subject_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9:_.-]{1,200}$")] = None,
+    partner_id: Annotated[uuid.UUID | None, Query(description="operators: one partner's entries")] = None,
     limit: Limit = 50,
 ) -> dict:
     query = select(AuditLogEntry).order_by(AuditLogEntry.id.desc()).limit(limit)
@@ -216,8 +205,20 @@ async def audit_log(
         query = query.where(AuditLogEntry.subject_type == subject_type)
     if subject_id:
         query = query.where(AuditLogEntry.subject_id == subject_id)
-    async with db.partner_session(principal.partner_id) as session:
-        rows = (await session.execute(query)).scalars().all()
+    if isinstance(actor, auth.Operator):
+        # platform-wide: the operator's own actions and every partner's
+        if partner_id is not None:
+            query = query.where(AuditLogEntry.partner_id == partner_id)
+        async with db.worker_session() as session:
+            rows = (await session.execute(query)).scalars().all()
+    else:
+        # the partner's own entries only (row-level security; platform entries are not theirs)
+        async with db.partner_session(actor.partner_id) as session:
+            rows = (
+                (await session.execute(query.where(AuditLogEntry.partner_id == actor.partner_id)))
+                .scalars()
+                .all()
+            )
     return {
         "data": [
             {
@@ -225,6 +226,7 @@ async def audit_log(
                 "occurred_at": row.occurred_at.isoformat(),
                 "actor": row.actor,
                 "action": row.action,
+                "partner_id": str(row.partner_id) if row.partner_id else None,
                 "subject_type": row.subject_type,
                 "subject_id": row.subject_id,
                 "request_id": row.request_id,

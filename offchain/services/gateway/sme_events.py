@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from offchain.eventbus.idempotent import claim_event
 from offchain.eventbus.outbox import publish
+from offchain.platform.access import public
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 from offchain.rails.sme.events import (
@@ -25,7 +26,10 @@ from offchain.rails.sme.events import (
 )
 from offchain.services.gateway.schemas import SmeEventAck
 
-router = APIRouter(prefix="/v1")
+# no token: the provider's signature over the raw body authenticates every call
+router = APIRouter(
+    prefix="/v1", dependencies=[Depends(public("signed by the SME platform (x-sme-signature over the body)"))]
+)
 CONSUMER = "gateway.sme-events"
 
 

@@ -335,6 +335,8 @@ async def accept_offer(
     calldata = book.encode_abi("create_loan", args=[agreement.chain_loan_id, tuple(terms)])
     await submit(
         session,
+        caller="gateway",
+        deployment=deployment,
         idempotency_key=f"create_loan:{chain_loan_id}",
         to=deployment.loan_book_address,
         data=calldata,

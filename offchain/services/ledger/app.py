@@ -7,10 +7,8 @@ import asyncio
 from fastapi import FastAPI
 
 from offchain.platform.app import AppResources, BackgroundTask, create_service_app
-from offchain.platform.auth import JwtVerifier
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Environment, Settings, get_settings
-from offchain.rails.sme.auth import JwksClient
 from offchain.services.ledger import usecases
 from offchain.services.ledger.routes import router
 from offchain.services.registry import SERVICES
@@ -47,10 +45,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     background = {"reconciliation": reconciliation_job(metrics)} if enabled and settings.database.url else {}
     app = create_service_app(SERVICES["ledger"], settings, routers=[router], background=background)
     metrics["ledger"] = app.state.ledger_metrics = usecases.LedgerMetrics(app.state.metrics.registry)
-    app.state.jwt_verifier = JwtVerifier(
-        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
-        jwks=JwksClient.from_settings(settings),
-        audience=settings.auth.audience,
-        issuer=settings.auth.issuer,
-    )
     return app

@@ -1,4 +1,5 @@
-"""Ledger API (8006): balances, postings, loan statements, trial balance, reconciliation."""
+"""Ledger API (8006, and the gateway): a partner's own balances, postings and loan statements
+(credit:audit:read); every account, the trial balance and reconciliation for operators."""
 
 # No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from offchain.platform import auth
-from offchain.platform.auth import Principal
+from offchain.platform.audit_log import record_action
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 from offchain.services.ledger import schemas, usecases
@@ -15,12 +16,14 @@ from offchain.services.ledger.reconciliation import report_dict
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
-Auditor = Annotated[Principal, Depends(auth.require(auth.AUDIT_READ))]
+Auditor = Annotated[auth.Actor, Depends(auth.partner_or_operator(auth.AUDIT_READ, auth.OPERATIONS_READ))]
+OperatorRead = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_READ))]
+OperatorManage = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
 Currency = Annotated[str, Query(pattern="^[A-Z]{3}$", description="ISO 4217 alpha code, e.g. NGN")]
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
-    403: {"description": "the token lacks credit:audit:read", **PROBLEM},
+    403: {"description": "the token lacks credit:audit:read (or is not an operator's)", **PROBLEM},
     404: {"description": "not found (or another partner's)", **PROBLEM},
     422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
 }
@@ -42,7 +45,7 @@ async def get_posting(
 
 @router.get("/trial-balance", response_model=schemas.TrialBalanceOut, responses=ERRORS)
 async def trial_balance(
-    principal: Auditor,
+    operator: OperatorRead,
     db: DatabaseDep,
     currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$")] = None,
     accounts: bool = True,
@@ -59,7 +62,7 @@ async def loan_ledger(
 
 @router.get("/reconciliation", response_model=schemas.ReconciliationOut, responses=ERRORS)
 async def latest_reconciliation(
-    principal: Auditor, db: DatabaseDep, run_id: Annotated[int | None, Query(ge=1)] = None
+    operator: OperatorRead, db: DatabaseDep, run_id: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
     return await usecases.latest_reconciliation(db=db, run_id=run_id)
 
@@ -70,12 +73,26 @@ async def latest_reconciliation(
     response_model=schemas.ReconciliationOut,
     responses={409: {"description": "a run is in progress", **PROBLEM}, **ERRORS},
 )
-async def run_reconciliation(request: Request, principal: Auditor) -> dict[str, Any]:
+async def run_reconciliation(request: Request, operator: OperatorManage, db: DatabaseDep) -> dict[str, Any]:
     report = await usecases.run_reconciliation(
-        request.app.state.resources, trigger="manual", metrics=request.app.state.ledger_metrics
+        request.app.state.resources,
+        trigger="manual",
+        # the ledger service's gauges; the gateway serves this route without them
+        metrics=getattr(request.app.state, "ledger_metrics", None),
     )
     if report is None:
         raise Problem(
             409, "urn:caas:problem:reconciliation-running", title="A reconciliation run is in progress"
         )
-    return report_dict(report)
+    body = report_dict(report)
+    async with db.worker_session() as session:
+        await record_action(
+            session,
+            actor=operator.actor,
+            action="ledger.reconciliation_run",
+            subject_type="reconciliation_run",
+            subject_id=str(body.get("run_id") or body.get("id") or "manual"),
+            partner_id=None,
+            status=body.get("status"),
+        )
+    return body

@@ -1,9 +1,10 @@
 """Ledger use cases: read balances, postings and loan statements; run reconciliation.
 
 Ledger tables are platform data read through a worker session, so partner isolation is applied
-here: an account that belongs to a partner (its funding account, the accounts of its loans) is
-visible only with that partner's token. Platform accounts, the trial balance and reconciliation
-are the auditor's platform-wide views (permission credit:audit:read).
+here: a partner (credit:audit:read) sees only the accounts that belong to it (its funding
+account, the accounts of its loans) and the postings that touch them. Platform accounts
+(cash, suspense, fee income), the trial balance and reconciliation hold every partner's money:
+they are the operators' platform-wide views (caas:operations:read), as is every account.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from offchain.chain.jsonrpc import JsonRpc
 from offchain.domain.ledger import parse_account
 from offchain.persistence import ledger
 from offchain.platform.app import AppResources
-from offchain.platform.auth import Principal
+from offchain.platform.auth import Actor, Operator
 from offchain.platform.db import Database
 from offchain.platform.problems import Problem
 from offchain.platform.settings import Settings
@@ -60,11 +61,12 @@ async def _owners(session: AsyncSession, accounts: list[tuple[str, str]]) -> set
     return set(rows.scalars())
 
 
-def _visible(principal: Principal, owners: set[uuid.UUID]) -> bool:
-    return not owners or principal.partner_id in owners
+def _visible(actor: Actor, owners: set[uuid.UUID]) -> bool:
+    """Operators see everything; a partner what touches its own accounts (never platform-only)."""
+    return isinstance(actor, Operator) or actor.partner_id in owners
 
 
-async def account_balance(*, db: Database, principal: Principal, code: str, currency: str) -> dict[str, Any]:
+async def account_balance(*, db: Database, principal: Actor, code: str, currency: str) -> dict[str, Any]:
     try:
         ref = parse_account(code)
     except ValueError as error:
@@ -100,7 +102,7 @@ async def account_balance(*, db: Database, principal: Principal, code: str, curr
     }
 
 
-async def posting(*, db: Database, principal: Principal, posting_id: str) -> dict[str, Any]:
+async def posting(*, db: Database, principal: Actor, posting_id: str) -> dict[str, Any]:
     async with db.worker_session() as session:
         record = await ledger.get_posting(session, posting_id)
         if record is None:
@@ -137,7 +139,7 @@ async def trial_balance(*, db: Database, currency: str | None, accounts: bool) -
     }
 
 
-async def loan_ledger(*, db: Database, principal: Principal, loan: str) -> dict[str, Any]:
+async def loan_ledger(*, db: Database, principal: Actor, loan: str) -> dict[str, Any]:
     """A loan's accounts and entries; `loan` is the backend UUID or the chain loan id."""
     key = loan.strip()
     async with db.worker_session() as session:

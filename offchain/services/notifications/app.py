@@ -8,9 +8,7 @@ import functools
 from fastapi import FastAPI
 
 from offchain.platform.app import create_service_app
-from offchain.platform.auth import JwtVerifier
 from offchain.platform.settings import Settings, get_settings
-from offchain.rails.sme.auth import JwksClient
 from offchain.services.notifications.borrower import run_borrower_messages
 from offchain.services.notifications.delivery import run_delivery_worker
 from offchain.services.notifications.intake import run_event_intake
@@ -34,13 +32,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics.register(app.state.metrics.registry)
     app.state.notification_metrics = metrics
-    # Same partner authentication as the gateway for the same routes; rate limits are the
-    # gateway's business (the public entry), this port is internal.
-    app.state.jwt_verifier = JwtVerifier(
-        hs256_secret=settings.auth.jwt_secret.get_secret_value() or None,
-        jwks=JwksClient.from_settings(settings),
-        audience=settings.auth.audience,
-        issuer=settings.auth.issuer,
-    )
-    app.state.rate_limiter = None
     return app

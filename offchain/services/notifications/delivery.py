@@ -7,6 +7,13 @@ to `delivery_concurrency` POSTs in flight and claims more as soon as any finishe
 endpoint that hangs until its timeout holds one slot, never the whole worker.
 A worker that dies leaves leased rows that fall due again when the lease ends: at-least-once
 delivery, which is why every delivery carries the event id for partners to dedupe on.
+
+Where a delivery may go is offchain.platform.outbound's policy, checked at every send: the URL
+itself (address literals), then every address its host resolves to, inside aiohttp's own
+resolution (GuardedResolver), so the POST connects only to checked addresses. What a partner
+reads back about an attempt (GET /v1/events) is its status and timing and a coarse reason
+(timeout, connection failed, refused, the HTTP status), never what the other end answered or
+the network error's text: those are logged for operators.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
-import httpx
 from sqlalchemy import DateTime, SmallInteger, Table, Text, bindparam, delete, func, insert, select, update
 
 from offchain.domain.notifications import signing
@@ -30,6 +36,7 @@ from offchain.persistence.notifications import WebhookAttempt, WebhookDelivery, 
 from offchain.platform.app import AppResources
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
+from offchain.platform.outbound import GuardedResolver, OutboundPolicy, UrlRefused
 from offchain.platform.settings import NotificationsSettings
 from offchain.services.notifications.intake import WAKEUP
 from offchain.services.notifications.metrics import NotificationMetrics
@@ -89,7 +96,7 @@ class Outcome:
     status_code: int | None
     error: str | None
     seconds: float
-    kind: str  # delivered | http_error | timeout | network_error
+    kind: str  # delivered | http_error | timeout | network_error | refused
 
 
 def policy_from(settings: NotificationsSettings) -> RetryPolicy:
@@ -111,7 +118,7 @@ class DeliveryWorker:
         db: Database,
         settings: NotificationsSettings,
         *,
-        http: httpx.AsyncClient | None = None,
+        outbound: OutboundPolicy | None = None,
         box: SecretBox | None = None,
         metrics: NotificationMetrics | None = None,
         wakeup: asyncio.Event | None = None,
@@ -119,12 +126,14 @@ class DeliveryWorker:
         self.db = db
         self.settings = settings
         self.policy = policy_from(settings)
+        # where deliveries may go: strict unless the caller passes the deployment's policy
+        # (OutboundPolicy.from_settings, which allows loopback only where the settings say so)
+        self.outbound = outbound or OutboundPolicy()
         self.box = box or secret_box(settings)
         self.metrics = metrics or NotificationMetrics()
         self.wakeup = wakeup or asyncio.Event()
-        # A caller's httpx client when given; otherwise aiohttp (made on the first send, in the
-        # running loop): under a burst httpx cost the notifications service ~3x the CPU per POST.
-        self.http = http
+        # aiohttp, made on the first send in the running loop: under a burst httpx cost the
+        # notifications service ~3x the CPU per POST
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=settings.delivery_timeout_s, connect=min(5.0, settings.delivery_timeout_s)
@@ -140,6 +149,8 @@ class DeliveryWorker:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
+                    # every address a host resolves to is checked before aiohttp connects to it
+                    resolver=GuardedResolver(self.outbound),
                     limit=self.settings.delivery_concurrency * 2,
                     # idle connections let go before a server's usual 5 s keep-alive closes them
                     # under a new POST
@@ -317,33 +328,36 @@ class DeliveryWorker:
         }
         started = time.perf_counter()
         try:
+            # address literals here (aiohttp resolves nothing for them), names in the resolver
+            self.outbound.parse(job.url)
             status = await self._post(job.url, job.body, headers)
-        except (httpx.TimeoutException, TimeoutError) as error:
-            return Outcome(
-                False, None, f"timeout: {type(error).__name__}", time.perf_counter() - started, "timeout"
+        except UrlRefused as refusal:
+            return self._refused(job, refusal, started)
+        except TimeoutError:
+            return Outcome(False, None, "timeout", time.perf_counter() - started, "timeout")
+        except (aiohttp.ClientError, OSError) as error:
+            cause = getattr(error, "os_error", None)
+            if isinstance(cause, UrlRefused):
+                return self._refused(job, cause, started)
+            log.info(
+                "webhook.network_error",
+                delivery_id=str(job.delivery_id),
+                error=f"{type(error).__name__}: {error}"[:500],
             )
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as error:
-            return Outcome(
-                False,
-                None,
-                f"{type(error).__name__}: {error}"[:500],
-                time.perf_counter() - started,
-                "network_error",
-            )
+            return Outcome(False, None, "connection failed", time.perf_counter() - started, "network_error")
         seconds = time.perf_counter() - started
         if 200 <= status < 300:
             return Outcome(True, status, None, seconds, "delivered")
         return Outcome(False, status, f"endpoint answered {status}", seconds, "http_error")
 
+    def _refused(self, job: Job, refusal: UrlRefused, started: float) -> Outcome:
+        log.warning("webhook.refused_address", delivery_id=str(job.delivery_id), reason=str(refusal))
+        return Outcome(False, None, f"refused: {refusal}"[:200], time.perf_counter() - started, "refused")
+
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """The status of a POST. The status line is the answer: a huge or endless body is never
         read (a small one is, so the connection is kept). No redirects: a 3xx is not an
         acknowledgement, and following one could leave the URL the partner registered."""
-        if self.http is not None:
-            async with self.http.stream(
-                "POST", url, content=body, headers=headers, follow_redirects=False
-            ) as response:
-                return response.status_code
         async with self._aiohttp().post(
             url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout
         ) as answer:
@@ -451,6 +465,7 @@ async def run_delivery_worker(
     worker = DeliveryWorker(
         resources.db,
         resources.settings.notifications,
+        outbound=OutboundPolicy.from_settings(resources.settings),
         metrics=metrics,
         wakeup=resources.extras.setdefault(WAKEUP, asyncio.Event()),
     )

@@ -20,7 +20,7 @@ from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
 from offchain.platform.openapi_client import IdempotencyKey
-from offchain.platform.settings import Environment
+from offchain.platform.outbound import OutboundPolicy
 from offchain.services.gateway.pagination import MAX_LIMIT
 from offchain.services.gateway.routes import limited
 from offchain.services.notifications import schemas, usecases
@@ -91,7 +91,7 @@ async def create_endpoint(
                 partner_id=principal.partner_id,
                 body=body,
                 box=box,
-                allow_insecure=settings.env is not Environment.PRODUCTION,
+                outbound=OutboundPolicy.from_settings(settings),
             )
             after = created.model_dump(mode="json", exclude={"secret"})
             await record_action(

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.domain.notifications import signing
 from offchain.domain.notifications.envelope import ALL_TYPES
-from offchain.domain.notifications.urls import EndpointUrlError, validate_endpoint_url
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from offchain.platform.outbound import OutboundPolicy, UrlRefused
 from offchain.platform.problems import VALIDATION_ERROR, Problem
 from offchain.services.gateway.pagination import decode_cursor, encode_cursor
 from offchain.services.notifications import schemas
@@ -51,11 +51,12 @@ async def create_endpoint(
     partner_id: uuid.UUID,
     body: schemas.EndpointIn,
     box: SecretBox,
-    allow_insecure: bool,
+    outbound: OutboundPolicy,
 ) -> schemas.EndpointCreated:
     try:
-        url = validate_endpoint_url(body.url, allow_insecure=allow_insecure)
-    except EndpointUrlError as error:
+        # resolved and every address checked now; each delivery checks again (GuardedResolver)
+        url = await outbound.check_url(body.url, unresolvable_ok=True)
+    except UrlRefused as error:
         raise Problem(
             422,
             VALIDATION_ERROR,

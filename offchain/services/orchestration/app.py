@@ -40,8 +40,9 @@ async def tx_sender(
     if not settings.sender.enabled:
         log.info("sender.disabled", reason="SENDER__ENABLED=false")
         return
-    if resources.db is None or not settings.chain.rpc_url:
-        log.warning("sender.disabled", reason="DATABASE_URL or CHAIN_RPC_URL is not set")
+    if resources.db is None or not settings.chain.rpc_url or not settings.chain.deployment_file:
+        # without the deployment there is nothing it may sign (offchain.chain.allowlist)
+        log.warning("sender.disabled", reason="DATABASE_URL, CHAIN_RPC_URL or DEPLOYMENT_FILE is not set")
         return
     await run_senders(resources.db, settings, stop, metrics=metrics)
 

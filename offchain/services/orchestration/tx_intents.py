@@ -1,7 +1,12 @@
-"""orchestration:8008 transaction intents (internal: called by the other services, not partners).
+"""orchestration:8008 transaction intents (internal: other services, with a service identity).
 
 POST /v1/tx-intents             record an intent (idempotent on its key); 201 new, 200 existing
 GET  /v1/tx-intents/{key}       where it stands: nonce, hashes, block, revert reason
+
+Both need a service token for orchestration (offchain.platform.service_auth) of a service that
+may record intents at all; the intent is recorded under that service and only if
+offchain.chain.allowlist lets it ask for that call over HTTP (403 otherwise, nothing recorded,
+nothing ever signed). A service reads only the intents it recorded.
 """
 
 from __future__ import annotations
@@ -9,15 +14,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from offchain.chain.allowlist import CALLERS, CallNotAllowed
+from offchain.chain.contracts import Deployment
 from offchain.chain.sender import IdempotencyConflict, get_intent, submit_intent
 from offchain.persistence.models import TxIntent
+from offchain.platform.access import service_only
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
+from offchain.platform.service_auth import ServiceIdentity
 
 router = APIRouter(prefix="/v1/tx-intents", tags=["transactions"])
+Caller = Annotated[ServiceIdentity, Depends(service_only(*sorted(CALLERS)))]
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 Key = Annotated[str, Path(min_length=1, max_length=200)]
@@ -36,6 +46,7 @@ class TxIntentIn(BaseModel):
 class TxIntentOut(BaseModel):
     id: str
     idempotency_key: str
+    caller: str
     status: str
     chain_id: int | None
     sender: str | None
@@ -66,6 +77,7 @@ class TxIntentOut(BaseModel):
         return cls(
             id=str(intent.id),
             idempotency_key=intent.idempotency_key,
+            caller=intent.caller,
             status=intent.status,
             chain_id=intent.chain_id,
             sender=intent.from_address,
@@ -93,20 +105,45 @@ class TxIntentOut(BaseModel):
         )
 
 
+def _deployment(request: Request) -> Deployment:
+    path = request.app.state.settings.chain.deployment_file
+    if not path:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+    return Deployment.load(path)
+
+
 @router.post("", response_model=TxIntentOut, status_code=201)
-async def post_tx_intent(body: TxIntentIn, db: DatabaseDep, response: Response) -> TxIntentOut:
+async def post_tx_intent(
+    body: TxIntentIn, caller: Caller, db: DatabaseDep, response: Response, request: Request
+) -> TxIntentOut:
     """Record the intent; the same key again returns the recorded one (200), never a second tx."""
+    deployment = _deployment(request)
     async with db.worker_session() as session:
         try:
             intent, created = await submit_intent(
                 session,
+                caller=caller.name,
+                deployment=deployment,
                 idempotency_key=body.idempotency_key,
                 to=body.to,
                 data=body.data,
                 value=body.value,
                 sender=body.sender,
+                http=True,
             )
+        except CallNotAllowed as refusal:
+            raise Problem(
+                403,
+                "urn:caas:problem:call-not-allowed",
+                title="Call not allowed",
+                detail=str(refusal),
+                errors=[{"field": "body.data", "reason": str(refusal)}],
+            ) from refusal
         except IdempotencyConflict as exc:
+            if exc.existing.caller != caller.name:
+                raise Problem(
+                    409, "urn:caas:problem:idempotency-conflict", title="Idempotency key already used"
+                ) from exc
             raise Problem(
                 409,
                 "urn:caas:problem:idempotency-conflict",
@@ -121,9 +158,9 @@ async def post_tx_intent(body: TxIntentIn, db: DatabaseDep, response: Response) 
 
 
 @router.get("/{key}", response_model=TxIntentOut)
-async def get_tx_intent(key: Key, db: DatabaseDep) -> TxIntentOut:
+async def get_tx_intent(key: Key, caller: Caller, db: DatabaseDep) -> TxIntentOut:
     async with db.worker_session() as session:
         intent = await get_intent(session, key)
-    if intent is None:
+    if intent is None or intent.caller != caller.name:
         raise Problem(404, "urn:caas:problem:tx-intent-not-found", title="No such transaction intent")
     return TxIntentOut.of(intent)

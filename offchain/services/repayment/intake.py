@@ -101,6 +101,8 @@ async def verified_paystack_charge(
         "channel": transaction.channel,
         "paid_at": transaction.paid_at,
         "metadata": transaction.metadata,
+        # which account it was paid into: what places unmatched money with a partner
+        "receiver_account": transaction.receiver_account_number,
     }
     return payment, record, transaction.channel, _timestamp(transaction.paid_at)
 

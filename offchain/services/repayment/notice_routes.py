@@ -1,7 +1,6 @@
 """Operators' view of payment notices the provider did not confirm (notices.py).
 
-Operator routes: until operator identity is wired (offchain.platform.auth, OPERATIONS_*), they
-take a partner token with `credit:collection:manage`, as the suspense listing does; a notice
+Operators only (`caas:operations:read` to look, `caas:operations:manage` to reverify): a notice
 carries no payer identity and belongs to no partner.
 """
 
@@ -19,7 +18,6 @@ from offchain.chain.contracts import Deployment
 from offchain.persistence.money import PaymentNotice
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
-from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.pages import Page
 from offchain.platform.problems import Problem
@@ -38,7 +36,8 @@ router = APIRouter(
         422: {"description": "a field failed validation (errors: [{field, reason}])", **_PROBLEM},
     },
 )
-Operator = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]  # auth: operator
+OperatorRead = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_READ))]
+OperatorManage = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such notice", **_PROBLEM}}
 
 
@@ -66,7 +65,7 @@ class PaymentNoticeOut(BaseModel):
     summary="Payment notices the provider did not confirm (operators), newest first",
 )
 async def list_payment_notices(
-    principal: Operator,
+    operator: OperatorRead,
     db: DatabaseDep,
     status: Literal["not_confirmed", "confirmed"] | None = "not_confirmed",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -96,7 +95,9 @@ async def _notice(session: Any, notice_id: uuid.UUID, *, lock: bool = False) -> 
     responses=NOT_FOUND,
     summary="One payment notice the provider did not confirm",
 )
-async def get_payment_notice(notice_id: uuid.UUID, principal: Operator, db: DatabaseDep) -> PaymentNoticeOut:
+async def get_payment_notice(
+    notice_id: uuid.UUID, operator: OperatorRead, db: DatabaseDep
+) -> PaymentNoticeOut:
     async with db.worker_session() as session:
         return PaymentNoticeOut(**notices.notice_view(await _notice(session, notice_id)))
 
@@ -112,7 +113,7 @@ async def get_payment_notice(notice_id: uuid.UUID, principal: Operator, db: Data
     summary="Ask the provider again; a payment it confirms now is taken in (status confirmed)",
 )
 async def reverify_payment_notice(
-    notice_id: uuid.UUID, principal: Operator, db: DatabaseDep, request: Request
+    notice_id: uuid.UUID, operator: OperatorManage, db: DatabaseDep, request: Request
 ) -> PaymentNoticeOut:
     settings = request.app.state.settings
     if not settings.chain.deployment_file:
@@ -162,7 +163,7 @@ async def reverify_payment_notice(
         await notices.mark_confirmed(session, row, taken.payment_id)
         await record_action(
             session,
-            actor=principal.subject,
+            actor=operator.actor,
             action="payment_notice.reverify",
             subject_type="payment_notice",
             subject_id=notice_id,

@@ -445,7 +445,7 @@ async def receive_many(
     await monitoring.record_many(session, raised)
     await journal.post_many(session, posted)
     await journal.hold_many(session, held)
-    await submit_many(session, calls)
+    await submit_many(session, calls, caller="repayment", deployment=deployment)
     outcome = []
     for i, item in enumerate(items):
         result = results[(item.payment.provider, item.payment.reference)]
@@ -561,6 +561,8 @@ async def apply_to_loan(
     )
     await submit(
         session,
+        caller="repayment",
+        deployment=deployment,
         idempotency_key=record_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
         data=data,
@@ -622,6 +624,8 @@ async def request_reversal(
     )
     await submit(
         session,
+        caller="repayment",
+        deployment=deployment,
         idempotency_key=reverse_intent_key(row.payment_ref),
         to=deployment.loan_book_address,
         data=data,

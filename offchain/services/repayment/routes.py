@@ -1,8 +1,8 @@
 """Payment routes: suspense (unmatched money) and matching it by hand, chargebacks, payment references.
 
-Unmatched money belongs to no partner yet: it is listed to any holder of
-`credit:collection:manage` with only what identifies the payment (no payer identity), and can be
-matched only to a loan of the caller's own partner.
+Unmatched money belongs to no partner yet (offchain.services.repayment.suspense): a partner
+(`credit:collection:manage`) sees and matches only the unmatched money attributable to it, and
+only to its own loans; operators (`caas:operations:*`) see all of it and match it to any loan.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
@@ -26,6 +26,7 @@ from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.services.repayment import payments
+from offchain.services.repayment.suspense import attributable_to, visible_to_partner
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 router = APIRouter(
@@ -40,6 +41,12 @@ router = APIRouter(
     },
 )
 Collector = Annotated[Principal, Depends(auth.require(auth.COLLECTION_MANAGE))]
+PaymentReader = Annotated[
+    auth.Actor, Depends(auth.partner_or_operator(auth.COLLECTION_MANAGE, auth.OPERATIONS_READ))
+]
+PaymentMatcher = Annotated[
+    auth.Actor, Depends(auth.partner_or_operator(auth.COLLECTION_MANAGE, auth.OPERATIONS_MANAGE))
+]
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 NOT_FOUND = "urn:caas:problem:not-found"
 
@@ -119,46 +126,58 @@ def _deployment(request: Request) -> Deployment:
     return Deployment.load(path)
 
 
+def _no_loan(loan_id: uuid.UUID) -> Problem:
+    return Problem(
+        404,
+        NOT_FOUND,
+        title="Loan not found",
+        detail=f"no loan {loan_id}",
+        errors=[{"field": "loan_id", "reason": "unknown loan"}],
+    )
+
+
 async def _own_loan(db: Any, principal: Principal, loan_id: uuid.UUID) -> Loan:
     async with db.partner_session(principal.partner_id) as session:
         loan = await session.get(Loan, loan_id)
     if loan is None:
-        raise Problem(
-            404,
-            NOT_FOUND,
-            title="Loan not found",
-            detail=f"no loan {loan_id}",
-            errors=[{"field": "loan_id", "reason": "unknown loan"}],
-        )
+        raise _no_loan(loan_id)
+    return loan
+
+
+async def _loan_for(db: Any, actor: auth.Actor, loan_id: uuid.UUID) -> Loan:
+    """A partner's own loan; any loan for an operator."""
+    if not isinstance(actor, auth.Operator):
+        return await _own_loan(db, actor, loan_id)
+    async with db.worker_session() as session:
+        loan = await session.get(Loan, loan_id)
+    if loan is None:
+        raise _no_loan(loan_id)
     return loan
 
 
 @router.get(
     "/payments",
     response_model=Page[PaymentOut],
-    summary="Payments: the partner's own, or unmatched ones (?status=unmatched)",
+    summary="Payments: the partner's own or its unmatched ones (?status=unmatched); every one for operators",
 )
 async def list_payments(
-    principal: Collector,
+    actor: PaymentReader,
     db: DatabaseDep,
     status: Annotated[str | None, Query(pattern=r"^[a-z_]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    if status == "unmatched":
+    query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(Payment.status == status)
+    if isinstance(actor, auth.Operator):
         async with db.worker_session() as session:
-            rows = (
-                await session.execute(
-                    select(Payment)
-                    .where(Payment.status == "unmatched")
-                    .order_by(Payment.created_at)
-                    .limit(limit)
-                )
-            ).scalars()
-            return {"data": [{**payment_view(r), "loan_id": None} for r in rows]}
-    async with db.partner_session(principal.partner_id) as session:
-        query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
-        if status:
-            query = query.where(Payment.status == status)
+            return {"data": [payment_view(r) for r in (await session.execute(query)).scalars()]}
+    if status == "unmatched":
+        # no partner on these rows yet: the attribution rule scopes them, not row-level security
+        async with db.worker_session() as session:
+            rows = (await session.execute(query.where(attributable_to(actor.partner_id)))).scalars()
+            return {"data": [payment_view(r) for r in rows]}
+    async with db.partner_session(actor.partner_id) as session:
         return {"data": [payment_view(r) for r in (await session.execute(query)).scalars()]}
 
 
@@ -168,9 +187,12 @@ async def list_payments(
     responses={404: {"description": "unknown payment", **PROBLEM}},
     summary="One payment",
 )
-async def get_payment(payment_id: uuid.UUID, principal: Collector, db: DatabaseDep) -> dict[str, Any]:
-    async with db.partner_session(principal.partner_id) as session:
-        row = await session.get(Payment, payment_id)
+async def get_payment(payment_id: uuid.UUID, actor: PaymentReader, db: DatabaseDep) -> dict[str, Any]:
+    query = select(Payment).where(Payment.id == payment_id)
+    if not isinstance(actor, auth.Operator):
+        query = query.where(visible_to_partner(actor.partner_id))
+    async with db.worker_session() as session:
+        row = (await session.execute(query)).scalar_one_or_none()
     if row is None:
         raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
     return payment_view(row)
@@ -183,17 +205,19 @@ async def get_payment(payment_id: uuid.UUID, principal: Collector, db: DatabaseD
         404: {"description": "unknown payment or loan", **PROBLEM},
         409: {"description": "the payment is not in suspense", **PROBLEM},
     },
-    summary="Match money in suspense to one of the partner's loans",
+    summary="Match money in suspense to a loan: a partner its own money to its own loans, an operator any",
 )
 async def match_payment(
-    payment_id: uuid.UUID, body: MatchIn, principal: Collector, db: DatabaseDep, request: Request
+    payment_id: uuid.UUID, body: MatchIn, actor: PaymentMatcher, db: DatabaseDep, request: Request
 ) -> dict[str, Any]:
-    await _own_loan(db, principal, body.loan_id)
+    loan = await _loan_for(db, actor, body.loan_id)
     deployment = _deployment(request)
+    query = select(Payment).where(Payment.id == payment_id).with_for_update()
+    if not isinstance(actor, auth.Operator):
+        # another partner's money is not found, whatever its status
+        query = query.where(visible_to_partner(actor.partner_id))
     async with db.worker_session() as session:
-        row = (
-            await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())
-        ).scalar_one_or_none()
+        row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
         if row.status != "unmatched":
@@ -205,14 +229,14 @@ async def match_payment(
                 errors=[{"field": "payment_id", "reason": f"status is {row.status}"}],
             )
         before = payment_view(row)
-        await payments.match_by_hand(session, row, loan_id=body.loan_id, deployment=deployment)
+        await payments.match_by_hand(session, row, loan_id=loan.id, deployment=deployment)
         await record_action(
             session,
-            actor=principal.subject,
+            actor=auth.actor_name(actor),
             action="payment.match",
             subject_type="payment",
             subject_id=payment_id,
-            partner_id=principal.partner_id,
+            partner_id=loan.partner_id,
             before=before,
             after=payment_view(row),
         )

@@ -43,6 +43,8 @@ def create_app(
         settings,
         routers=[router],
         background={"applications": applications, "pre_assessments": pre_assessments},
+        # statements are uploads: LIMITS__MAX_UPLOAD_BYTES instead of the 1 MiB body limit
+        upload_paths={"/v1/bank-statements/analyze"},
     )
     app.state.scorecard = scorecard
     app.state.policy = config

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
+from identities import service_headers
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -65,7 +66,8 @@ def chain_settings(settings: Settings, anvil_url: str) -> Settings:
 
 def _client(settings: Settings, spec: ServiceSpec = SPEC) -> TestClient:
     app = create_service_app(spec, settings, routers=[_router()])
-    return TestClient(app, raise_server_exceptions=False)
+    # the test routes declare no rule: service routes, called here as the gateway would
+    return TestClient(app, raise_server_exceptions=False, headers=service_headers("gateway", spec.name))
 
 
 def test_live_and_ready_touch_every_dependency(chain_settings: Settings) -> None:
@@ -191,7 +193,7 @@ def test_database_dependency_runs_as_the_app_role(settings: Settings) -> None:
         return {"role": role}
 
     app = create_service_app(SPEC, settings, routers=[router])
-    with TestClient(app) as client:
+    with TestClient(app, headers=service_headers("gateway", SPEC.name)) as client:
         assert client.get("/whoami").json() == {"role": "caas_app"}
 
 

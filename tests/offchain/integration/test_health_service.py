@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from identities import operator_headers
 
 from offchain.platform.runner import InProcessServers, NamedApp
 from offchain.platform.settings import Settings
@@ -25,7 +26,9 @@ async def _health(settings: Settings, gateway_port: int, health_port: int) -> di
     await servers.start()
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(f"http://127.0.0.1:{health_port}/v1/health")
+            response = await client.get(
+                f"http://127.0.0.1:{health_port}/v1/health", headers=operator_headers()
+            )
     finally:
         await servers.stop()
     assert response.status_code == 200

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from identities import operator_headers
 from indexer_support import deploy_contracts
 from sqlalchemy import insert, text, update
 
@@ -110,8 +111,16 @@ async def test_balances_postings_and_loans_over_http(settings: Settings, db: Dat
             assert statement.json()["loan_id"] == str(loan_uuid)
             assert {e["posting_id"] for e in statement.json()["entries"]} == {f"{tag}:d", f"{tag}:r"}
 
-        trial = (await client.get("/v1/ledger/trial-balance", headers=mine)).json()
+        # the trial balance and platform accounts hold every partner's money: operators only
+        assert (await client.get("/v1/ledger/trial-balance", headers=mine)).status_code == 403
+        trial = (await client.get("/v1/ledger/trial-balance", headers=operator_headers())).json()
         assert trial["balanced"] is True and trial["currencies"][0]["currency"] == "NGN"
+        clearing = f"/v1/ledger/accounts/{L.rail_clearing('paystack')}/balance"
+        assert (await client.get(clearing, params={"currency": "NGN"}, headers=mine)).status_code == 404
+        seen = await client.get(clearing, params={"currency": "NGN"}, headers=operator_headers())
+        assert seen.status_code == 200, seen.text
+        # an operator reads any partner's loan statement
+        assert (await client.get(f"/v1/ledger/loans/{loan}", headers=operator_headers())).status_code == 200
 
         # another partner's posting, account and loan look like they do not exist
         theirs = _headers(settings, other)
@@ -135,7 +144,7 @@ async def test_balances_postings_and_loans_over_http(settings: Settings, db: Dat
         assert (await client.get(f"/v1/ledger/postings/{tag}:none", headers=mine)).status_code == 404
         assert (await client.get("/v1/ledger/trial-balance")).status_code == 401
         no_audit = _headers(settings, partner, (auth.LOAN_READ,))
-        assert (await client.get("/v1/ledger/trial-balance", headers=no_audit)).status_code == 403
+        assert (await client.get(funding, params={"currency": "NGN"}, headers=no_audit)).status_code == 403
 
 
 # --- reconciliation on a real chain ---------------------------------------------------------
@@ -216,7 +225,10 @@ async def test_reconciliation_finds_injected_mismatches(chain_setup) -> None:
     await asyncio.sleep(0.05)
 
     async with ledger_client(settings) as client:
-        headers = _headers(settings, partner)
+        # reconciliation covers every partner's loans: operators run and read it, partners cannot
+        refused = await client.post("/v1/ledger/reconciliation/runs", headers=_headers(settings, partner))
+        assert refused.status_code == 403
+        headers = operator_headers()
         assert (await client.get("/v1/ledger/reconciliation", headers=headers)).status_code == 404
         run = await client.post("/v1/ledger/reconciliation/runs", headers=headers)
         assert run.status_code == 201, run.text
@@ -261,7 +273,7 @@ async def test_reconciliation_finds_injected_mismatches(chain_setup) -> None:
 
 async def test_reconciliation_without_a_chain_is_recorded_as_failed(settings: Settings) -> None:
     async with ledger_client(settings) as client:
-        run = await client.post("/v1/ledger/reconciliation/runs", headers=_headers(settings, uuid.uuid4()))
+        run = await client.post("/v1/ledger/reconciliation/runs", headers=operator_headers())
     assert run.status_code == 201
     assert run.json()["status"] == "failed" and "not configured" in run.json()["error"]
 
@@ -286,8 +298,6 @@ async def test_scheduled_reconciliation_runs_in_the_background(settings: Setting
             if await scheduled_runs() >= before + 2:
                 break
             await asyncio.sleep(0.1)
-        latest = (
-            await client.get("/v1/ledger/reconciliation", headers=_headers(settings, uuid.uuid4()))
-        ).json()
+        latest = (await client.get("/v1/ledger/reconciliation", headers=operator_headers())).json()
     assert await scheduled_runs() >= before + 2  # it keeps running, one run per interval
     assert latest["status"] == "failed"  # this settings fixture has no chain: recorded, not hidden

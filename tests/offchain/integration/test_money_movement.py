@@ -13,6 +13,7 @@ import json
 import uuid
 
 import pytest
+from identities import operator_headers
 from journey_support import approved_loan, loan_state, until
 from money_support import _charge, _partner_headers, running_stack
 from simulator_support import PAYSTACK_SECRET
@@ -301,18 +302,24 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
         assert (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()[
             "status"
         ] == "review"
-        flags = (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"]
+        # monitoring flags and a payout's release are the operators', never the partner's
+        assert (await client.get("/v1/monitoring/flags", headers=headers)).status_code == 403
+        refused = await client.post(f"/v1/payouts/{held['loan_id']}/release", headers=headers)
+        assert refused.status_code == 403, refused.text
+        operator = operator_headers("ops-bola")
+        flags = (await client.get("/v1/monitoring/flags", headers=operator)).json()["data"]
         assert [(f["loan_id"], f["rule"]) for f in flags] == [(held["loan_id"], "shared_payout_account")]
-        released = await client.post(f"/v1/payouts/{held['loan_id']}/release", headers=headers)
+        released = await client.post(f"/v1/payouts/{held['loan_id']}/release", headers=operator)
         assert released.status_code == 200, released.text
         await loan_state(client, headers, held["loan_id"], "ACTIVE", within_s=120)
-        assert (await client.get("/v1/monitoring/flags", headers=headers)).json()["data"] == []
+        assert (await client.get("/v1/monitoring/flags", headers=operator)).json()["data"] == []
         # the release is in the append-only audit log, with the state before and after
         entries = (
             await client.get("/v1/audit/log", params={"subject_type": "payout"}, headers=headers)
         ).json()["data"]
         release = [e for e in entries if e["action"] == "payout.release"]
         assert len(release) == 1 and release[0]["subject_id"] == held["loan_id"], entries
+        assert release[0]["actor"] == "operator:ops-bola"  # the operator's identity, in the partner's log
         assert (release[0]["details"]["before"]["status"], release[0]["details"]["after"]["status"]) == (
             "review",
             "queued",
@@ -351,11 +358,11 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
 
         await until(awaiting_otp, within_s=60)
         wrong = await client.post(
-            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "000000"}, headers=headers
+            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "000000"}, headers=operator
         )
         assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "otp", wrong.text
         right = await client.post(
-            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "123456"}, headers=headers
+            f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "123456"}, headers=operator
         )
         assert right.status_code == 200, right.text
         await loan_state(client, headers, otp_loan["loan_id"], "ACTIVE", within_s=120)

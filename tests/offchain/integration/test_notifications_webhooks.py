@@ -30,6 +30,7 @@ from offchain.persistence.models import OutboxMessage
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform import auth
 from offchain.platform.db import Database
+from offchain.platform.outbound import OutboundPolicy
 from offchain.platform.settings import DatabaseSettings, Settings
 from offchain.services.gateway.app import create_app as create_gateway
 from offchain.services.notifications.app import create_app
@@ -41,6 +42,8 @@ from offchain.services.notifications.usecases import create_endpoint as create
 from offchain.services.notifications.usecases import replay_event as replay_usecase
 
 SECRET = Settings().auth.jwt_secret.get_secret_value()
+# deliveries to this module's loopback receivers, opted in as the setting does (not the platform's ports)
+LOOPBACK = OutboundPolicy(allow_loopback=True, require_https=False)
 WINDOW_S = 3.0
 pytestmark = pytest.mark.asyncio
 
@@ -65,7 +68,9 @@ def tuned(settings: Settings) -> Settings:
                     "delivery_timeout_s": 2.0,
                     "delivery_lease_s": 5.0,
                 }
-            )
+            ),
+            # the receivers here listen on loopback: opted in explicitly (never in production)
+            "outbound": settings.outbound.model_copy(update={"allow_loopback": True}),
         }
     )
 
@@ -595,7 +600,7 @@ async def test_two_workers_share_due_deliveries_without_doubles(tuned, own_db, p
             partner_id=partner,
             body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.repayment.due"]),
             box=secret_box(settings),
-            allow_insecure=True,
+            outbound=LOOPBACK,
         )
     async with own_db.worker_session() as session:
         for n in range(60):
@@ -607,7 +612,7 @@ async def test_two_workers_share_due_deliveries_without_doubles(tuned, own_db, p
                 created_at=datetime.now(UTC).isoformat(),
             )
             assert await store_event(session, event) == 1
-    workers = [DeliveryWorker(own_db, settings) for _ in range(2)]
+    workers = [DeliveryWorker(own_db, settings, outbound=LOOPBACK) for _ in range(2)]
     try:
         claimed = [0, 0]
 
@@ -634,7 +639,7 @@ async def test_lease__a_claim_whose_worker_died_is_sent_by_another(tuned, own_db
             partner_id=partner,
             body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.loan.repaid"]),
             box=secret_box(settings),
-            allow_insecure=True,
+            outbound=LOOPBACK,
         )
     async with own_db.worker_session() as session:
         event = Event(
@@ -645,7 +650,10 @@ async def test_lease__a_claim_whose_worker_died_is_sent_by_another(tuned, own_db
             created_at=datetime.now(UTC).isoformat(),
         )
         await store_event(session, event)
-    crashed, survivor = DeliveryWorker(own_db, settings), DeliveryWorker(own_db, settings)
+    crashed, survivor = (
+        DeliveryWorker(own_db, settings, outbound=LOOPBACK),
+        DeliveryWorker(own_db, settings, outbound=LOOPBACK),
+    )
     try:
         assert len(await crashed.claim(limit=10)) == 1  # ... and then it dies without sending
         assert await survivor.run_once() == 0  # leased: not due for anyone else yet
@@ -692,7 +700,7 @@ async def test_purge__events_past_retention_go_with_their_deliveries(tuned, own_
             partner_id=partner,
             body=EndpointIn(url="http://127.0.0.1:9/x", event_types=["*"]),
             box=secret_box(tuned.notifications),
-            allow_insecure=True,
+            outbound=LOOPBACK,
         )
     async with own_db.worker_session() as session:
         for outbox_id, days in ((old_outbox, 40), (old_outbox - 1, 20)):
@@ -706,7 +714,7 @@ async def test_purge__events_past_retention_go_with_their_deliveries(tuned, own_
                     created_at=(datetime.now(UTC) - timedelta(days=days)).isoformat(),
                 ),
             )
-    worker = DeliveryWorker(own_db, tuned.notifications)
+    worker = DeliveryWorker(own_db, tuned.notifications, outbound=LOOPBACK)
     try:
         assert await worker.purge() >= 1
     finally:
@@ -736,7 +744,7 @@ async def test_replay_during_an_attempt_in_flight_is_not_swallowed(tuned, own_db
             partner_id=partner,
             body=EndpointIn(url=endpoint_receiver.url + path, event_types=["credit.loan.repaid"]),
             box=secret_box(settings),
-            allow_insecure=True,
+            outbound=LOOPBACK,
         )
     outbox_id = -(10**13) - int(uuid.uuid4().int % 10**9)
     async with own_db.worker_session() as session:
@@ -751,7 +759,7 @@ async def test_replay_during_an_attempt_in_flight_is_not_swallowed(tuned, own_db
             ),
         )
     event = await event_for_outbox(own_db, outbox_id)
-    worker = DeliveryWorker(own_db, settings)
+    worker = DeliveryWorker(own_db, settings, outbound=LOOPBACK)
     try:
         [job] = [j for j in await worker.claim(limit=50) if j.event_id == event.id]
         outcome = await worker.send(job)  # delivered ...
@@ -773,7 +781,7 @@ async def test_send__only_a_2xx_acknowledges__redirects_not_followed__unreachabl
     def behaviour(path: str, count: int) -> tuple[int, dict[str, Any] | None]:
         return (302, None) if path.startswith("/moved") else (200, {"ok": True, "pad": "x" * 100_000})
 
-    worker = DeliveryWorker(own_db, settings.notifications)
+    worker = DeliveryWorker(own_db, settings.notifications, outbound=LOOPBACK)
 
     def job(url: str) -> Job:
         now = datetime.now(UTC)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from identities import service_headers
 
 from offchain.domain.offers import PricingPolicy, RatePlan
 from offchain.platform.problems import PROBLEM_JSON
@@ -17,7 +18,7 @@ NAIRA = 100
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=service_headers("gateway", "offers")) as client:
         yield client
 
 
@@ -93,7 +94,9 @@ def test_post_quote__unpriceable_currency_is_422(client: TestClient) -> None:
 
 def test_get_pricing__serves_the_policy_in_force(settings: Settings) -> None:
     policy = PricingPolicy(version="custom", plans={"A": RatePlan(1_800, 0, 0, 0, 100_000, 10**9, 12)})
-    with TestClient(create_app(settings, pricing=policy)) as client:
+    with TestClient(
+        create_app(settings, pricing=policy), headers=service_headers("gateway", "offers")
+    ) as client:
         response = client.get("/v1/pricing")
         assert response.status_code == 200
         assert response.json() == policy.to_json()

@@ -10,24 +10,25 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+from identities import operator_headers
 from paystack_samples import body, sample
 from pydantic import SecretStr
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
 
 from offchain.chain import calldata
+from offchain.chain.artifacts import compile_contract
+from offchain.chain.contracts import Deployment
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
 from offchain.persistence.migrate import upgrade
 from offchain.persistence.models import Loan, Partner
 from offchain.persistence.money import Payment, PaymentNotice, PaymentRoute
-from offchain.platform import auth
 from offchain.platform.db import Database
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.client import PaystackClient
@@ -42,7 +43,16 @@ pytestmark = pytest.mark.asyncio
 PARTNER = uuid.UUID("00000000-0000-4000-8000-0000000000fa")
 LOAN = uuid.UUID("00000000-0000-4000-8000-0000000000f1")
 TOTAL_DUE = 500_000
-DEPLOYMENT: Any = SimpleNamespace(loan_book_address="0x" + "42" * 20)
+# the real contracts' ABIs at an address no chain has: intents are recorded, never sent here
+DEPLOYMENT = Deployment(
+    chain_id=31337,
+    loan_book_address="0x" + "42" * 20,
+    loan_book_abi=compile_contract("LoanBook").abi,
+    loan_book_block=0,
+    committee_address="0x" + "43" * 20,
+    committee_abi=compile_contract("DisbursementCommittee").abi,
+    committee_block=0,
+)
 JWT_SECRET = "jwt-secret-for-paystack-intake-tests"
 
 
@@ -202,8 +212,7 @@ async def test_webhook_sample__metadata_zero__taken_into_suspense_at_10000(datab
 
 
 def _operator() -> dict[str, str]:
-    token = auth.issue_token(JWT_SECRET, partner_id=PARTNER, permissions=(auth.COLLECTION_MANAGE,))
-    return {"Authorization": f"Bearer {token}"}
+    return operator_headers("ops-notices", secret=JWT_SECRET)
 
 
 @pytest_asyncio.fixture
@@ -217,8 +226,16 @@ async def gateway(
             {
                 "chain_id": 31337,
                 "contracts": {
-                    name: {"address": "0x" + "42" * 20, "abi": [], "block": 0}
-                    for name in ("LoanBook", "DisbursementCommittee")
+                    "LoanBook": {
+                        "address": DEPLOYMENT.loan_book_address,
+                        "abi": DEPLOYMENT.loan_book_abi,
+                        "block": 0,
+                    },
+                    "DisbursementCommittee": {
+                        "address": DEPLOYMENT.committee_address,
+                        "abi": DEPLOYMENT.committee_abi,
+                        "block": 0,
+                    },
                 },
             }
         )

@@ -7,11 +7,11 @@ and assignment samples acknowledged; a charge Paystack never heard of ends "not 
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
 import pytest
+from identities import operator_headers
 from journey_support import approved_loan, loan_state, until
 from money_support import _partner_headers, running_stack
 from paystack_samples import body, sample
@@ -27,7 +27,6 @@ from offchain.domain import money_movement as mm
 from offchain.eventbus.messages import StreamNames
 from offchain.persistence import ledger as journal
 from offchain.persistence.money import Payment
-from offchain.platform import auth
 from offchain.platform.db import Database
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.webhooks import sign
@@ -140,14 +139,7 @@ async def test_documented_samples_replayed_signed__recorded_once_at_the_right_am
                     assert line.balanced, line
 
             # the unknown charge: a notice operators see, counted, never a dead letter
-            operator = {
-                "Authorization": "Bearer "
-                + auth.issue_token(
-                    settings.auth.jwt_secret.get_secret_value(),
-                    partner_id=uuid.uuid4(),
-                    permissions=(auth.COLLECTION_MANAGE,),
-                )
-            }
+            operator = operator_headers("ops-notices", secret=settings.auth.jwt_secret.get_secret_value())
 
             async def listed() -> list[dict[str, Any]] | None:
                 page = (await client.get("/v1/payment-notices", headers=operator)).json()

@@ -8,13 +8,14 @@ effect; a batch that fails before its commit leaves nothing behind and can be ta
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import select, text
 
+from offchain.chain.artifacts import compile_contract
+from offchain.chain.contracts import Deployment
 from offchain.domain import money_movement as mm
 from offchain.domain.monitoring import MonitoringPolicy
 from offchain.persistence import ledger as journal
@@ -33,8 +34,17 @@ ACTIVE_B = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
 REPAID = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
 NOT_OURS = uuid.UUID("00000000-0000-4000-8000-0000000000d1")  # no such loan
 TOTAL_DUE = 250_00
-# the loan book the intents call: only its address is read
-DEPLOYMENT: Any = SimpleNamespace(loan_book_address="0x" + "42" * 20)
+# the loan book the intents call: never deployed here, its address and ABIs are what is read
+# (the allowlist checks each intent against them)
+DEPLOYMENT = Deployment(
+    chain_id=31337,
+    loan_book_address="0x" + "42" * 20,
+    loan_book_abi=compile_contract("LoanBook").abi,
+    loan_book_block=0,
+    committee_address="0x" + "43" * 20,
+    committee_abi=compile_contract("DisbursementCommittee").abi,
+    committee_block=0,
+)
 
 
 def _chain_id(loan_id: uuid.UUID) -> str:

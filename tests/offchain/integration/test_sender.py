@@ -22,10 +22,12 @@ import pytest
 import pytest_asyncio
 from eth_utils import keccak
 from fastapi.testclient import TestClient
+from identities import service_headers
 from sqlalchemy import select
 from web3 import Web3
 
-from offchain.chain.contracts import Deployment
+from offchain.chain.allowlist import Allowlist
+from offchain.chain.contracts import Deployment, approval_request, sign_approval, sort_signatures
 from offchain.chain.deployment import deploy
 from offchain.chain.jsonrpc import JsonRpc, hex_int
 from offchain.chain.sender import (
@@ -103,7 +105,13 @@ def chain(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     )
     deployment = Deployment.load(out / "sender-test.json")
     w3 = Web3(Web3.HTTPProvider(anvil_url, request_kwargs={"timeout": 30}))
+    _CHAIN["deployment"] = deployment
+    _CHAIN["file"] = out / "sender-test.json"
     return Chain(anvil_url, w3, deployment, deployment.loan_book(w3), deployment.committee(w3), roles)
+
+
+# the module's deployment, for helpers that are not fixtures
+_CHAIN: dict[str, Any] = {}
 
 
 @pytest_asyncio.fixture
@@ -114,10 +122,16 @@ async def rpc(chain: Chain) -> AsyncIterator[JsonRpc]:
 
 
 @pytest.fixture
-def worker(db: Database, rpc: JsonRpc) -> Callable[..., SenderWorker]:
+def worker(db: Database, rpc: JsonRpc, chain: Chain) -> Callable[..., SenderWorker]:
     def make(**overrides: Any) -> SenderWorker:
         settings = SenderSettings(**{"idle_poll_s": 0.02, **overrides})
-        return SenderWorker(db=db, rpc=rpc, private_key=dev_roles().sender.private_key, settings=settings)
+        return SenderWorker(
+            db=db,
+            rpc=rpc,
+            private_key=dev_roles().sender.private_key,
+            settings=settings,
+            allowlist=Allowlist.of(chain.deployment),
+        )
 
     return make
 
@@ -126,9 +140,23 @@ def _tag() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# which service asks for each call here, as the real callers do (offchain.chain.allowlist)
+CALLERS = {"create_loan": "gateway", "record_disbursement": "disbursement", "record_repayment": "repayment"}
+
+
+def _caller(key: str) -> str:
+    return CALLERS[key.split(":", 1)[0]]
+
+
 async def _submit_all(db: Database, to: str, calls: list[tuple[str, str]]) -> list[TxIntent]:
+    deployment = _CHAIN["deployment"]
     async with db.worker_session() as session:
-        return [await submit(session, idempotency_key=key, to=to, data=data) for key, data in calls]
+        return [
+            await submit(
+                session, caller=_caller(key), deployment=deployment, idempotency_key=key, to=to, data=data
+            )
+            for key, data in calls
+        ]
 
 
 async def _intents(db: Database, keys: list[str]) -> dict[str, TxIntent]:
@@ -180,6 +208,7 @@ def _run_sender_process(database_url: str, chain: Chain, *, kill_at: str | None)
             "CAAS_ENV": "test",
             "DATABASE_URL": database_url,
             "CHAIN_RPC_URL": chain.url,
+            "DEPLOYMENT_FILE": str(_CHAIN["file"]),
             "SENDER_PRIVATE_KEY": chain.roles.sender.private_key,
             "SENDER__IDLE_POLL_S": "0.02",
             "LOG_LEVEL": "WARNING",
@@ -217,7 +246,16 @@ async def test_same_key__one_intent_one_transaction(
 
     async def one_submitter() -> uuid.UUID:
         async with db.worker_session() as session:
-            return (await submit(session, idempotency_key=key_b, to=chain.book_address, data=data_b)).id
+            return (
+                await submit(
+                    session,
+                    caller="gateway",
+                    deployment=chain.deployment,
+                    idempotency_key=key_b,
+                    to=chain.book_address,
+                    data=data_b,
+                )
+            ).id
 
     ids = await asyncio.gather(*(one_submitter() for _ in range(10)))
     assert len(set(ids)) == 1
@@ -549,23 +587,44 @@ async def test_burst_beyond_one_block__all_confirmed_without_fee_bumps(
 def test_orchestration_serves_intents_and_sends_them(settings: Settings, chain: Chain) -> None:
     configured = settings.model_copy(
         update={
-            "chain": ChainSettings(rpc_url=chain.url, sender_private_key=chain.roles.sender.private_key),
+            "chain": ChainSettings(
+                rpc_url=chain.url,
+                sender_private_key=chain.roles.sender.private_key,
+                deployment_file=_CHAIN["file"],
+            ),
             "sender": SenderSettings(idle_poll_s=0.02),
         }
     )
+    # over HTTP only what the chain verifies itself: the committee's approve_with_signatures
+    # (offchain.chain.allowlist); a loan is created with signatures of the dev committee
     loan_id = keccak(text=f"loan:{_tag()}")
+    create = chain.create_loan_data(loan_id)
+    chain.w3.eth.wait_for_transaction_receipt(
+        chain.w3.eth.send_transaction(
+            {"from": chain.roles.sender.address, "to": chain.book_address, "data": create}
+        )
+    )
+    deadline_at = chain.w3.eth.get_block("latest")["timestamp"] + 3600
+    typed = approval_request(chain.w3, chain.deployment, loan_id, deadline_at)
+    signatures = sort_signatures(
+        [sign_approval(typed, s.private_key) for s in chain.roles.signers[: chain.roles.threshold]]
+    )
     body = {
-        "idempotency_key": f"create_loan:0x{loan_id.hex()}",
-        "to": chain.book_address,
-        "data": chain.create_loan_data(loan_id),
+        "idempotency_key": f"approve_with_signatures:0x{loan_id.hex()}:0",
+        "to": chain.deployment.committee_address,
+        "data": chain.committee.encode_abi("approve_with_signatures", [loan_id, deadline_at, signatures]),
     }
-    with TestClient(create_app(configured)) as client:
+    with TestClient(create_app(configured), headers=service_headers("gateway", "orchestration")) as client:
         created = client.post("/v1/tx-intents", json=body)
         assert created.status_code == 201, created.text
+        assert created.json()["caller"] == "gateway"
         assert client.post("/v1/tx-intents", json=body).status_code == 200
-        conflict = client.post("/v1/tx-intents", json={**body, "data": "0x"})
-        assert conflict.status_code == 409
-        assert conflict.headers["content-type"].startswith("application/problem+json")
+        conflict = client.post("/v1/tx-intents", json={**body, "data": create})
+        assert conflict.status_code == 403  # create_loan is recorded in-process only
+        later = chain.committee.encode_abi("approve_with_signatures", [loan_id, deadline_at + 1, signatures])
+        other = client.post("/v1/tx-intents", json={**body, "data": later})
+        assert other.status_code == 409
+        assert other.headers["content-type"].startswith("application/problem+json")
 
         deadline = time.monotonic() + 20
         while True:
@@ -577,10 +636,15 @@ def test_orchestration_serves_intents_and_sends_them(settings: Settings, chain: 
         assert intent["id"] == created.json()["id"]
         assert intent["tx_hash"] and intent["block_number"]
         assert client.get("/v1/tx-intents/no-such-key").status_code == 404
+        # another service does not read the gateway's intents
+        theirs = client.get(
+            f"/v1/tx-intents/{body['idempotency_key']}", headers=service_headers("repayment", "orchestration")
+        )
+        assert theirs.status_code == 404
         metrics = client.get("/metrics").text
     assert "caas_sender_confirmations_total" in metrics
     assert 'caas_sender_broadcasts_total{address="' in metrics
-    assert chain.book.functions.loan_state(loan_id).call() == 1
+    assert chain.book.functions.loan_state(loan_id).call() == 2  # APPROVED
 
 
 # --- 7. one trace from the request to the chain -------------------------------------------------

@@ -167,8 +167,15 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def _check_platform_health() -> None:
-    body = httpx.get("http://127.0.0.1:8010/v1/health", timeout=10).json()
+def _operator(cwd: Path) -> dict[str, str]:
+    """health:8010 answers services and operators: the stack's dev operator token."""
+    return {"Authorization": f"Bearer {read_env_file(cwd / '.caas' / 'dev.env')['DEMO_OPERATOR_TOKEN']}"}
+
+
+def _check_platform_health(cwd: Path) -> None:
+    response = httpx.get("http://127.0.0.1:8010/v1/health", headers=_operator(cwd), timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
     assert set(body["caasServices"]) == set(SERVICES)
     assert {entry["status"] for entry in body["caasServices"].values()} == {"healthy"}, body
     assert {entry["status"] for entry in body["dependencies"].values()} == {"healthy"}, body
@@ -179,10 +186,10 @@ def test_caas_up_embedded_default_then_reuse(scratch: Scratch) -> None:
 
     first = scratch.start()
     first_ready = _wait_ready(first, timeout=240)
-    _check_platform_health()
+    _check_platform_health(cwd)
     rss_ready = _rss_mb(first.process.pid)
     for _ in range(20):
-        httpx.get("http://127.0.0.1:8010/v1/health", timeout=10)
+        httpx.get("http://127.0.0.1:8010/v1/health", headers=_operator(cwd), timeout=10)
     rss_after_traffic = _rss_mb(first.process.pid)
 
     dev_env = read_env_file(cwd / ".caas" / "dev.env")
@@ -196,7 +203,7 @@ def test_caas_up_embedded_default_then_reuse(scratch: Scratch) -> None:
 
     second = scratch.start()
     second_ready = _wait_ready(second, timeout=120)
-    _check_platform_health()
+    _check_platform_health(cwd)
     rss_second = _rss_mb(second.process.pid)
     _stop(second, cwd, anvil_port)
     log = second.log.read_text()
@@ -222,7 +229,7 @@ def test_caas_up_embedded_default_then_reuse(scratch: Scratch) -> None:
 def test_caas_up_processes_mode(scratch: Scratch) -> None:
     run = scratch.start("--processes")
     ready = _wait_ready(run, timeout=300)
-    _check_platform_health()
+    _check_platform_health(scratch.cwd)
     children = psutil.Process(run.process.pid).children()
     services = [c for c in children if "offchain.cli serve" in " ".join(c.cmdline())]
     assert len(services) == len(SERVICES)

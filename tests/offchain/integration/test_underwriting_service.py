@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from identities import SERVICE_KEY, service_headers
 from kyc_http_server import Behaviour, ThreadedServer, create_app, healthy_statement
 
 from offchain.platform.problems import PROBLEM_JSON
@@ -19,6 +20,12 @@ from offchain.services.underwriting.app import create_app as create_underwriting
 from offchain.services.underwriting.model_store import current_version
 
 NAIRA = 100
+
+
+def as_gateway() -> dict[str, str]:
+    """underwriting's routes are for CaaS services only: these calls come as the gateway's
+    (a token of 300 s, made when a client is)."""
+    return service_headers("gateway", "underwriting")
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,12 @@ def kyc_server(behaviour: Behaviour) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="module")
 def client(kyc_server: ThreadedServer) -> Iterator[TestClient]:
-    settings = Settings(env="test", rails={"simulator_url": kyc_server.url})
-    with TestClient(create_underwriting_app(settings), raise_server_exceptions=False) as test_client:
+    settings = Settings(
+        env="test", rails={"simulator_url": kyc_server.url}, internal={"service_key": SERVICE_KEY}
+    )
+    with TestClient(
+        create_underwriting_app(settings), raise_server_exceptions=False, headers=as_gateway()
+    ) as test_client:
         yield test_client
 
 
@@ -168,7 +179,10 @@ def test_assessment__kyc_outage_is_503_with_retry_after(client: TestClient, beha
 
 
 def test_assessment__kyc_not_configured() -> None:
-    with TestClient(create_underwriting_app(Settings(env="test")), raise_server_exceptions=False) as bare:
+    bare_settings = Settings(env="test", internal={"service_key": SERVICE_KEY})
+    with TestClient(
+        create_underwriting_app(bare_settings), raise_server_exceptions=False, headers=as_gateway()
+    ) as bare:
         response = bare.post("/v1/assessments", json=assessment())
     assert response.status_code == 503
     assert response.json()["title"] == "SME KYC not configured"
@@ -287,6 +301,10 @@ def simulator_client() -> Iterator[TestClient]:
     # the simulator delivers nothing in these calls; its gateway URL points nowhere on purpose
     config = SimulatorConfig(gateway_url="http://127.0.0.1:9")
     with ThreadedServer(create_simulator_app(config), lifespan="on") as simulator:
-        settings = Settings(env="test", rails={"simulator_url": simulator.url})
-        with TestClient(create_underwriting_app(settings), raise_server_exceptions=False) as test_client:
+        settings = Settings(
+            env="test", rails={"simulator_url": simulator.url}, internal={"service_key": SERVICE_KEY}
+        )
+        with TestClient(
+            create_underwriting_app(settings), raise_server_exceptions=False, headers=as_gateway()
+        ) as test_client:
             yield test_client

@@ -37,12 +37,14 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-def _ports(service: dict[str, Any]) -> list[tuple[int, int]]:
-    pairs = []
+def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host interface, host port, container port) of every published port."""
+    triples = []
     for entry in service.get("ports", []):
-        host, _, container = str(entry).rpartition(":")
-        pairs.append((int(host), int(container)))
-    return pairs
+        parts = str(entry).split(":")
+        interface = parts[0] if len(parts) == 3 else "0.0.0.0"
+        triples.append((interface, int(parts[-2]), int(parts[-1])))
+    return triples
 
 
 def _caas_commands(compose: dict[str, Any]) -> dict[str, list[str]]:
@@ -56,11 +58,28 @@ def _caas_commands(compose: dict[str, Any]) -> dict[str, list[str]]:
 def test_every_port_of_the_map_has_exactly_one_service_serving_it(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name, spec in SERVICES.items():
-        serving = [key for key, service in services.items() if (spec.port, spec.port) in _ports(service)]
+        serving = [
+            key
+            for key, service in services.items()
+            if str(spec.port) in [str(p) for p in service.get("expose", [])]
+            or any(container == spec.port for _, _, container in _ports(service))
+        ]
         assert serving == [name], f"port {spec.port}: {serving}"
         assert services[name]["command"] == ["caas", "serve", name]
     served = {cmd[2] for cmd in _caas_commands(compose).values() if cmd[1] == "serve"}
     assert served == set(SERVICES)
+
+
+def test_only_the_gateway_publishes_a_port(compose: dict[str, Any]) -> None:
+    """The internal services talk on the compose network only (issue 14): a published 8001-8010
+    would put service routes one stolen token away from the outside."""
+    published = {name: _ports(service) for name, service in compose["services"].items() if _ports(service)}
+    assert published == {
+        "gateway": [("0.0.0.0", 8000, 8000)],
+        "simulator": [("127.0.0.1", 8100, 8100)],  # dev control endpoints, this host only
+    }
+    env = compose["services"]["gateway"]["environment"]
+    assert env["SERVICE_KEY"].startswith("dev-")  # production refuses it: a deployment sets its own
 
 
 def test_every_caas_command_line_parses_with_the_real_cli(compose: dict[str, Any]) -> None:

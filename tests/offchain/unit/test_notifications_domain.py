@@ -13,7 +13,6 @@ from offchain.domain.notifications import signing
 from offchain.domain.notifications.envelope import envelope, partner_data, subscribed
 from offchain.domain.notifications.retry import RetryPolicy
 from offchain.domain.notifications.templates import TEMPLATE_NAMES, TemplateError, render
-from offchain.domain.notifications.urls import EndpointUrlError, validate_endpoint_url
 
 # -- signatures --------------------------------------------------------------------------------
 
@@ -173,40 +172,3 @@ def test_render__unknown_template_and_bad_money():
         render(
             "repayment_due", {"amount_due": {"value": 1.5, "currency": "NGN"}, "due_date": "x"}, loan_id="l"
         )
-
-
-# -- endpoint URLs -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["https://hooks.partner.com/caas", "https://8.8.8.8:8443/x?y=1"],
-)
-def test_url__public_https_accepted_in_production(url):
-    assert validate_endpoint_url(url, allow_insecure=False) == url
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://hooks.partner.com/caas",
-        "https://localhost/x",
-        "https://127.0.0.1/x",
-        "https://10.0.0.5/x",
-        "https://[::1]/x",
-        "https://169.254.169.254/latest/meta-data",
-        "ftp://hooks.partner.com/x",
-        "https://user:pw@hooks.partner.com/x",
-        "https://hooks.partner.com:99999/x",
-        "/relative",
-    ],
-)
-def test_url__refused_in_production(url):
-    with pytest.raises(EndpointUrlError):
-        validate_endpoint_url(url, allow_insecure=False)
-
-
-def test_url__http_and_loopback_allowed_in_development():
-    assert validate_endpoint_url("http://127.0.0.1:9000/hook", allow_insecure=True)
-    with pytest.raises(EndpointUrlError):
-        validate_endpoint_url("ftp://127.0.0.1/x", allow_insecure=True)

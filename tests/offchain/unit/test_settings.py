@@ -20,6 +20,10 @@ FLAT_NAMES = (
     "SIMULATOR_URL",
     "SENDER_PRIVATE_KEY",
     "JWT_SECRET",
+    "SERVICE_KEY",
+    "INDEXER__CONFIRMATIONS",
+    "INTERNAL__ENABLED",
+    "OUTBOUND_ALLOW_LOOPBACK",
 )
 REAL = {
     "PAYSTACK_SECRET_KEY": "sk_live_0123456789abcdef",
@@ -27,6 +31,8 @@ REAL = {
     "JWT_SECRET": "b2f0c8e1d7a6954e3c2b1a0f9e8d7c6b",
     "REF_HASH_SECRET": "9d8c7b6a5f4e3d2c1b0a99887766554433",
     "WEBHOOK_SECRET_KEYS": "4b1d9a7c2e8f6053a1b2c3d4e5f60718",
+    "SERVICE_KEY": "3e9a1c7f5b2d8e4a6c0f9b1d3e5a7c9f2b4d6e8a",
+    "INDEXER__CONFIRMATIONS": "2",
 }
 
 
@@ -141,3 +147,30 @@ def test_log_format__auto_is_console_on_a_terminal_and_json_elsewhere(monkeypatc
     monkeypatch.setenv("LOG_FORMAT", "json")
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     assert Settings().log.format == "json"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("SERVICE_KEY", "", "SERVICE_KEY is not set"),
+        ("SERVICE_KEY", "dev-service-key-from-caas-up-0123456789abcdef", "SERVICE_KEY"),
+        ("SERVICE_KEY", "short-but-real", "shorter than 32"),
+        ("SERVICE_KEY", REAL["JWT_SECRET"], "SERVICE_KEY equals JWT_SECRET"),
+        ("INDEXER__CONFIRMATIONS", "0", "INDEXER__CONFIRMATIONS=0"),
+        ("INTERNAL__ENABLED", "false", "INTERNAL__ENABLED=false"),
+        ("OUTBOUND_ALLOW_LOOPBACK", "true", "OUTBOUND_ALLOW_LOOPBACK=true"),
+    ],
+)
+def test_production_refuses_unsafe_trust_settings(
+    clean_env: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    clean_env.setenv("CAAS_ENV", "production")
+    for real_name, real_value in REAL.items():
+        clean_env.setenv(real_name, real_value)
+    clean_env.setenv("SENDER_PRIVATE_KEY", "0x" + "42" * 32)
+    clean_env.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert named in str(caught.value)
+    if value and name == "SERVICE_KEY":
+        assert value not in str(caught.value)  # names the setting, never echoes the key

@@ -1,0 +1,198 @@
+"""Operator routes that have no partner route beside them (served by the gateway, the one
+published port): dead letters and a webhook event's replay across partners.
+
+Operators are the lender's staff (`caas:operations:read` / `caas:operations:manage`, tokens of
+the SME auth service without `partner_id`); every action here is in the audit log under
+`operator:<sub>`. The other platform-wide actions keep their paths (close of business,
+trial balance and reconciliation, suspense and manual matching, payout release/retry/OTP,
+monitoring flags, the audit log): see docs/SECURITY.md.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency annotations.
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from offchain.eventbus.messages import StreamNames
+from offchain.persistence.notifications import WebhookDelivery, WebhookEvent
+from offchain.platform import auth
+from offchain.platform.audit_log import record_action
+from offchain.platform.deps import DatabaseDep, RedisDep, SettingsDep
+from offchain.platform.problems import Problem
+from offchain.services.notifications import usecases as notifications
+
+router = APIRouter(prefix="/v1/operations", tags=["operations"])
+
+OperatorRead = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_READ))]
+OperatorManage = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token", **PROBLEM},
+    403: {"description": "not an operator token, or it lacks the permission", **PROBLEM},
+    404: {"description": "not found", **PROBLEM},
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
+}
+Group = Annotated[str, Path(pattern=r"^[a-z0-9._-]{1,100}$")]
+MessageId = Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")]
+
+
+def _dead_letter_view(group: str, message_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "group": group,
+        "message_id": message_id,
+        "topic": fields.get("topic"),
+        "outbox_id": fields.get("outbox_id"),
+        "partner_id": fields.get("partner_id") or None,
+        "stream": fields.get("dead_letter_stream"),
+        "deliveries": int(fields.get("dead_letter_deliveries") or 0),
+        "error": fields.get("dead_letter_error"),
+        "created_at": fields.get("created_at"),
+    }
+
+
+def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in fields.items()
+    }
+
+
+@router.get(
+    "/dead-letters",
+    responses=ERRORS,
+    summary="Messages no consumer could handle, and dead webhook deliveries",
+)
+async def dead_letters(
+    operator: OperatorRead,
+    db: DatabaseDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    names = StreamNames(settings.events.stream_prefix)
+    prefix = names.dead_letter("")
+    messages = []
+    async for key in redis.scan_iter(match=f"{prefix}*", count=500):
+        stream = key.decode() if isinstance(key, bytes) else str(key)
+        group = stream.removeprefix(prefix)
+        for message_id, fields in await redis.xrevrange(stream, count=limit):
+            mid = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
+            messages.append(_dead_letter_view(group, mid, _decoded(fields)))
+    async with db.worker_session() as session:
+        dead = (
+            await session.execute(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.status == "dead")
+                .order_by(WebhookDelivery.dead_at.desc())
+                .limit(limit)
+            )
+        ).scalars()
+        deliveries = [
+            {
+                "delivery_id": str(d.id),
+                "partner_id": str(d.partner_id),
+                "event_id": str(d.event_id),
+                "endpoint_id": str(d.endpoint_id),
+                "attempts": d.attempts,
+                "last_status_code": d.last_status_code,
+                "dead_at": d.dead_at.isoformat() if d.dead_at else None,
+            }
+            for d in dead
+        ]
+    return {"messages": messages[:limit], "webhook_deliveries": deliveries}
+
+
+@router.post(
+    "/dead-letters/{group}/{message_id}/requeue",
+    status_code=202,
+    responses=ERRORS,
+    summary="Put a dead-lettered message back on its stream (its consumers dedupe on the outbox id)",
+)
+async def requeue_dead_letter(
+    group: Group,
+    message_id: MessageId,
+    operator: OperatorManage,
+    db: DatabaseDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    names = StreamNames(settings.events.stream_prefix)
+    dead_stream = names.dead_letter(group)
+    found = await redis.xrange(dead_stream, min=message_id, max=message_id, count=1)
+    if not found:
+        raise Problem(404, "urn:caas:problem:not-found", title="No such dead letter")
+    fields = _decoded(found[0][1])
+    stream = fields.get("dead_letter_stream") or ""
+    if not stream.startswith(names.topic("")):
+        raise Problem(
+            409, "urn:caas:problem:dead-letter-unroutable", title="The dead letter names no event stream"
+        )
+    original = {k: v for k, v in fields.items() if not k.startswith("dead_letter_")}
+    pipe = redis.pipeline(transaction=True)
+    pipe.xadd(stream, original)  # type: ignore[arg-type]
+    pipe.xdel(dead_stream, message_id)
+    new_id, _ = await pipe.execute()
+    async with db.worker_session() as session:
+        await record_action(
+            session,
+            actor=operator.actor,
+            action="dead_letter.requeue",
+            subject_type="dead_letter",
+            subject_id=f"{group}:{message_id}",
+            partner_id=uuid.UUID(fields["partner_id"]) if fields.get("partner_id") else None,
+            before=_dead_letter_view(group, message_id, fields),
+            after={
+                "stream": stream,
+                "message_id": new_id.decode() if isinstance(new_id, bytes) else str(new_id),
+            },
+        )
+    return {"requeued": True, "stream": stream, "topic": original.get("topic")}
+
+
+class OperatorReplayIn(BaseModel):
+    endpoint_id: uuid.UUID | None = None
+
+
+@router.post(
+    "/events/{event_id}/replay",
+    status_code=202,
+    responses={409: {"description": "no endpoint subscribes to the event", **PROBLEM}, **ERRORS},
+    summary="Send any partner's webhook event again, with a fresh retry window",
+)
+async def replay_any_event(
+    event_id: uuid.UUID,
+    operator: OperatorManage,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    body: Annotated[OperatorReplayIn | None, Body()] = None,
+) -> dict[str, Any]:
+    async with db.worker_session() as session:
+        partner_id = await session.scalar(select(WebhookEvent.partner_id).where(WebhookEvent.id == event_id))
+    if partner_id is None:
+        raise notifications.not_found("event", event_id)
+    # the replay itself runs in the event's partner scope, exactly as the partner's own would
+    async with db.partner_session(partner_id) as session:
+        replayed = await notifications.replay_event(
+            session=session,
+            partner_id=partner_id,
+            event_id=event_id,
+            endpoint_id=body.endpoint_id if body is not None else None,
+            listing_days=settings.notifications.event_listing_days,
+        )
+    out = json.loads(replayed.model_dump_json())
+    async with db.worker_session() as session:
+        await record_action(
+            session,
+            actor=operator.actor,
+            action="event.replay",
+            subject_type="event",
+            subject_id=event_id,
+            partner_id=partner_id,
+            after=out,
+        )
+    return out
