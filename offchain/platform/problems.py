@@ -160,7 +160,12 @@ def _dependency_down(exc: BaseException) -> str | None:
     return None
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
+    """The answer to an exception nothing else handled, logged once (with the request id and,
+    inside a span, the trace id the log processors add): a 503 when a dependency is down, a 500
+    without exception text otherwise. Called by the request middleware, inside the request's
+    context, which then swallows the exception: re-raised to uvicorn it would be logged a second
+    time (without the request id) and the keep-alive connection closed under the client."""
     dependency = _dependency_down(exc)
     if dependency is not None:
         # Temporary by nature: tell the caller to come back, not that we are broken.
@@ -177,6 +182,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         )
     log.error("http.unhandled_exception", path=request.url.path, exc_info=exc)
     return problem_response(request, 500, detail="An unexpected error occurred.")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only what escapes the request middleware itself reaches Starlette's ServerErrorMiddleware
+    # (which re-raises after answering); everything else is answered by the middleware.
+    return unexpected_response(request, exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
