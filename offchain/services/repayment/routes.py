@@ -2,7 +2,9 @@
 
 Unmatched money belongs to no partner yet: it is listed to any holder of
 `credit:collection:manage` with only what identifies the payment (no payer identity), and can be
-matched only to a loan of the caller's own partner.
+matched only to a loan of the caller's own partner. Money held for a loan that is not repayable
+yet (`held`) and money under review (`review`: its loan is closed) belong to the loan's partner:
+listed with `?status=held|review`, and money under review is matched by its own partner only.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
@@ -23,7 +25,7 @@ from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
-from offchain.services.repayment import payments
+from offchain.services.repayment import early_money, payments
 
 _PROBLEM = {"content": {"application/problem+json": {}}}
 router = APIRouter(
@@ -91,7 +93,11 @@ async def _own_loan(db: Any, principal: Principal, loan_id: uuid.UUID) -> Loan:
     return loan
 
 
-@router.get("/payments", summary="Payments: the partner's own, or unmatched ones (?status=unmatched)")
+@router.get(
+    "/payments",
+    summary="Payments: the partner's own (?status=held: early money, ?status=review: for an operator), "
+    "or unmatched ones (?status=unmatched)",
+)
 async def list_payments(
     principal: Collector,
     db: DatabaseDep,
@@ -133,9 +139,12 @@ async def get_payment(payment_id: uuid.UUID, principal: Collector, db: DatabaseD
     "/payments/{payment_id}/match",
     responses={
         404: {"description": "unknown payment or loan", **PROBLEM},
-        409: {"description": "the payment is not in suspense", **PROBLEM},
+        409: {
+            "description": "the payment is not in suspense or review, or the loan cannot take it",
+            **PROBLEM,
+        },
     },
-    summary="Match money in suspense to one of the partner's loans",
+    summary="Match money in suspense, or under review, to one of the partner's repayable loans",
 )
 async def match_payment(
     payment_id: uuid.UUID, body: MatchIn, principal: Collector, db: DatabaseDep, request: Request
@@ -143,11 +152,36 @@ async def match_payment(
     await _own_loan(db, principal, body.loan_id)
     deployment = _deployment(request)
     async with db.worker_session() as session:
+        target = await payments.lock_loan(session, body.loan_id)  # before the row: intake's order
         row = (
             await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())
         ).scalar_one_or_none()
-        if row is None:
+        # money under review is its partner's; unmatched money is no one's yet
+        if row is None or row.partner_id not in (None, principal.partner_id):
             raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        if row.status == "review" and target is not None:
+            before = payment_view(row)
+            try:
+                await early_money.match_reviewed(session, row, target, deployment=deployment)
+            except ValueError as refusal:
+                raise Problem(
+                    409,
+                    "urn:caas:problem:loan-cannot-take-payment",
+                    title="Loan cannot take the payment",
+                    detail=str(refusal),
+                    errors=[{"field": "loan_id", "reason": str(refusal)}],
+                ) from refusal
+            await record_action(
+                session,
+                actor=principal.subject,
+                action="payment.match",
+                subject_type="payment",
+                subject_id=payment_id,
+                partner_id=principal.partner_id,
+                before=before,
+                after=payment_view(row),
+            )
+            return payment_view(row)
         if row.status != "unmatched":
             raise Problem(
                 409,
