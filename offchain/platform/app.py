@@ -14,18 +14,20 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.metrics import ServiceMetrics
 from offchain.platform.middleware import RequestContextMiddleware, ResponseHeaders
+from offchain.platform.openapi import install_error_schemas
 from offchain.platform.probes import (
     NOT_CONFIGURED,
     ProbeResult,
@@ -129,14 +131,37 @@ async def _supervise(name: str, task: BackgroundTask, res: AppResources, stop: a
             delay = min(delay * 2, 60.0)
 
 
+class LiveOut(BaseModel):
+    status: Literal["alive"]
+    service: str
+
+
+class ProbeOut(BaseModel):
+    status: Literal["healthy", "degraded", "down"]
+    latency_ms: float | None = None
+    detail: str | None = None
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    service: str
+    checks: dict[str, ProbeOut]
+
+
 def health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/health/live")
+    @router.get("/health/live", response_model=LiveOut)
     async def live(request: Request) -> dict[str, str]:
         return {"status": "alive", "service": request.app.state.spec.name}
 
-    @router.get("/health/ready")
+    @router.get(
+        "/health/ready",
+        responses={
+            200: {"description": "every dependency answers", "model": ReadyOut},
+            503: {"description": "a dependency it needs is down", "model": ReadyOut},
+        },
+    )
     async def ready(request: Request) -> JSONResponse:
         resources: AppResources = request.app.state.resources
         results = await resources.readiness()
@@ -226,6 +251,7 @@ def create_service_app(
         response_headers=response_headers,
     )
     install_problem_handlers(app)
+    install_error_schemas(app)
     # Routes are matched in the order they were included, one by one: the service's own API
     # first, probes and scrapes (a few a minute) after it.
     for router in routers:

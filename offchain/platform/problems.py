@@ -8,12 +8,14 @@ exception text: the request id in the body and the logs joins the two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from offchain.platform.logging import get_logger
@@ -22,6 +24,49 @@ PROBLEM_JSON = "application/problem+json"
 VALIDATION_ERROR = "urn:caas:problem:validation-error"
 
 log = get_logger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- the shapes, for the OpenAPI of every service (offchain.platform.openapi declares them) ------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where: body.<path>, query.<name>, path.<name>, header.<name>")
+    reason: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, as every error of every service answers them."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")  # extension members per type
+
+    type: str = Field(description="a stable URI naming the kind of problem, e.g. urn:caas:problem:not-found")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str | None = None
+    instance: str = Field(description="the request path")
+    request_id: str | None = Field(default=None, description="also in X-Request-ID and the service's logs")
+    errors: list[FieldError] | None = Field(default=None, description="the fields at fault, when known")
+
+
+class ValidationProblemOut(ProblemOut):
+    """A request that failed validation: every field at fault, with why."""
+
+    model_config = ConfigDict(extra="allow", title="ValidationProblem")
+
+    errors: list[FieldError]
+
+
+def answers(*statuses: int) -> Callable[[F], F]:
+    """Mark a route dependency with the error statuses it can answer (401, 403, 429, ...): the
+    OpenAPI of every route that depends on it declares them."""
+
+    def mark(dependency: F) -> F:
+        dependency.problem_statuses = tuple(statuses)  # type: ignore[attr-defined]
+        return dependency
+
+    return mark
 
 
 class Problem(Exception):
@@ -107,10 +152,30 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
     return render_problem(request, exc)
 
 
+def allowed_methods(request: Request) -> str | None:
+    """Every method the app serves at this path (RFC 9110 §15.5.6: a 405 lists them all). A
+    path served by several routes (GET and POST declared apart) gets the union; Starlette's
+    own 405 names only the first route's."""
+    from fastapi import routing
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in routing.iter_route_contexts(request.app.routes):
+        try:
+            match, _ = route.matches(request.scope)
+        except Exception:  # noqa: S112 - a route kind that cannot be asked is not this path's
+            continue
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) if methods else None
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405 and (allow := allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allow}
     return problem_response(request, exc.status_code, detail=detail, headers=headers)
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from offchain.services.gateway.schemas import Amount
+from offchain.platform.inputs import Amount, IsoDate
 
 
 class CobRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    business_date: date | None = Field(default=None, description="default: today in the lender's timezone")
-    catch_up: bool = Field(
+    business_date: IsoDate | None = Field(default=None, description="default: today in the lender's timezone")
+    catch_up: StrictBool = Field(
         default=False, description="also run every missed date since the last completed close of business"
     )
 
@@ -22,4 +20,4 @@ class PromiseToPayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Amount
-    promised_date: date
+    promised_date: IsoDate

@@ -19,7 +19,8 @@ from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
-from offchain.platform.problems import Problem
+from offchain.platform.inputs import Cursor
+from offchain.platform.problems import Problem, answers
 from offchain.services.gateway import approvals, schemas, usecases
 from offchain.services.gateway.audit import audit_report
 from offchain.services.gateway.pagination import MAX_LIMIT
@@ -46,6 +47,7 @@ def limited(permission: str, route_class: str):
     One dependency, not a chain (token -> permission -> quota): FastAPI's dependency solving is
     per level, and this runs on every partner request."""
 
+    @answers(401, 403, 429)
     async def dependency(request: Request) -> Principal:
         principal = auth.ensure_permission(await auth.authenticate(request), permission)
         limiter = request.app.state.rate_limiter
@@ -119,7 +121,7 @@ async def list_applications(
     principal: ReadApplications,
     db: DatabaseDep,
     limit: Limit = 20,
-    cursor: str | None = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
     status: schemas.ApplicationStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:
@@ -131,7 +133,7 @@ async def list_loans(
     principal: ReadLoans,
     db: DatabaseDep,
     limit: Limit = 20,
-    cursor: str | None = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
     status: schemas.LoanStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:

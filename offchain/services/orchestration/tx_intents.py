@@ -7,7 +7,7 @@ GET  /v1/tx-intents/{key}       where it stands: nonce, hashes, block, revert re
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,21 +15,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from offchain.chain.sender import IdempotencyConflict, get_intent, submit_intent
 from offchain.persistence.models import TxIntent
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.inputs import NO_NUL, WHOLE, Hex
 from offchain.platform.problems import Problem
 
 router = APIRouter(prefix="/v1/tx-intents", tags=["transactions"])
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-Key = Annotated[str, Path(min_length=1, max_length=200)]
+Key = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 class TxIntentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    idempotency_key: str = Field(min_length=1, max_length=200, examples=["record_repayment:0x1234…"])
+    idempotency_key: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, examples=["record_repayment:0x1234…"]
+    )
     to: str = Field(pattern=ADDRESS)
-    data: str = Field(pattern=r"^0x([0-9a-fA-F]{2})*$", description="ABI-encoded calldata")
-    value: int = Field(default=0, ge=0, lt=2**256, description="wei")
+    data: Hex = Field(description="ABI-encoded calldata")
+    value: Annotated[int, Field(strict=True, ge=0, le=2**256 - 1, description="wei"), WHOLE] = 0
     sender: str | None = Field(default=None, pattern=ADDRESS, description="pin a sending key")
 
 
@@ -93,7 +97,15 @@ class TxIntentOut(BaseModel):
         )
 
 
-@router.post("", response_model=TxIntentOut, status_code=201)
+@router.post(
+    "",
+    response_model=TxIntentOut,
+    status_code=201,
+    responses={
+        200: {"description": "the key names an intent already recorded: that one", "model": TxIntentOut},
+        409: {"description": "the key names an intent with a different call", **PROBLEM},
+    },
+)
 async def post_tx_intent(body: TxIntentIn, db: DatabaseDep, response: Response) -> TxIntentOut:
     """Record the intent; the same key again returns the recorded one (200), never a second tx."""
     async with db.worker_session() as session:
@@ -120,7 +132,11 @@ async def post_tx_intent(body: TxIntentIn, db: DatabaseDep, response: Response) 
     return out
 
 
-@router.get("/{key}", response_model=TxIntentOut)
+@router.get(
+    "/{key}",
+    response_model=TxIntentOut,
+    responses={404: {"description": "no intent under this key", **PROBLEM}},
+)
 async def get_tx_intent(key: Key, db: DatabaseDep) -> TxIntentOut:
     async with db.worker_session() as session:
         intent = await get_intent(session, key)

@@ -233,8 +233,9 @@ async def settle_loan_events(
 
 async def loans_to_settle(session: AsyncSession, *, limit: int = 100) -> list[uuid.UUID]:
     """Loans with held money that could be settled now (a missed or early-handled event)."""
-    return list(
-        (
+    return [
+        loan_id
+        for loan_id in (
             await session.execute(
                 select(Payment.loan_id)
                 .join(Loan, Loan.id == Payment.loan_id)
@@ -244,7 +245,8 @@ async def loans_to_settle(session: AsyncSession, *, limit: int = 100) -> list[uu
                 .limit(limit)
             )
         ).scalars()
-    )
+        if loan_id is not None
+    ]
 
 
 async def sweep(session: AsyncSession, *, deployment: Deployment, limit: int = 100) -> int:
