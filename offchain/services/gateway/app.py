@@ -12,7 +12,7 @@ from offchain.rails.sme.auth import JwksClient
 from offchain.services.analytics import routes as analytics_routes
 from offchain.services.collections import routes as collections_routes
 from offchain.services.disbursement.routes import router as payout_routes
-from offchain.services.gateway import paystack_webhooks, sme_events
+from offchain.services.gateway import health, paystack_webhooks, sme_events
 from offchain.services.gateway.routes import router
 from offchain.services.notifications import routes as notifications_routes
 from offchain.services.registry import SERVICES
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(collections_routes.router)  # collections:8005's API
     app.include_router(analytics_routes.router)  # analytics:8009's API
     app.include_router(notifications_routes.router)  # partner webhooks API (notifications:8007)
+    health.install(app)  # GET /v1/health: health:8010's HealthStatus, without `detail`
     # HS256 with the shared secret, and RS256 against the SME auth service's JWKS when one is
     # configured (JWKS_URL, or the SME auth/simulator URL); keys are cached and refetched on rotation.
     app.state.jwt_verifier = JwtVerifier(

@@ -41,15 +41,18 @@ LOAN_NOT_FOUND = {404: {"description": "no such loan for this partner", **PROBLE
 CHAIN_UNAVAILABLE = {503: {"description": "the chain (node or deployment) is not reachable", **PROBLEM}}
 
 
-def limited(permission: str, route_class: str):
-    """Dependency: the principal holding `permission`, counted against its partner's quota.
+def limited(permission: str | None, route_class: str):
+    """Dependency: the principal holding `permission` (any valid token: None), counted against
+    its partner's quota.
 
     One dependency, not a chain (token -> permission -> quota): FastAPI's dependency solving is
     per level, and this runs on every partner request."""
 
     @answers(401, 403, 429)
     async def dependency(request: Request) -> Principal:
-        principal = auth.ensure_permission(await auth.authenticate(request), permission)
+        principal = await auth.authenticate(request)
+        if permission is not None:
+            auth.ensure_permission(principal, permission)
         limiter = request.app.state.rate_limiter
         if limiter is not None:
             request.state.rate_quota = await limiter.hit(

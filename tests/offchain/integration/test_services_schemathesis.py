@@ -29,7 +29,10 @@ from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread, free_po
 from offchain.platform.settings import Settings
 from offchain.rails.simulator.app import create_app as simulator_app
 from offchain.rails.simulator.config import SimulatorConfig
-from offchain.services.registry import SERVICES
+from offchain.services.registry import SERVICES, create_app
+
+CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
+HEALTH_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +60,21 @@ def fuzz_settings(
         anvil_url=anvil_url,
         out_dir=Path(tmp_path_factory.mktemp("fuzz-chain")),
     )
+    # Other services are reached at URLs of this run only (ports 8000-8010 may be anyone's): the
+    # gateway's GET /v1/health asks the health app started here, the rest is closed.
+    urls = {name: CLOSED for name in SERVICES} | {"health": f"http://127.0.0.1:{HEALTH_PORT}"}
     return settings.model_copy(
-        update={"rails": settings.rails.model_copy(update={"simulator_url": simulator_url})}
+        update={
+            "rails": settings.rails.model_copy(update={"simulator_url": simulator_url}),
+            "services": settings.services.model_copy(update={"urls": urls, "probe_timeout_s": 1.0}),
+        }
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def health_server(fuzz_settings: Settings) -> Iterator[None]:
+    with ServerThread(create_app("health", fuzz_settings), HEALTH_PORT):
+        yield
 
 
 # Schema-valid requests a use case may still refuse with a 400/422, for a rule no JSON Schema can
