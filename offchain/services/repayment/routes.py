@@ -115,6 +115,8 @@ async def list_payments(
                 )
             ).scalars()
             return {"data": [{**payment_view(r), "loan_id": None} for r in rows]}
+    # auth: operator -- an operator reads every partner's held and review money (as unmatched
+    # money above, through the worker session); a partner reads its own loans' only
     async with db.partner_session(principal.partner_id) as session:
         query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
         if status:
