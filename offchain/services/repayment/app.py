@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -264,7 +265,11 @@ async def held_sweeper(resources: AppResources, stop: asyncio.Event) -> None:
         every = resources.settings.money.held_sweep_s
         while not stop.is_set():
             async with db.worker_session() as session:
-                await early_money.sweep(session, deployment=deployment)
+                await early_money.sweep(
+                    session,
+                    deployment=deployment,
+                    max_held=timedelta(days=resources.settings.money.held_max_days),
+                )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every)
             except TimeoutError:

@@ -16,6 +16,8 @@ still in the loan's held account, listed by `GET /v1/payments?status=review`, un
 matches it to a repayable loan (`POST /v1/payments/{id}/match`). It is never applied by itself
 and never silently kept as the borrower's credit (what the backend did before). The part of a
 payment beyond what the loan owes when it is applied stays the borrower's credit, as before.
+Money held longer than MONEY__HELD_MAX_DAYS (30) on a loan still not repayable (one left
+PENDING) goes to review too: no money waits on a loan that may never move.
 
 Why the race with ACTIVE cannot strand money: the indexer commits the loan's new state and the
 `chain.LoanDisbursed` event in one transaction; intake and `settle_held` both take the loan's
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -249,17 +252,57 @@ async def loans_to_settle(session: AsyncSession, *, limit: int = 100) -> list[uu
     ]
 
 
-async def sweep(session: AsyncSession, *, deployment: Deployment, limit: int = 100) -> int:
-    """Settle the held money of loans that can take it, whatever happened to their events."""
-    loan_ids = await loans_to_settle(session, limit=limit)
+async def _expire(session: AsyncSession, *, older_than: timedelta, limit: int) -> int:
+    """Held money whose loan has stayed not repayable for `older_than` (a loan left PENDING):
+    to review, so no money waits on a loan that may never be approved or cancelled."""
+    cutoff = datetime.now(UTC) - older_than
+    loan_ids = [
+        loan_id
+        for loan_id in (
+            await session.execute(
+                select(Payment.loan_id)
+                .where(Payment.status == HELD, Payment.created_at < cutoff)
+                .group_by(Payment.loan_id)
+                .limit(limit)
+            )
+        ).scalars()
+        if loan_id is not None
+    ]
     if not loan_ids:
         return 0
     loans = await lock_loans(session, sorted(loan_ids))
-    changed = 0
+    expired = 0
     for loan_id in sorted(loans):
-        changed += await settle_held(session, loans[loan_id], deployment=deployment)
+        if mm.disposition(loans[loan_id].chain_state) is not mm.Disposition.HOLD:
+            continue  # settled by settle_held instead
+        for row in await _held_rows(session, loan_id):
+            if row.created_at < cutoff:
+                row.status = REVIEW
+                row.detail = f"for review: held {older_than.days} days and the loan is still not ACTIVE"
+                expired += 1
+    if expired:
+        log.info("payment.held_expired", payments=expired)
+    return expired
+
+
+async def sweep(
+    session: AsyncSession,
+    *,
+    deployment: Deployment,
+    limit: int = 100,
+    max_held: timedelta = timedelta(days=30),
+) -> int:
+    """Settle the held money of loans that can take it, whatever happened to their events; hand
+    money held longer than `max_held` to review."""
+    changed = 0
+    loan_ids = await loans_to_settle(session, limit=limit)
+    if loan_ids:
+        loans = await lock_loans(session, sorted(loan_ids))
+        for loan_id in sorted(loans):
+            changed += await settle_held(session, loans[loan_id], deployment=deployment)
+    changed += await _expire(session, older_than=max_held, limit=limit)
     if changed:
-        log.info("payment.held_swept", loans=len(loans), payments=changed)
+        log.info("payment.held_swept", payments=changed)
     return changed
 
 

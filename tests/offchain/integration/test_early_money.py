@@ -411,3 +411,22 @@ async def test_chargeback_of_applied_held_money(db: Database) -> None:
     assert (await _balance(db, accounts.loan_receivable(loan))).posted == TOTAL_DUE
     assert (await _balance(db, accounts.rail_clearing(mm.PAYSTACK))).posted == 0
     assert await _cash_mismatches(db) == []
+
+
+async def test_money_held_too_long_on_a_loan_left_pending__review(db: Database) -> None:
+    left = await _loan(db, 1)
+    await _take_in(db, _charge("stale-1", 12_00, left))
+    await _take_in(db, _charge("fresh-1", 13_00, left))
+    async with db.worker_session() as session:
+        await session.execute(
+            text(
+                "UPDATE caas_payments SET created_at = now() - interval '31 days' WHERE provider_reference = 'stale-1'"
+            )
+        )
+    async with db.worker_session() as session:
+        assert await early_money.sweep(session, deployment=DEPLOYMENT) == 1
+    stale, fresh = await _row(db, "stale-1"), await _row(db, "fresh-1")
+    assert (stale.status, fresh.status) == ("review", "held")
+    assert "held 30 days" in (stale.detail or "")
+    assert (await _balance(db, accounts.loan_held(left))).posted == 25_00  # still there, for review
+    assert await _cash_mismatches(db) == []
