@@ -4,7 +4,6 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +13,7 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.inputs import IsoDate
 from offchain.services.collections import usecases
 from offchain.services.collections.chain import ChainReadError
 from offchain.services.collections.schemas import CobRunIn, PromiseToPayIn
@@ -75,7 +75,7 @@ async def run_cob(
 
 
 @router.get("/collections/cob-runs/{business_date}", responses=ERRORS)
-async def get_cob_run(business_date: date, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
+async def get_cob_run(business_date: IsoDate, principal: Manage, db: DatabaseDep) -> dict[str, Any]:
     async with db.partner_session(principal.partner_id) as session:
         return await usecases.get_cob_run(session=session, business_date=business_date)
 
