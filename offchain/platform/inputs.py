@@ -21,7 +21,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 MAX_MINOR_UNITS = 2**96 - 1
 # a float names one integer exactly only up to here (what JSON parsers give for `6.0`)
@@ -116,6 +116,13 @@ def _iso_date_only(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
+# a day with a unix time (what the chain's clocks count): 1970-01-01 or later
+EpochDate = Annotated[
+    date,
+    BeforeValidator(_iso_date_only),
+    Field(ge=date(1970, 1, 1)),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": r"^(19[7-9][0-9]|[2-9][0-9]{3})-"}),
+]
 
 _CURSOR = r"^[A-Za-z0-9_\-]{1,512}$"
 Cursor = Annotated[
@@ -141,6 +148,7 @@ __all__ = [
     "Count",
     "Currency",
     "Cursor",
+    "EpochDate",
     "Hex",
     "IsoDate",
     "JsonInt",
