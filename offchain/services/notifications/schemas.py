@@ -15,7 +15,9 @@ EventTypeName = Literal[(*PARTNER_EVENT_TYPES, ALL_TYPES)]  # type: ignore[valid
 # an absolute http(s) URL without credentials or fragment, its port in range (the use case adds
 # the deployment's own rules: https and a public host in production)
 _PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-URL = rf"^https?://[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:{_PORT})?([/?][^\s#\x00]*)?$"
+# path and query: printable ASCII but `#` (a URL is ASCII; explicit, since `\s` differs between
+# Python's and the JSON Schema's regex dialects)
+URL = rf"^https?://[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:{_PORT})?([/?][!-\x22\x24-~]*)?$"
 
 
 class EndpointIn(BaseModel):

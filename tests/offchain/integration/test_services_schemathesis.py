@@ -13,7 +13,10 @@ Examples per operation: CAAS_FUZZ_EXAMPLES (default in fuzz_support.EXAMPLES).
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,10 +129,23 @@ def _fuzz(service: str):  # type: ignore[no-untyped-def]
     @schema.parametrize()
     @HYPOTHESIS
     def test(case, fuzz_settings):  # type: ignore[no-untyped-def]
-        case.call_and_validate(headers=service_headers(service, fuzz_settings))
+        response = case.call_and_validate(headers=service_headers(service, fuzz_settings))
+        STATS[service][str(response.status_code)] += 1
 
     test.__name__ = f"test_{service}__conforms_to_its_openapi"
     return schema_fixture, test
+
+
+# requests per service and status code; CAAS_FUZZ_STATS=<path> writes them as JSON at the end
+STATS: dict[str, Counter[str]] = defaultdict(Counter)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzz_stats() -> Iterator[None]:
+    yield
+    path = os.environ.get("CAAS_FUZZ_STATS")
+    if path:
+        Path(path).write_text(json.dumps({name: dict(counts) for name, counts in STATS.items()}, indent=1))
 
 
 for _service in SERVICES:
