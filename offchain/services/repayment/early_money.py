@@ -13,7 +13,8 @@ payment_ref), so a redelivered event, the sweep and a crash mid-way all end in o
 Money for a loan that will never take it again -- REPAID, WRITTEN_OFF, CANCELLED, or an ACTIVE
 loan whose every naira is already spoken for -- goes to **operator review**: status `review`,
 still in the loan's held account, listed by `GET /v1/payments?status=review`, until an operator
-matches it to a repayable loan (`POST /v1/payments/{id}/match`). It is never applied by itself
+matches it to a repayable loan (`POST /v1/payments/{id}/match`) or refunds it (at the rail, by
+hand: the platform has no refund call yet). It is never applied by itself
 and never silently kept as the borrower's credit (what the backend did before). The part of a
 payment beyond what the loan owes when it is applied stays the borrower's credit, as before.
 Money held longer than MONEY__HELD_MAX_DAYS (30) on a loan still not repayable (one left
@@ -84,7 +85,7 @@ def keep(
     row.detail = reason or (
         f"held: the loan is {state}; applied when it becomes ACTIVE"
         if held
-        else f"for review: the loan is {state}; match it to another loan or refund it"
+        else f"for review: the loan is {state}; match it to a repayable loan, or refund it at the rail"
     )
     log.info("payment.kept", payment_id=str(row.id), loan_id=str(loan.id), status=row.status, state=state)
     return mm.held_posting(
