@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from offchain.domain.ledger import MAX_AMOUNT as MAX_LEDGER_AMOUNT
 from offchain.platform.settings import RailsSettings
 
 SIGNATURE_HEADER = "x-sme-signature"
@@ -130,7 +131,9 @@ class KycVerifiedData(_Model):
 
 class PaymentReceivedData(_Model):
     reference: Id
-    amount: Annotated[int, Field(strict=True, gt=0, lt=2**96)]
+    # the ledger keeps amounts in BIGINT (LoanBook would take up to 2**96): a larger one could
+    # never be posted, so it is refused here rather than wedging the repayment consumer
+    amount: Annotated[int, Field(strict=True, gt=0, le=MAX_LEDGER_AMOUNT)]
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     method: Literal["bank_transfer", "wallet"]
     payment_id: Short | None = None
