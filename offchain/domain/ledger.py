@@ -10,6 +10,8 @@ Account codes are strings a person can read in a statement and the database can 
 
     loan:<loan_id>:receivable     asset      what the borrower owes (equals LoanBook.outstanding)
     loan:<loan_id>:unearned       liability  interest and fees agreed but not yet earned
+    loan:<loan_id>:held           liability  money paid for the loan that is not applied to it:
+                                             early money (before ACTIVE) or awaiting review
     borrower:<ref>:credit         liability  overpayments held for the borrower
     partner:<id>:funding          liability  the lender's capital that funds payouts
     rail:<rail>:clearing          asset      money in transit at a payment provider (what it settles)
@@ -53,6 +55,7 @@ class UnbalancedPosting(ValueError):
 class AccountKind(StrEnum):
     LOAN_RECEIVABLE = "loan_receivable"
     LOAN_UNEARNED_INCOME = "loan_unearned_income"
+    LOAN_HELD = "loan_held"
     BORROWER_CREDIT = "borrower_credit"
     PARTNER_FUNDING = "partner_funding"
     RAIL_CLEARING = "rail_clearing"
@@ -106,6 +109,10 @@ def loan_unearned_income(loan_id: object) -> str:
     return f"loan:{_subject(loan_id, 'loan id')}:unearned"
 
 
+def loan_held(loan_id: object) -> str:
+    return f"loan:{_subject(loan_id, 'loan id')}:held"
+
+
 def borrower_credit(borrower_ref: object) -> str:
     return f"borrower:{_subject(borrower_ref, 'borrower ref')}:credit"
 
@@ -146,7 +153,8 @@ class AccountRef:
     def loan_id(self) -> str | None:
         return (
             self.subject
-            if self.kind in (AccountKind.LOAN_RECEIVABLE, AccountKind.LOAN_UNEARNED_INCOME)
+            if self.kind
+            in (AccountKind.LOAN_RECEIVABLE, AccountKind.LOAN_UNEARNED_INCOME, AccountKind.LOAN_HELD)
             else None
         )
 
@@ -158,6 +166,7 @@ class AccountRef:
 _PATTERNS: dict[tuple[str, str], AccountKind] = {
     ("loan", "receivable"): AccountKind.LOAN_RECEIVABLE,
     ("loan", "unearned"): AccountKind.LOAN_UNEARNED_INCOME,
+    ("loan", "held"): AccountKind.LOAN_HELD,
     ("borrower", "credit"): AccountKind.BORROWER_CREDIT,
     ("partner", "funding"): AccountKind.PARTNER_FUNDING,
     ("rail", "clearing"): AccountKind.RAIL_CLEARING,

@@ -9,6 +9,9 @@ Chart of postings (accounts from offchain.domain.ledger):
 - repayment (a hold until the chain records it): Dr rail clearing amount, Cr loan receivable applied,
   Cr borrower credit excess (an overpayment is kept for the borrower, never recorded on chain).
 - unmatched money: Dr rail clearing, Cr suspense; matched by hand later: Dr suspense, Cr receivable...
+- money for a loan that is not repayable (early money before ACTIVE, or a closed loan's money
+  awaiting an operator): Dr rail clearing, Cr loan held; applied once the loan is ACTIVE, as a
+  repayment whose source is the held account: Dr loan held, Cr receivable (+ Cr borrower credit).
 - earned interest when the chain records the scheduled part: Dr unearned, Cr interest income.
 - late fee assessed on chain: Dr receivable, Cr fee income.
 - write-off on chain: Dr unearned (what is left), Dr credit losses (the rest), Cr receivable.
@@ -177,6 +180,45 @@ def match(
     if reference_loan is not None:
         return Match(reference_loan, MatchMethod.REFERENCE)
     return None
+
+
+# --- where money goes by the loan's state ----------------------------------------------------------
+
+
+class Disposition(StrEnum):
+    APPLY = "apply"  # repayable: recorded on chain now
+    HOLD = "hold"  # not repayable yet: held, applied when the loan becomes ACTIVE
+    REVIEW = "review"  # never repayable again (repaid, written off, cancelled): an operator decides
+
+
+# LoanBook states (DESIGN §3): 0 NONE (not created on chain yet), 1 PENDING, 2 APPROVED,
+# 3 ACTIVE, 4 REPAID, 5 DEFAULTED, 6 WRITTEN_OFF, 7 CANCELLED
+_REPAYABLE = frozenset({3, 5})
+_NOT_YET_REPAYABLE = frozenset({0, 1, 2})
+
+
+def disposition(chain_state: int) -> Disposition:
+    """What money paid for a loan in `chain_state` does (record_repayment accepts ACTIVE and
+    DEFAULTED only). A loan that may still become ACTIVE keeps the money for it; one that never
+    will (REPAID, WRITTEN_OFF, CANCELLED) hands it to an operator: refund or another loan."""
+    if chain_state in _REPAYABLE:
+        return Disposition.APPLY
+    if chain_state in _NOT_YET_REPAYABLE:
+        return Disposition.HOLD
+    return Disposition.REVIEW
+
+
+def held_posting(
+    *, posting_id: str, loan_id: uuid.UUID, amount: int, currency: str, reference: str, source: str
+) -> Posting:
+    """Money kept for the loan, not applied to it: Dr `source` (rail clearing, or suspense when
+    matched by hand), Cr the loan's held account."""
+    return Posting(
+        posting_id=posting_id,
+        legs=(debit(source, amount, currency), credit(ledger.loan_held(str(loan_id)), amount, currency)),
+        description=f"payment {reference} held for loan {loan_id}",
+        metadata={"loan_id": str(loan_id), "reference": reference, "kind": "held"},
+    )
 
 
 # --- allocation ---------------------------------------------------------------------------------

@@ -49,7 +49,12 @@ PAYOUT_STATUSES = ("queued", "initiated", "succeeded", "abandoned", "review")
 # received: verified with the provider, not yet routed; unmatched: in suspense
 # pending_chain: a record_repayment is on its way; recorded: on chain, hold posted
 # credited: nothing applicable (e.g. loan already repaid): all of it is the borrower's credit
+# (credited: what a payment to a closed loan became before `review`; no longer written)
 # reversal_pending / reversed: a chargeback on its way to / recorded on the chain
+# held: paid for a loan that is not repayable yet (PENDING, APPROVED): kept in the loan's held
+#   account and applied, under its own payment_ref, when the loan becomes ACTIVE
+# review: nothing to apply it to (the loan is repaid, written off or cancelled): kept in the
+#   loan's held account until an operator matches it to another loan or refunds it
 PAYMENT_STATUSES = (
     "received",
     "unmatched",
@@ -58,6 +63,8 @@ PAYMENT_STATUSES = (
     "credited",
     "reversal_pending",
     "reversed",
+    "held",
+    "review",
 )
 
 
@@ -115,6 +122,7 @@ class Payment(Base):
         CheckConstraint(bytes32_check("payment_ref"), name="payment_ref_hex"),
         Index(None, "loan_id", "status"),
         Index(None, "status", "created_at"),
+        Index("ix_caas_payments_held", "loan_id", "created_at", postgresql_where=text("status = 'held'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, server_default=text("gen_random_uuid()"))
@@ -139,6 +147,10 @@ class Payment(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     recorded_tx: Mapped[str | None] = mapped_column(String(66))
+    # early money and money under review: the posting that put it into the loan's held account,
+    # and the one that applies it from there (both undone by a chargeback)
+    held_posting: Mapped[str | None] = mapped_column(String(200))
+    applied_posting: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 

@@ -205,7 +205,7 @@ def routes_with_rules(app: FastAPI) -> Iterator[tuple[str, str, AccessRule]]:
             continue
         rule = rule_of(context)  # the effective route: its dependant includes the app's guard
         for method in sorted(context.methods or ()):
-            yield method, str(context.path), rule
+            yield method, str(context.path_format), rule  # {param}, without converters
 
 
 def check_rules(app: FastAPI) -> None:

@@ -14,12 +14,13 @@ import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from offchain.platform import openapi_client
@@ -31,6 +32,7 @@ from offchain.platform.db import Database
 from offchain.platform.logging import configure_logging, get_logger
 from offchain.platform.metrics import ServiceMetrics
 from offchain.platform.middleware import RequestContextMiddleware, ResponseHeaders
+from offchain.platform.openapi import install_error_schemas
 from offchain.platform.probes import (
     NOT_CONFIGURED,
     ProbeResult,
@@ -136,15 +138,38 @@ async def _supervise(name: str, task: BackgroundTask, res: AppResources, stop: a
             delay = min(delay * 2, 60.0)
 
 
+class LiveOut(BaseModel):
+    status: Literal["alive"]
+    service: str
+
+
+class ProbeOut(BaseModel):
+    status: Literal["healthy", "degraded", "down"]
+    latency_ms: float | None = None
+    detail: str | None = None
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    service: str
+    checks: dict[str, ProbeOut]
+
+
 def health_router() -> APIRouter:
     # probes and scrapes answer anyone: they say whether the process and its dependencies are up
     router = APIRouter(tags=["operations"], dependencies=[Depends(probe())])
 
-    @router.get("/health/live")
+    @router.get("/health/live", response_model=LiveOut)
     async def live(request: Request) -> dict[str, str]:
         return {"status": "alive", "service": request.app.state.spec.name}
 
-    @router.get("/health/ready")
+    @router.get(
+        "/health/ready",
+        responses={
+            200: {"description": "every dependency answers", "model": ReadyOut},
+            503: {"description": "a dependency it needs is down", "model": ReadyOut},
+        },
+    )
     async def ready(request: Request) -> JSONResponse:
         resources: AppResources = request.app.state.resources
         results = await resources.readiness()
@@ -251,6 +276,7 @@ def create_service_app(
     )
     install_problem_handlers(app)
     openapi_client.install(app)
+    install_error_schemas(app)
     # Routes are matched in the order they were included, one by one: the service's own API
     # first, probes and scrapes (a few a minute) after it.
     for router in routers:

@@ -52,13 +52,15 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 def _validated(key: str) -> str:
-    if not 1 <= len(key) <= 255 or not key.isprintable():
+    # printable ASCII, as the OpenAPI declares it (offchain.platform.openapi_client.IdempotencyKey):
+    # a header value outside ASCII reaches us as latin-1 guesswork
+    if not 1 <= len(key) <= 255 or not (key.isascii() and key.isprintable()):
         raise Problem(
             400,
             _BAD_KEY,
             title="Invalid Idempotency-Key",
-            detail="an Idempotency-Key is 1-255 printable characters",
-            errors=[{"field": HEADER, "reason": "must be 1-255 printable characters"}],
+            detail="an Idempotency-Key is 1-255 printable ASCII characters",
+            errors=[{"field": HEADER, "reason": "must be 1-255 printable ASCII characters"}],
         )
     return key
 

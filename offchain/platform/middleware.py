@@ -18,10 +18,12 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offchain.platform.logging import access_log_writer, get_logger
 from offchain.platform.metrics import UNMATCHED_ROUTE, ServiceMetrics
+from offchain.platform.problems import unexpected_response
 from offchain.platform.tracing import current_ids
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -85,11 +87,13 @@ class RequestContextMiddleware:
         request_id = _incoming_request_id(scope) or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 # raw (name, value) pairs as Starlette gives them: names are lower-case bytes
                 headers = list(message.get("headers", ()))
                 present = {name for name, _ in headers}
@@ -107,7 +111,15 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         self._in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                if started_response:
+                    # Part of an answer is on the wire: nothing valid can follow it. Logged here
+                    # with the request's ids; uvicorn then closes the connection (it must).
+                    log.error("http.exception_mid_response", path=scope["path"], exc_info=exc)
+                    raise
+                await self._answer_unexpected(scope, receive, send_with_id, exc)
         finally:
             elapsed = time.perf_counter() - started
             self._in_flight.dec()
@@ -116,6 +128,19 @@ class RequestContextMiddleware:
             if self.access_log:
                 self._log(scope, route, status, elapsed, request_id)
             structlog.contextvars.reset_contextvars(**tokens)
+
+    @staticmethod
+    async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """Answer an unhandled exception here, inside the request's log context and span, and do
+        not re-raise it: Starlette's ServerErrorMiddleware would answer and then re-raise to
+        uvicorn, which logs it again without the request id and closes the keep-alive
+        connection (the client's next request on it got ECONNRESET)."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        response = unexpected_response(Request(scope), exc)
+        await response(scope, receive, send)
 
     def _log(self, scope: Scope, route: str, status: int, elapsed: float, request_id: str) -> None:
         quiet = scope["path"].startswith(_QUIET_PREFIXES) and status < 500

@@ -49,7 +49,7 @@ RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
 RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}
 
 IDEMPOTENCY_KEY_DESCRIPTION = (
-    "1-255 printable characters chosen by the client, scoped to its partner. The first answer to a "
+    "1-255 printable ASCII characters chosen by the client, scoped to its partner. The first answer to a "
     "key is kept for at least 72 hours and replayed to a repeat with the same body (header "
     "`Idempotent-Replayed: true`); the same key with another body is a 409, and one still being "
     "processed a 409 with Retry-After. A server error releases the key for a retry."
@@ -61,7 +61,7 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description=IDEMPOTENCY_KEY_DESCRIPTION,
-        json_schema_extra={"minLength": 1, "maxLength": 255},
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
     ),
 ]
 

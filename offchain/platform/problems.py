@@ -8,8 +8,9 @@ exception text: the request id in the body and the logs joins the two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,8 +25,10 @@ VALIDATION_ERROR = "urn:caas:problem:validation-error"
 
 log = get_logger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-# --- the shapes, for the OpenAPI of every service ---------------------------------------------
+
+# --- the shapes, for the OpenAPI of every service (offchain.platform.openapi declares them) ------
 
 
 class FieldError(BaseModel):
@@ -53,6 +56,17 @@ class ValidationProblemOut(ProblemOut):
     model_config = ConfigDict(extra="allow", title="ValidationProblem")
 
     errors: list[FieldError]
+
+
+def answers(*statuses: int) -> Callable[[F], F]:
+    """Mark a route dependency with the error statuses it can answer (401, 403, 429, ...): the
+    OpenAPI of every route that depends on it declares them."""
+
+    def mark(dependency: F) -> F:
+        dependency.problem_statuses = tuple(statuses)  # type: ignore[attr-defined]
+        return dependency
+
+    return mark
 
 
 class Problem(Exception):
@@ -138,10 +152,30 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
     return render_problem(request, exc)
 
 
+def allowed_methods(request: Request) -> str | None:
+    """Every method the app serves at this path (RFC 9110 §15.5.6: a 405 lists them all). A
+    path served by several routes (GET and POST declared apart) gets the union; Starlette's
+    own 405 names only the first route's."""
+    from fastapi import routing
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in routing.iter_route_contexts(request.app.routes):
+        try:
+            match, _ = route.matches(request.scope)
+        except Exception:  # noqa: S112 - a route kind that cannot be asked is not this path's
+            continue
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) if methods else None
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405 and (allow := allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allow}
     # an HTTPException of ours may name its problem type (offchain.platform.body_limit)
     problem_type = getattr(exc, "problem_type", "about:blank")
     return problem_response(request, exc.status_code, type=problem_type, detail=detail, headers=headers)
@@ -193,7 +227,12 @@ def _dependency_down(exc: BaseException) -> str | None:
     return None
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
+    """The answer to an exception nothing else handled, logged once (with the request id and,
+    inside a span, the trace id the log processors add): a 503 when a dependency is down, a 500
+    without exception text otherwise. Called by the request middleware, inside the request's
+    context, which then swallows the exception: re-raised to uvicorn it would be logged a second
+    time (without the request id) and the keep-alive connection closed under the client."""
     dependency = _dependency_down(exc)
     if dependency is not None:
         # Temporary by nature: tell the caller to come back, not that we are broken.
@@ -210,6 +249,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         )
     log.error("http.unhandled_exception", path=request.url.path, exc_info=exc)
     return problem_response(request, 500, detail="An unexpected error occurred.")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only what escapes the request middleware itself reaches Starlette's ServerErrorMiddleware
+    # (which re-raises after answering); everything else is answered by the middleware.
+    return unexpected_response(request, exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

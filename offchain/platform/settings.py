@@ -358,6 +358,11 @@ class MoneySettings(_Group):
     payout_verify_after_s: float = Field(default=30.0, ge=0)
     worker_poll_s: float = Field(default=0.5, gt=0)
     worker_batch: int = Field(default=20, ge=1)
+    # how often repayment:8004 looks for held money of loans that can take it now (the indexer's
+    # LoanDisbursed / LoanCancelled settle it at once; the sweep is the backstop)
+    held_sweep_s: float = Field(default=30.0, gt=0)
+    # money held this long on a loan still not repayable (left PENDING) goes to operator review
+    held_max_days: int = Field(default=30, ge=1)
     # the name on a transfer recipient when the payout account carries none
     default_account_name: str = "CaaS borrower"
 

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from offchain.domain.ledger import MAX_AMOUNT as MAX_LEDGER_AMOUNT
 from offchain.platform.settings import RailsSettings
 
 SIGNATURE_HEADER = "x-sme-signature"
@@ -113,29 +114,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+# What an event's strings and numbers must fit to be stored (the dedupe key is at most 200
+# characters, PostgreSQL text and jsonb hold no U+0000, LoanBook amounts are below 2**96).
+MAX_ID = 150
+MAX_DEPTH = 16
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+Short = Annotated[str, Field(max_length=200)]
+
+
 class KycVerifiedData(_Model):
-    user_id: str = Field(min_length=1)
+    user_id: Annotated[str, Field(min_length=1, max_length=200)]
     kyc_status: Literal["verified"] = "verified"
-    verification_date: str | None = None
-    partner_id: str | None = None
+    verification_date: Short | None = None
+    partner_id: Short | None = None
 
 
 class PaymentReceivedData(_Model):
-    reference: str = Field(min_length=1, max_length=200)
-    amount: Annotated[int, Field(strict=True, gt=0)]
+    reference: Id
+    # the ledger keeps amounts in BIGINT (LoanBook would take up to 2**96): a larger one could
+    # never be posted, so it is refused here rather than wedging the repayment consumer
+    amount: Annotated[int, Field(strict=True, gt=0, le=MAX_LEDGER_AMOUNT)]
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     method: Literal["bank_transfer", "wallet"]
-    payment_id: str | None = None
-    loan_id: str | None = None
-    user_id: str | None = None
-    account_number: str | None = None
-    paid_at: str | None = None
+    payment_id: Short | None = None
+    loan_id: Short | None = None
+    user_id: Short | None = None
+    account_number: Short | None = None
+    paid_at: Short | None = None
 
 
 class SmeKycVerified(_Model):
-    id: str
+    id: Id
     type: Literal["sme.kyc.verified"]
-    created_at: str
+    created_at: Short
     data: KycVerifiedData
 
     @property
@@ -144,9 +155,9 @@ class SmeKycVerified(_Model):
 
 
 class SmePaymentReceived(_Model):
-    id: str
+    id: Id
     type: Literal["sme.payment.received"]
-    created_at: str
+    created_at: Short
     data: PaymentReceivedData
 
     @property
@@ -175,16 +186,43 @@ _MODELS: dict[str, type[SmeKycVerified] | type[SmePaymentReceived]] = {
 }
 
 
+def unstorable(value: Any, *, where: str = "body", depth: int = 0) -> str | None:
+    """Why a parsed JSON value cannot be stored as it is (a U+0000 in a key or a string, nesting
+    past MAX_DEPTH), or None."""
+    if depth > MAX_DEPTH:
+        return f"{where}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        return f"{where}: NUL character" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable(key, where=f"{where} key", depth=depth) or unstorable(
+                item, where=f"{where}.{key}"[:200], depth=depth + 1
+            )
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := unstorable(item, where=f"{where}[{index}]", depth=depth + 1):
+                return found
+    return None
+
+
 def parse_event(body: bytes) -> SmeEvent:
     """Parse an already verified body. Raises MalformedSmeEvent."""
     try:
         payload = json.loads(body)
     except ValueError:
         raise MalformedSmeEvent("body is not JSON") from None
+    except RecursionError:  # past ~1,000 levels the parser gives up
+        raise MalformedSmeEvent(f"body: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise MalformedSmeEvent("body must be an object with a string `type`")
     if not isinstance(payload.get("id"), str) or not payload["id"]:
         raise MalformedSmeEvent("body must carry a string `id`")
+    if len(payload["id"]) > MAX_ID:
+        raise MalformedSmeEvent(f"id: at most {MAX_ID} characters")
+    if reason := unstorable(payload):
+        raise MalformedSmeEvent(reason)
     model = _MODELS.get(payload["type"])
     if model is None:
         return UnknownSmeEvent(id=payload["id"], type=payload["type"], data=payload.get("data"))

@@ -6,7 +6,6 @@ only operators run it (`caas:operations:manage`)."""
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +15,7 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.inputs import IsoDate
 from offchain.platform.pages import Page
 from offchain.services.collections import usecases
 from offchain.services.collections.chain import ChainReadError
@@ -96,7 +96,7 @@ async def run_cob(
     responses=ERRORS,
     summary="A close of business: the run, and the partner's loans in it (every partner's for operators)",
 )
-async def get_cob_run(business_date: date, actor: ReadCob, db: DatabaseDep) -> dict[str, Any]:
+async def get_cob_run(business_date: IsoDate, actor: ReadCob, db: DatabaseDep) -> dict[str, Any]:
     scope = db.worker_session() if isinstance(actor, auth.Operator) else db.partner_session(actor.partner_id)
     async with scope as session:
         return await usecases.get_cob_run(session=session, business_date=business_date)

@@ -7,17 +7,21 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from offchain.platform.inputs import Amount, EpochDate, IsoDate
 from offchain.platform.pages import MoneyOut
-from offchain.services.gateway.schemas import Amount
 
 
 class CobRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    business_date: date | None = Field(default=None, description="default: today in the lender's timezone")
-    catch_up: bool = Field(
+    # the close of business reads the LoanBook at the day's end as unix seconds (uint256): a day
+    # before 1970 has no such time (it was a 500 from the ABI encoder)
+    business_date: EpochDate | None = Field(
+        default=None, description="default: today in the lender's timezone"
+    )
+    catch_up: StrictBool = Field(
         default=False, description="also run every missed date since the last completed close of business"
     )
 
@@ -26,7 +30,7 @@ class PromiseToPayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Amount
-    promised_date: date
+    promised_date: IsoDate
 
 
 # -- answers -------------------------------------------------------------------------------------

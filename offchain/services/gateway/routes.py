@@ -19,8 +19,9 @@ from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
+from offchain.platform.inputs import Cursor
 from offchain.platform.openapi_client import IdempotencyKey
-from offchain.platform.problems import PROBLEM_JSON, Problem, ValidationProblemOut
+from offchain.platform.problems import Problem
 from offchain.services.gateway import approvals, schemas, usecases
 from offchain.services.gateway.audit import audit_report
 from offchain.services.gateway.pagination import MAX_LIMIT
@@ -31,13 +32,8 @@ PROBLEM = {"content": {"application/problem+json": {}}}
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
     403: {"description": "the token lacks the permission this call needs", **PROBLEM},
-    # the shape of a 422 declared where the partner API answers one (the error side of every
-    # service's OpenAPI is offchain.platform.openapi's)
-    422: {
-        "description": "a field failed validation (errors: [{field, reason}])",
-        "model": ValidationProblemOut,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ValidationProblemOut"}}},
-    },
+    # its shape (ValidationProblem) comes with every error's from offchain.platform.openapi
+    422: {"description": "a field failed validation (errors: [{field, reason}])", **PROBLEM},
     429: {"description": "rate limit exceeded (see RateLimit-* and Retry-After)", **PROBLEM},
 }
 # Answers beyond COMMON_ERRORS, declared on the operations that give them.
@@ -119,7 +115,7 @@ async def list_applications(
     principal: ReadApplications,
     db: DatabaseDep,
     limit: Limit = 20,
-    cursor: str | None = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
     status: schemas.ApplicationStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:
@@ -131,7 +127,7 @@ async def list_loans(
     principal: ReadLoans,
     db: DatabaseDep,
     limit: Limit = 20,
-    cursor: str | None = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
     status: schemas.LoanStatus | None = None,
 ) -> schemas.Page:
     async with db.partner_session(principal.partner_id) as session:

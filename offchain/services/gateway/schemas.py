@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from offchain.platform.inputs import NO_NUL, WHOLE, Amount
 from offchain.platform.pages import Page
 
 CURRENCIES = ("NGN", "USD")
-# PostgreSQL text cannot hold U+0000: refused at the edge as a 422 naming the field, and said so
-# in the OpenAPI, instead of failing in the database.
-NO_NUL = r"^[^\x00]*$"
+# NO_NUL: PostgreSQL text cannot hold U+0000: refused at the edge as a 422 naming the field, and
+# said so in the OpenAPI, instead of failing in the database (offchain.platform.inputs).
 
 ApplicationStatus = Literal["submitted", "underwriting", "offered", "declined", "accepted", "referred"]
 LoanStatus = Literal[
@@ -28,19 +28,11 @@ LoanStatus = Literal[
 ]
 
 
-class Amount(BaseModel):
-    """Money: integer minor units (kobo for NGN) and an ISO 4217 code."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    value: StrictInt = Field(gt=0, description="minor units, e.g. kobo")
-    currency: Literal["NGN", "USD"]
-
-
-class AmountOut(Amount):
+class AmountOut(BaseModel):
     """Money in an answer, where zero is a real figure (a declined application's max_amount)."""
 
     value: StrictInt = Field(ge=0, description="minor units, e.g. kobo")
+    currency: Literal["NGN", "USD"]
 
 
 class Borrower(BaseModel):
@@ -57,7 +49,7 @@ class ApplicationIn(BaseModel):
     )
     borrower: Borrower
     amount: Amount
-    tenor_months: int = Field(ge=1, le=60)
+    tenor_months: Annotated[int, Field(strict=True, ge=1, le=60), WHOLE]
     purpose: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
@@ -240,6 +232,7 @@ class AuditLogEntryOut(BaseModel):
 
 
 class SmeEventAck(BaseModel):
-    status: Literal["accepted", "duplicate", "ignored"]
+    status: Literal["accepted", "duplicate", "ignored", "rejected"]
     id: str | None = None
     type: str | None = Field(default=None, description="the event type, when it was ignored")
+    reason: str | None = Field(default=None, description="why a signed event can never be taken in")

@@ -35,3 +35,35 @@ class HealthStatus(BaseModel):
     caasServices: dict[str, Check]  # one entry per service of the port map
     dependencies: Dependencies
     queues: dict[str, Check]  # indexer, outbox, streams, tx_intents
+
+
+# --- what callers other than operators see (the gateway's GET /v1/health) ------------------------
+# `detail` can name internal hosts, addresses and errors: it is for operators only.
+
+
+class CheckSummary(BaseModel):
+    status: Status
+    latency_ms: float | None
+
+
+class SmeServicesSummary(BaseModel):
+    auth: CheckSummary
+    kyc: CheckSummary
+    payments: CheckSummary
+
+
+class DependenciesSummary(BaseModel):
+    database: CheckSummary
+    redis: CheckSummary
+    blockchain: CheckSummary
+
+
+class HealthSummary(BaseModel):
+    """HealthStatus without the `detail` strings."""
+
+    status: Status
+    checkedAt: str
+    smeServices: SmeServicesSummary
+    caasServices: dict[str, CheckSummary]
+    dependencies: DependenciesSummary
+    queues: dict[str, CheckSummary]

@@ -7,8 +7,8 @@ ledger <-> chain checks cover the loans; these add:
   amount or currency);
 - payout_vs_rail: a payout we hold as paid that the rail does not show as paid, or one we hold
   as not paid that the rail shows as paid;
-- clearing_vs_payments / suspense_vs_payments: the ledger's rail clearing and suspense accounts
-  against the sum of the payment records they should hold.
+- clearing_vs_payments / suspense_vs_payments / held_vs_payments: the ledger's rail clearing,
+  suspense and loan held accounts against the sum of the payment records they should hold.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
@@ -36,7 +36,27 @@ from offchain.rails.sme.payments import (
 )
 
 # statuses in which the money is ours to account for (a reversed payment went back)
-HELD = ("received", "unmatched", "pending_chain", "recorded", "credited", "reversal_pending")
+HELD = (
+    "received",
+    "unmatched",
+    "pending_chain",
+    "recorded",
+    "credited",
+    "reversal_pending",
+    "held",
+    "review",
+)
+# money still in a loan's held account (`loan:<id>:held`): early money, money under review, and
+# an application of it the chain has not recorded yet (its ledger hold is pending)
+_IN_HELD_ACCOUNTS = text(
+    "SELECT currency, sum(amount) FROM caas_payments WHERE held_posting IS NOT NULL AND "
+    "(status IN ('held', 'review') OR (status = 'pending_chain' AND applied_posting IS NOT NULL)) "
+    "GROUP BY currency"
+)
+_HELD_ACCOUNTS = text(
+    "SELECT currency, sum(posted_credits) - sum(posted_debits) FROM caas_ledger_balances "
+    "WHERE account LIKE :held GROUP BY currency"
+).bindparams(held="loan:%:held")
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,19 @@ class RailCheck:
                         expected.get(currency, 0),
                         suspense.posted,
                         "suspense does not hold exactly the unmatched payments",
+                    )
+                )
+        in_payments = {c: int(t) for c, t in (await session.execute(_IN_HELD_ACCOUNTS)).all()}
+        in_ledger = {c: int(t) for c, t in (await session.execute(_HELD_ACCOUNTS)).all()}
+        for currency in set(in_payments) | set(in_ledger):
+            if in_payments.get(currency, 0) != in_ledger.get(currency, 0):
+                found.append(
+                    Mismatch(
+                        "held_vs_payments",
+                        f"loan:*:held/{currency}",
+                        in_payments.get(currency, 0),
+                        in_ledger.get(currency, 0),
+                        "the loans' held accounts do not hold exactly the held and reviewed payments",
                     )
                 )
         return found

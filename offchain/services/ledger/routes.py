@@ -3,13 +3,14 @@
 
 # No `from __future__ import annotations`: FastAPI must see the closures in the dependencies.
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.inputs import NO_NUL
 from offchain.platform.problems import Problem
 from offchain.services.ledger import schemas, usecases
 from offchain.services.ledger.reconciliation import report_dict
@@ -19,7 +20,16 @@ router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 Auditor = Annotated[auth.Actor, Depends(auth.partner_or_operator(auth.AUDIT_READ, auth.OPERATIONS_READ))]
 OperatorRead = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_READ))]
 OperatorManage = Annotated[auth.Operator, Depends(auth.require_operator(auth.OPERATIONS_MANAGE))]
-Currency = Annotated[str, Query(pattern="^[A-Z]{3}$", description="ISO 4217 alpha code, e.g. NGN")]
+Currency = Annotated[Literal["NGN", "USD"], Query(description="ISO 4217 alpha code")]
+# the chart of accounts (offchain.domain.ledger), so a code outside it is a schema violation
+ACCOUNT_CODE = (
+    r"^(suspense:unmatched|income:(fees|interest)|expense:credit_losses"
+    r"|loan:[A-Za-z0-9_.\-]{1,100}:(receivable|unearned|held)|borrower:[A-Za-z0-9_.\-]{1,100}:credit"
+    r"|partner:[A-Za-z0-9_.\-]{1,100}:funding|rail:(paystack|sme):(clearing|fees|fees_recovered))$"
+)
+LOAN_KEY = (
+    r"^(0x[0-9a-fA-F]{64}|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$"
+)
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token", **PROBLEM},
@@ -31,14 +41,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/accounts/{code}/balance", response_model=schemas.AccountBalance, responses=ERRORS)
 async def account_balance(
-    code: Annotated[str, Path(max_length=200)], currency: Currency, principal: Auditor, db: DatabaseDep
+    code: Annotated[str, Path(max_length=200, pattern=ACCOUNT_CODE)],
+    currency: Currency,
+    principal: Auditor,
+    db: DatabaseDep,
 ) -> dict[str, Any]:
     return await usecases.account_balance(db=db, principal=principal, code=code, currency=currency)
 
 
 @router.get("/postings/{posting_id}", response_model=schemas.PostingOut, responses=ERRORS)
 async def get_posting(
-    posting_id: Annotated[str, Path(max_length=200)], principal: Auditor, db: DatabaseDep
+    posting_id: Annotated[str, Path(max_length=200, pattern=NO_NUL)], principal: Auditor, db: DatabaseDep
 ) -> dict[str, Any]:
     return await usecases.posting(db=db, principal=principal, posting_id=posting_id)
 
@@ -47,7 +60,7 @@ async def get_posting(
 async def trial_balance(
     operator: OperatorRead,
     db: DatabaseDep,
-    currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$")] = None,
+    currency: Annotated[Literal["NGN", "USD"] | None, Query()] = None,
     accounts: bool = True,
 ) -> dict[str, Any]:
     return await usecases.trial_balance(db=db, currency=currency, accounts=accounts)
@@ -55,14 +68,16 @@ async def trial_balance(
 
 @router.get("/loans/{loan_id}", response_model=schemas.LoanLedgerOut, responses=ERRORS)
 async def loan_ledger(
-    loan_id: Annotated[str, Path(max_length=100)], principal: Auditor, db: DatabaseDep
+    loan_id: Annotated[str, Path(max_length=100, pattern=LOAN_KEY, description="loan UUID or 0x chain id")],
+    principal: Auditor,
+    db: DatabaseDep,
 ) -> dict[str, Any]:
     return await usecases.loan_ledger(db=db, principal=principal, loan=loan_id)
 
 
 @router.get("/reconciliation", response_model=schemas.ReconciliationOut, responses=ERRORS)
 async def latest_reconciliation(
-    operator: OperatorRead, db: DatabaseDep, run_id: Annotated[int | None, Query(ge=1)] = None
+    operator: OperatorRead, db: DatabaseDep, run_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
 ) -> dict[str, Any]:
     return await usecases.latest_reconciliation(db=db, run_id=run_id)
 

@@ -7,7 +7,6 @@ Served by the gateway (8000, the public API) and by the notifications service (8
 
 import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -19,6 +18,7 @@ from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
+from offchain.platform.inputs import Cursor, Timestamp
 from offchain.platform.openapi_client import IdempotencyKey
 from offchain.platform.outbound import OutboundPolicy
 from offchain.services.gateway.pagination import MAX_LIMIT
@@ -207,8 +207,8 @@ async def list_events(
     db: DatabaseDep,
     settings: SettingsDep,
     type: Annotated[Literal[PARTNER_EVENT_TYPES] | None, Query(description="one event type")] = None,  # type: ignore[valid-type]
-    since: Annotated[datetime | None, Query(description="only events created at or after this time")] = None,
-    cursor: str | None = None,
+    since: Annotated[Timestamp | None, Query(description="only events created at or after this time")] = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
 ) -> schemas.EventPage:
     async with db.partner_session(principal.partner_id) as session:
@@ -222,7 +222,10 @@ async def list_events(
         )
 
 
-@router.get("/events/{event_id}", response_model=schemas.EventOut, responses={**NOT_FOUND, **COMMON_ERRORS})
+# `:uuid`: /v1/events/sme (the gateway's SME intake, POST) is not an event id; a GET there is a 405
+@router.get(
+    "/events/{event_id:uuid}", response_model=schemas.EventOut, responses={**NOT_FOUND, **COMMON_ERRORS}
+)
 async def get_event(
     event_id: uuid.UUID, principal: ManageRead, db: DatabaseDep, settings: SettingsDep
 ) -> schemas.EventOut:
@@ -233,7 +236,7 @@ async def get_event(
 
 
 @router.post(
-    "/events/{event_id}/replay",
+    "/events/{event_id:uuid}/replay",
     status_code=202,
     response_model=schemas.ReplayOut,
     responses={

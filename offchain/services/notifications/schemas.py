@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from offchain.domain.notifications.envelope import ALL_TYPES, PARTNER_EVENT_TYPES
+from offchain.platform.inputs import NO_NUL, WHOLE
+
+EventTypeName = Literal[(*PARTNER_EVENT_TYPES, ALL_TYPES)]  # type: ignore[valid-type]
+# an absolute http(s) URL without credentials or fragment, its port in range (the use case adds
+# the deployment's own rules: https and a public host in production)
+_PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# path and query: printable ASCII but `#` (a URL is ASCII; explicit, since `\s` differs between
+# Python's and the JSON Schema's regex dialects)
+URL = rf"^https?://[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(:{_PORT})?([/?][!-\x22\x24-~]*)?$"
 
 
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2000, description="https URL (http only in development and test)")
-    event_types: list[str] = Field(
+    url: str = Field(
+        max_length=2000, pattern=URL, description="https URL (http only in development and test)"
+    )
+    event_types: list[EventTypeName] = Field(
         min_length=1, max_length=len(PARTNER_EVENT_TYPES), description='event types, or ["*"] for all'
     )
-    description: str | None = Field(None, max_length=500)
+    description: str | None = Field(None, max_length=500, pattern=NO_NUL)
 
     @field_validator("url", "description")
     @classmethod
@@ -59,12 +70,19 @@ class EndpointList(BaseModel):
 class RotateSecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expire_previous_in_s: int | None = Field(
-        None,
-        ge=0,
-        le=7 * 86_400,
-        description="how long the old secret keeps signing too (0: at once; default from settings)",
-    )
+    expire_previous_in_s: (
+        Annotated[
+            int,
+            Field(
+                strict=True,
+                ge=0,
+                le=7 * 86_400,
+                description="how long the old secret keeps signing too (0: at once; default from settings)",
+            ),
+            WHOLE,
+        ]
+        | None
+    ) = None
 
 
 class SecretRotated(BaseModel):

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from offchain.domain.offers import Basis, Frequency, Method, Refusal
+from offchain.platform.inputs import WHOLE, Amount, ShortText
+from offchain.platform.inputs import AmountOut as Money
 
-MinorUnits = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)]
-
-
-class Amount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    value: MinorUnits = Field(description="integer minor units (kobo for NGN); never a float")
-    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["NGN"])
+__all__ = ["Amount", "Money"]
 
 
 class AffordabilityIn(BaseModel):
@@ -30,9 +25,9 @@ class AffordabilityIn(BaseModel):
 class QuoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rating: str = Field(min_length=1, max_length=16, examples=["B"])
+    rating: ShortText = Field(max_length=16, examples=["B"])
     amount: Amount
-    tenor_months: Annotated[StrictInt, Field(ge=1, le=60)]
+    tenor_months: Annotated[int, Field(strict=True, ge=1, le=60), WHOLE]
     frequency: Frequency = Frequency.MONTHLY
     method: Method | None = Field(default=None, description="defaults to the pricing policy's method")
     affordability: AffordabilityIn | None = None
@@ -41,10 +36,10 @@ class QuoteRequest(BaseModel):
 class InstallmentOut(BaseModel):
     index: int
     due_offset: int = Field(description="seconds after disbursement: index * installment_interval")
-    amount: Amount
-    principal: Amount
-    interest: Amount
-    fee: Amount
+    amount: Money
+    principal: Money
+    interest: Money
+    fee: Money
 
 
 class ScheduleOut(BaseModel):
@@ -55,28 +50,28 @@ class ScheduleOut(BaseModel):
     apr_bps: int
     ear_bps: int
     ear: str = Field(description="effective annual rate of the cash flows, decimal fraction")
-    principal: Amount
-    interest: Amount
-    fees: Amount
-    total_due: Amount
+    principal: Money
+    interest: Money
+    fees: Money
+    total_due: Money
     installments: list[InstallmentOut]
 
 
 class OfferOut(BaseModel):
     rating: str
     basis: Basis
-    amount: Amount
+    amount: Money
     tenor_months: int
     frequency: Frequency
     method: Method
     apr_bps: int
     ear_bps: int
-    origination_fee: Amount
-    total_due: Amount
+    origination_fee: Money
+    total_due: Money
     installment_count: int
     installment_interval: int
     grace_period: int = Field(description="seconds after a due date before it is late")
-    max_late_fees: Amount
+    max_late_fees: Money
     expires_at: str
     pricing_version: str
     schedule: ScheduleOut
@@ -90,10 +85,10 @@ class QuoteResponse(BaseModel):
 class RatePlanOut(BaseModel):
     apr_bps: int
     origination_fee_bps: int
-    origination_fee_floor: Amount
-    origination_fee_cap: Amount
-    min_amount: Amount
-    max_amount: Amount
+    origination_fee_floor: Money
+    origination_fee_cap: Money
+    min_amount: Money
+    max_amount: Money
     max_tenor_months: int
 
 
@@ -102,8 +97,8 @@ class PricingOut(BaseModel):
     currency: str
     method: Method
     late_fee_cap_bps: int
-    late_fee_cap_max: Amount
+    late_fee_cap_max: Money
     grace_days: int
     offer_ttl_seconds: int
-    amount_step: Amount
+    amount_step: Money
     plans: dict[str, RatePlanOut]

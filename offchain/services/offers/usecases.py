@@ -50,7 +50,13 @@ def quote_offers(*, policy: PricingPolicy, request: QuoteRequest, now: datetime)
             method=request.method,
         )
     except ValueError as exc:  # PricingError, ScheduleError, CurrencyMismatch, unknown currency
-        raise Problem(422, UNPRICEABLE, title="Cannot price this request", detail=str(exc)) from exc
+        raise Problem(
+            422,
+            UNPRICEABLE,
+            title="Cannot price this request",
+            detail=str(exc),
+            errors=[{"field": "body", "reason": str(exc)}],
+        ) from exc
     return {
         "offers": [offer.to_json() for offer in result.offers],
         "refusals": [refusal.value for refusal in result.refusals],

@@ -12,7 +12,7 @@ nothing ever signed). A service reads only the intents it recorded.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,7 @@ from offchain.chain.sender import IdempotencyConflict, get_intent, submit_intent
 from offchain.persistence.models import TxIntent
 from offchain.platform.access import service_only
 from offchain.platform.deps import DatabaseDep
+from offchain.platform.inputs import NO_NUL, WHOLE, Hex
 from offchain.platform.problems import Problem
 from offchain.platform.service_auth import ServiceIdentity
 
@@ -30,16 +31,19 @@ router = APIRouter(prefix="/v1/tx-intents", tags=["transactions"])
 Caller = Annotated[ServiceIdentity, Depends(service_only(*sorted(CALLERS)))]
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-Key = Annotated[str, Path(min_length=1, max_length=200)]
+Key = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 class TxIntentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    idempotency_key: str = Field(min_length=1, max_length=200, examples=["record_repayment:0x1234…"])
+    idempotency_key: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, examples=["record_repayment:0x1234…"]
+    )
     to: str = Field(pattern=ADDRESS)
-    data: str = Field(pattern=r"^0x([0-9a-fA-F]{2})*$", description="ABI-encoded calldata")
-    value: int = Field(default=0, ge=0, lt=2**256, description="wei")
+    data: Hex = Field(description="ABI-encoded calldata")
+    value: Annotated[int, Field(strict=True, ge=0, le=2**256 - 1, description="wei"), WHOLE] = 0
     sender: str | None = Field(default=None, pattern=ADDRESS, description="pin a sending key")
 
 
@@ -112,7 +116,15 @@ def _deployment(request: Request) -> Deployment:
     return Deployment.load(path)
 
 
-@router.post("", response_model=TxIntentOut, status_code=201)
+@router.post(
+    "",
+    response_model=TxIntentOut,
+    status_code=201,
+    responses={
+        200: {"description": "the key names an intent already recorded: that one", "model": TxIntentOut},
+        409: {"description": "the key names an intent with a different call", **PROBLEM},
+    },
+)
 async def post_tx_intent(
     body: TxIntentIn, caller: Caller, db: DatabaseDep, response: Response, request: Request
 ) -> TxIntentOut:
@@ -157,7 +169,11 @@ async def post_tx_intent(
     return out
 
 
-@router.get("/{key}", response_model=TxIntentOut)
+@router.get(
+    "/{key}",
+    response_model=TxIntentOut,
+    responses={404: {"description": "no intent under this key", **PROBLEM}},
+)
 async def get_tx_intent(key: Key, caller: Caller, db: DatabaseDep) -> TxIntentOut:
     async with db.worker_session() as session:
         intent = await get_intent(session, key)

@@ -11,13 +11,16 @@ Background jobs:
   transaction, RepaymentRecorded runs in a few statements): RepaymentRecorded (hold
   posted, interest earned, credit.repayment.received), RepaymentReversed (postings reversed),
   LateFeeAssessed (fee income), LoanWrittenOff (credit loss), LoanRepaid / LoanDefaulted
-  (partner events), and refused intents (money to suspense).
+  (partner events), LoanDisbursed / LoanCancelled (money held for the loan applied, or to
+  review: early_money), and refused intents (money to suspense);
+- `held`: the backstop sweep of early_money: held money of loans that can take it now.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -36,7 +39,7 @@ from offchain.platform.tracing import consumer_span, inject_context
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
-from offchain.services.repayment import intake, notices, payments
+from offchain.services.repayment import early_money, intake, notices, payments
 from offchain.services.repayment.notice_routes import router as notice_router
 from offchain.services.repayment.routes import router
 
@@ -56,6 +59,8 @@ CHAIN_TOPICS = (
     "chain.LoanWrittenOff",
     "chain.LoanRepaid",
     "chain.LoanDefaulted",
+    "chain.LoanDisbursed",
+    "chain.LoanCancelled",
     "tx.reverted",
     "tx.failed",
 )
@@ -176,7 +181,7 @@ async def intake_worker(
 
 
 async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
-    async with _requirements(resources) as (db, _deployment):
+    async with _requirements(resources) as (db, deployment):
 
         async def apply(session: AsyncSession, event: Event) -> None:
             payload = event.payload or {}
@@ -204,6 +209,8 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
                         await payments.notify_loan_closed(
                             session, loan, topic, {"tx_hash": payload.get("tx_hash")}
                         )
+                case "chain.LoanDisbursed" | "chain.LoanCancelled":
+                    await early_money.settle_loan_events(session, [loan], deployment=deployment)
                 case "tx.reverted" | "tx.failed":
                     key = str(payload.get("idempotency_key") or "")
                     if key.startswith(("repay:", "reverse:")):
@@ -235,6 +242,17 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
             # one transaction; runs of RepaymentRecorded (the bulk of a busy day) in a few
             # statements, anything else through `apply`, all in the batch's order
             async with db.worker_session() as session:
+                # the loans whose held money these events settle, locked first and in the one
+                # order intake locks them (taken one by one, as events come, they could deadlock)
+                await early_money.settle_loan_events(
+                    session,
+                    [
+                        str((event.payload or {}).get("loan_id") or "")
+                        for event in events
+                        if event.topic in ("chain.LoanDisbursed", "chain.LoanCancelled")
+                    ],
+                    deployment=deployment,
+                )
                 run: list[payments.Recorded] = []
                 for event in events:
                     if event.topic == "chain.RepaymentRecorded":
@@ -259,6 +277,22 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
         )
 
 
+async def held_sweeper(resources: AppResources, stop: asyncio.Event) -> None:
+    async with _requirements(resources) as (db, deployment):
+        every = resources.settings.money.held_sweep_s
+        while not stop.is_set():
+            async with db.worker_session() as session:
+                await early_money.sweep(
+                    session,
+                    deployment=deployment,
+                    max_held=timedelta(days=resources.settings.money.held_max_days),
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                pass
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     notice_metrics = notices.NoticeMetrics()
 
@@ -269,7 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SERVICES["repayment"],
         settings,
         routers=[router, notice_router],
-        background={"intake": intake, "chain": chain_worker},
+        background={"intake": intake, "chain": chain_worker, "held": held_sweeper},
     )
     notice_metrics.register(app.state.metrics.registry)
     return app

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, tuple_
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +38,8 @@ from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
 from offchain.rails.paystack.client import PaystackClient
 from offchain.services import monitoring
-from offchain.services.repayment import fees
+from offchain.services.repayment import early_money, fees
+from offchain.services.repayment.locks import lock_loan, lock_loans
 
 log = get_logger(__name__)
 
@@ -233,26 +234,6 @@ async def find_matches(
     return matches
 
 
-async def lock_loans(session: AsyncSession, loan_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Loan]:
-    """`lock_loan` for many loans, in one order for every caller (the lock ids'): two batches
-    sharing loans wait for each other instead of deadlocking."""
-    if not loan_ids:
-        return {}
-    await session.execute(
-        text(
-            "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtext(k) AS h "
-            "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS locks"
-        ),
-        {"keys": [f"loan:{loan_id}" for loan_id in loan_ids]},
-    )
-    loans = (
-        await session.execute(
-            select(Loan).where(Loan.id.in_(list(loan_ids))).execution_options(populate_existing=True)
-        )
-    ).scalars()
-    return {loan.id: loan for loan in loans}
-
-
 async def receive_many(
     session: AsyncSession,
     items: Sequence[Verified],
@@ -385,9 +366,9 @@ async def receive_many(
         loan = loans.get(match.loan_id) if match is not None else None
         if match is None:
             posted.append(_suspense(row, reason="no loan matches the payment"))
-        elif loan is None or loan.partner_id is None or loan.currency is None:
+        elif loan is None or loan.partner_id is None:
             posted.append(_suspense(row, reason=f"loan {match.loan_id} is not known to the backend"))
-        elif from_iso_numeric(loan.currency) != row.currency:
+        elif loan.currency is not None and from_iso_numeric(loan.currency) != row.currency:
             posted.append(
                 _suspense(row, reason=f"payment in {row.currency}, loan in {from_iso_numeric(loan.currency)}")
             )
@@ -423,9 +404,16 @@ async def receive_many(
                 reference=row.provider_reference,
             )
             if allocation.applied == 0:
-                posted.append(posting)
-                row.status = "credited"
-                row.detail = f"loan state {loan.chain_state}: kept as the borrower's credit"
+                # not repayable yet (held until ACTIVE) or nothing to apply to (operator review)
+                posted.append(
+                    early_money.keep(
+                        row,
+                        loan,
+                        method=match.method,
+                        posting_id=posting.posting_id,
+                        reason=early_money.nothing_owed(loan),
+                    )
+                )
             else:
                 held.append(posting)
                 calls.append(
@@ -492,15 +480,6 @@ async def _to_suspense(session: AsyncSession, row: Payment, *, reason: str, post
     log.info("payment.suspense", payment_id=str(row.id), reason=reason)
 
 
-async def lock_loan(session: AsyncSession, loan_id: uuid.UUID) -> Loan | None:
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"loan:{loan_id}"})
-    return (
-        await session.execute(
-            select(Loan).where(Loan.id == loan_id).execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-
-
 async def available_to_apply(session: AsyncSession, loan_id: uuid.UUID, currency: str) -> int:
     """What the loan still owes net of repayments on their way to the chain (loan locked)."""
     balance = await journal.balance(session, accounts.loan_receivable(str(loan_id)), currency)
@@ -519,12 +498,12 @@ async def apply_to_loan(
     policy: MonitoringPolicy = DEFAULT_POLICY,
 ) -> None:
     loan = await lock_loan(session, loan_id)
-    if loan is None or loan.partner_id is None or loan.currency is None:
+    if loan is None or loan.partner_id is None:
         await _to_suspense(
             session, row, reason=f"loan {loan_id} is not known to the backend", posting_suffix=posting_suffix
         )
         return
-    if from_iso_numeric(loan.currency) != row.currency:
+    if loan.currency is not None and from_iso_numeric(loan.currency) != row.currency:
         await _to_suspense(
             session,
             row,
@@ -550,10 +529,18 @@ async def apply_to_loan(
         source=source,
     )
     if allocation.applied == 0:
-        # nothing to record on chain (repaid, not yet disbursed, written off): the borrower's credit
-        await journal.post(session, posting)
-        row.status = "credited"
-        row.detail = f"loan state {loan.chain_state}: kept as the borrower's credit"
+        # nothing to record on chain: held until the loan is ACTIVE, or for an operator's review
+        await journal.post(
+            session,
+            early_money.keep(
+                row,
+                loan,
+                method=method,
+                posting_id=posting.posting_id,
+                source=source,
+                reason=early_money.nothing_owed(loan),
+            ),
+        )
         return
     await journal.hold(session, posting)
     data = calldata.record_repayment(
@@ -605,6 +592,8 @@ async def match_by_hand(
 
 
 def _held_posting(row: Payment) -> str:
+    if row.applied_posting:  # held money, applied from the loan's held account
+        return row.applied_posting
     return posting_id(row.payment_ref) + (
         ":matched" if row.match_method == mm.MatchMethod.MANUAL.value else ""
     )
@@ -811,6 +800,7 @@ async def on_repayment_reversed(session: AsyncSession, args: dict[str, Any]) -> 
     await journal.reverse(
         session, held, reversal_id=f"{held}:reversed", description=f"chargeback of {row.provider_reference}"
     )
+    await early_money.on_reversed(session, row)
     if await journal.get_posting(session, f"interest:{ref}") is not None:
         await journal.reverse(
             session,
@@ -823,11 +813,13 @@ async def on_repayment_reversed(session: AsyncSession, args: dict[str, Any]) -> 
 
 async def on_intent_refused(session: AsyncSession, key: str, reason: str | None) -> None:
     """The chain refused a record_repayment (or reverse_repayment) we asked for."""
-    kind, ref = key.split(":", 1)
-    row = await payment_by_ref(session, ref)
+    kind, rest = key.split(":", 1)
+    row = await payment_by_ref(session, rest.split(":", 1)[0])  # repay:<ref>[:<attempt>]
     if row is None:
         return
-    if kind == "repay" and row.status == "pending_chain":
+    if kind == "repay" and row.applied_posting:
+        await early_money.on_refused(session, row, key, reason)  # held money: back to held, review
+    elif kind == "repay" and row.status == "pending_chain":
         await journal.void_pending(session, _held_posting(row))
         detail = f"chain refused the repayment: {reason}"
         if row.match_method == mm.MatchMethod.MANUAL.value:

@@ -3,6 +3,9 @@
 Unmatched money belongs to no partner yet (offchain.services.repayment.suspense): a partner
 (`credit:collection:manage`) sees and matches only the unmatched money attributable to it, and
 only to its own loans; operators (`caas:operations:*`) see all of it and match it to any loan.
+Money held for a loan that is not repayable yet (`held`) and money under review (`review`: its
+loan is closed) belong to the loan's partner: listed with `?status=held|review`, and money under
+review is moved (by its partner, or an operator) only to another loan of that same partner.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
@@ -25,7 +28,7 @@ from offchain.platform.deps import DatabaseDep
 from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
-from offchain.services.repayment import payments
+from offchain.services.repayment import early_money, payments
 from offchain.services.repayment.suspense import attributable_to, visible_to_partner
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -158,7 +161,8 @@ async def _loan_for(db: Any, actor: auth.Actor, loan_id: uuid.UUID) -> Loan:
 @router.get(
     "/payments",
     response_model=Page[PaymentOut],
-    summary="Payments: the partner's own or its unmatched ones (?status=unmatched); every one for operators",
+    summary="Payments: the partner's own (?status=held: early money, ?status=review), or its unmatched "
+    "ones (?status=unmatched); every one for operators",
 )
 async def list_payments(
     actor: PaymentReader,
@@ -203,9 +207,13 @@ async def get_payment(payment_id: uuid.UUID, actor: PaymentReader, db: DatabaseD
     response_model=PaymentOut,
     responses={
         404: {"description": "unknown payment or loan", **PROBLEM},
-        409: {"description": "the payment is not in suspense", **PROBLEM},
+        409: {
+            "description": "the payment is not in suspense or review, or the loan cannot take it",
+            **PROBLEM,
+        },
     },
-    summary="Match money in suspense to a loan: a partner its own money to its own loans, an operator any",
+    summary="Match money in suspense (or under review) to a loan: a partner its own money to its own "
+    "loans, an operator any",
 )
 async def match_payment(
     payment_id: uuid.UUID, body: MatchIn, actor: PaymentMatcher, db: DatabaseDep, request: Request
@@ -217,9 +225,42 @@ async def match_payment(
         # another partner's money is not found, whatever its status
         query = query.where(visible_to_partner(actor.partner_id))
     async with db.worker_session() as session:
+        target = await payments.lock_loan(session, loan.id)  # before the row: intake's order
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        if row.status == "review" and target is not None:
+            if row.partner_id is not None and row.partner_id != loan.partner_id:
+                # review money was paid for one of that partner's loans: it stays that partner's
+                raise Problem(
+                    409,
+                    "urn:caas:problem:loan-cannot-take-payment",
+                    title="Loan cannot take the payment",
+                    detail="money under review moves only to another loan of the same partner",
+                    errors=[{"field": "loan_id", "reason": "a loan of another partner"}],
+                )
+            before = payment_view(row)
+            try:
+                await early_money.match_reviewed(session, row, target, deployment=deployment)
+            except ValueError as refusal:
+                raise Problem(
+                    409,
+                    "urn:caas:problem:loan-cannot-take-payment",
+                    title="Loan cannot take the payment",
+                    detail=str(refusal),
+                    errors=[{"field": "loan_id", "reason": str(refusal)}],
+                ) from refusal
+            await record_action(
+                session,
+                actor=auth.actor_name(actor),
+                action="payment.match",
+                subject_type="payment",
+                subject_id=payment_id,
+                partner_id=loan.partner_id,
+                before=before,
+                after=payment_view(row),
+            )
+            return payment_view(row)
         if row.status != "unmatched":
             raise Problem(
                 409,

@@ -14,6 +14,7 @@ from offchain.domain.underwriting.history import ChainHistory
 from offchain.domain.underwriting.policy import Exposures, PartnerClaims, PolicyConfig
 from offchain.domain.underwriting.scorecard import ScorecardModel
 from offchain.platform.deps import ResourcesDep
+from offchain.platform.inputs import MAX_MINOR_UNITS
 from offchain.platform.problems import VALIDATION_ERROR, Problem
 from offchain.rails.sme.kyc import KycError, KycProtocolError, KycUnavailable, SmeKycClient
 from offchain.services.underwriting import usecases
@@ -26,6 +27,7 @@ from offchain.services.underwriting.schemas import (
     PartnerClaimsIn,
     PreAssessmentRequest,
     StatementAnalysisOut,
+    TransactionIn,
 )
 from offchain.services.underwriting.statements import (
     CSV_TYPES,
@@ -124,7 +126,14 @@ async def _decide(
         raise Problem(502, KYC_BAD_GATEWAY, title="SME KYC refused the request", detail=str(exc)) from exc
 
 
-@router.post("/assessments", response_model=DecisionOut)
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+KYC_ANSWERS: dict[int | str, dict[str, Any]] = {
+    502: {"description": "the SME platform's KYC answered badly or refused the request", **_PROBLEM},
+    503: {"description": "the SME platform's KYC is unreachable (Retry-After) or not configured", **_PROBLEM},
+}
+
+
+@router.post("/assessments", response_model=DecisionOut, responses=KYC_ANSWERS)
 async def create_assessment(
     body: AssessmentRequest, model: ModelDep, policy: PolicyDep, kyc_client: KycClientDep
 ) -> dict[str, Any]:
@@ -133,7 +142,11 @@ async def create_assessment(
     503 `kyc-unavailable` (with Retry-After) when the SME platform cannot be reached: retry later.
     """
     try:
-        transactions = parse_transactions(body.transactions) if body.transactions is not None else None
+        transactions = (
+            parse_transactions([line.record() for line in body.transactions])
+            if body.transactions is not None
+            else None
+        )
     except StatementError as exc:
         raise _invalid(exc) from exc
     decision = await _decide(
@@ -155,7 +168,7 @@ async def create_assessment(
     return decision.to_dict()
 
 
-@router.post("/pre-assessments", response_model=DecisionOut)
+@router.post("/pre-assessments", response_model=DecisionOut, responses=KYC_ANSWERS)
 async def create_pre_assessment(
     body: PreAssessmentRequest, model: ModelDep, policy: PolicyDep, kyc_client: KycClientDep
 ) -> dict[str, Any]:
@@ -178,10 +191,32 @@ async def create_pre_assessment(
     return decision.to_dict()
 
 
+_LINE = TransactionIn.model_json_schema()
 _UPLOAD_BODY = {
     "required": True,
     "content": {
-        **{kind: {"schema": {"type": "object"}} for kind in JSON_TYPES},
+        **{
+            kind: {
+                "schema": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["transactions"],
+                            "properties": {
+                                "transactions": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": 20_000,
+                                    "items": _LINE,
+                                }
+                            },
+                        },
+                        {"type": "array", "minItems": 1, "maxItems": 20_000, "items": _LINE},
+                    ]
+                }
+            }
+            for kind in JSON_TYPES
+        },
         **{kind: {"schema": {"type": "string"}} for kind in CSV_TYPES},
     },
     "description": 'JSON `{"transactions": [{"date", "amount", "balance"?, "description"?}]}` or CSV with '
@@ -193,12 +228,18 @@ _UPLOAD_BODY = {
     "/bank-statements/analyze",
     response_model=StatementAnalysisOut,
     openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses={
+        413: {"description": f"a statement above {MAX_UPLOAD_BYTES} bytes", **_PROBLEM},
+        415: {"description": "neither JSON nor CSV", **_PROBLEM},
+        422: {"description": "the statement failed validation (errors: [{field, reason}])", **_PROBLEM},
+    },
 )
 async def analyze_bank_statement(
     request: Request,
     policy: PolicyDep,
     proposed_installment: Annotated[
-        int | None, Query(ge=0, le=2**53 - 1, description="monthly installment for the DSCR, minor units")
+        int | None,
+        Query(ge=0, le=MAX_MINOR_UNITS, description="monthly installment for the DSCR, minor units"),
     ] = None,
 ) -> dict[str, Any]:
     """Analyse an uploaded statement: inflows, volatility, NSF/overdrafts, debt service, DSCR."""

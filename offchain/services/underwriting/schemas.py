@@ -4,21 +4,50 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-MinorUnits = Annotated[StrictInt, Field(ge=0, le=2**53 - 1)]
-Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+from offchain.platform.inputs import (
+    MAX_MINOR_UNITS,
+    NO_NUL,
+    WHOLE,
+    Amount,
+    Count,
+    Currency,
+    IsoDate,
+    MinorUnits,
+    ShortText,
+)
+from offchain.platform.inputs import AmountOut as Money
+
+Tenor = Annotated[int, Field(strict=True, ge=1, le=60), WHOLE]
+SignedMinorUnits = Annotated[
+    int, Field(strict=True, ge=-MAX_MINOR_UNITS, le=MAX_MINOR_UNITS, description="minor units (kobo)"), WHOLE
+]
 
 
-class Amount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TransactionIn(BaseModel):
+    """One statement line: inflows positive, outflows negative, integer minor units."""
 
-    value: MinorUnits = Field(description="integer minor units (kobo for NGN); never a float")
-    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["NGN"])
+    model_config = ConfigDict(extra="ignore")
+
+    date: IsoDate
+    amount: SignedMinorUnits
+    balance: SignedMinorUnits | None = None
+    description: str | None = Field(default=None, max_length=500, pattern=NO_NUL)
+
+    def record(self) -> dict[str, Any]:
+        """As the statement parser takes a line (offchain.domain.underwriting.bank_statement)."""
+        return {**self.model_dump(), "date": self.date.isoformat()}
+
+
+class StatementIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    transactions: list[TransactionIn] = Field(min_length=1, max_length=20_000)
 
 
 class Borrower(BaseModel):
-    sme_user_id: str = Field(min_length=1, max_length=200)
+    sme_user_id: ShortText
 
 
 class ApplicationIn(BaseModel):
@@ -26,12 +55,12 @@ class ApplicationIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str | None = None
-    external_id: str | None = None
+    id: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+    external_id: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
     borrower: Borrower
     amount: Amount
-    tenor_months: Annotated[StrictInt, Field(ge=1, le=60)]
-    purpose: str = Field(default="", max_length=500)
+    tenor_months: Tenor
+    purpose: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
 class PartnerClaimsIn(BaseModel):
@@ -39,13 +68,13 @@ class PartnerClaimsIn(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
-    partner_id: str = Field(min_length=1, max_length=200)
+    partner_id: ShortText
     credit_limit: MinorUnits | None = Field(
         default=None,
         alias="creditLimit",
         description="caps the partner's total outstanding, minor units of the application currency",
     )
-    risk_rating: str | None = Field(default=None, alias="riskRating", max_length=16)
+    risk_rating: str | None = Field(default=None, alias="riskRating", max_length=16, pattern=NO_NUL)
 
 
 class ExposuresIn(BaseModel):
@@ -79,8 +108,9 @@ class AssessmentRequest(BaseModel):
     partner_claims: PartnerClaimsIn
     exposures: ExposuresIn = Field(default_factory=ExposuresIn)
     chain_history: ChainHistoryIn = Field(default_factory=ChainHistoryIn)
-    transactions: list[dict[str, Any]] | None = Field(
+    transactions: list[TransactionIn] | None = Field(
         default=None,
+        min_length=1,
         max_length=20_000,
         description="a statement uploaded with the application; otherwise the SME platform's is fetched",
     )
@@ -93,8 +123,8 @@ class PreAssessmentRequest(BaseModel):
 
     borrower: Borrower
     partner_claims: PartnerClaimsIn
-    currency: str = Field(default="NGN", pattern=r"^[A-Z]{3}$")
-    tenor_months: Annotated[StrictInt, Field(ge=1, le=60)] = 12
+    currency: Currency = "NGN"
+    tenor_months: Tenor = 12
     exposures: ExposuresIn = Field(default_factory=ExposuresIn)
     chain_history: ChainHistoryIn = Field(default_factory=ChainHistoryIn)
 
@@ -110,10 +140,10 @@ class DecisionOut(BaseModel):
     score: int
     risk_rating: str = Field(description="A (best) .. E; E is not lent to")
     pd: str = Field(description="probability of default, decimal fraction with 6 places")
-    requested_amount: Amount
-    max_amount: Amount = Field(description="the most the borrower may borrow now; 0 when declined")
-    approved_amount: Amount
-    max_monthly_installment: Amount | None = None
+    requested_amount: Money
+    max_amount: Money = Field(description="the most the borrower may borrow now; 0 when declined")
+    approved_amount: Money
+    max_monthly_installment: Money | None = None
     tenor_months: int
     reasons: list[ReasonOut]
     model_version: str

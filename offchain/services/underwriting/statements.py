@@ -13,7 +13,17 @@ import io
 import json
 from typing import Any
 
-from offchain.domain.underwriting.bank_statement import StatementError, Transaction, parse_transactions
+from pydantic import ValidationError
+
+from offchain.domain.underwriting.bank_statement import (
+    MAX_TRANSACTIONS as MAX_LINES,
+)
+from offchain.domain.underwriting.bank_statement import (
+    StatementError,
+    Transaction,
+    parse_transactions,
+)
+from offchain.services.underwriting.schemas import TransactionIn
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 JSON_TYPES = ("application/json",)
@@ -33,7 +43,28 @@ def _json_records(body: bytes) -> Any:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StatementError([{"field": "body", "reason": f"not valid JSON: {exc}"}]) from None
-    return data.get("transactions") if isinstance(data, dict) else data
+    except RecursionError:  # json.loads gives up past ~1,000 levels: a statement is 3 deep
+        raise StatementError([{"field": "body", "reason": "JSON nested too deep"}]) from None
+    records = data.get("transactions") if isinstance(data, dict) else data
+    if not isinstance(records, list):
+        return records  # parse_transactions says what is wrong with it
+    # the lines as the JSON schema declares them (types, bounds, NUL-free text), then the parser's rules
+    lines = []
+    errors: list[dict[str, str]] = []
+    for index, record in enumerate(records[: MAX_LINES + 1]):
+        try:
+            lines.append(TransactionIn.model_validate(record).record())
+        except ValidationError as exc:
+            errors += [
+                {
+                    "field": ".".join(["transactions", f"[{index}]", *map(str, e["loc"])]).replace(".[", "["),
+                    "reason": e["msg"],
+                }
+                for e in exc.errors()
+            ]
+    if errors:
+        raise StatementError(errors[:100])
+    return lines
 
 
 def _csv_records(body: bytes) -> list[dict[str, str]]:

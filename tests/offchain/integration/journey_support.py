@@ -70,7 +70,7 @@ async def loan_state(client: httpx.AsyncClient, headers: dict[str, str], loan_id
     return await until(check, **kw)
 
 
-async def approved_loan(
+async def pending_loan(
     client: httpx.AsyncClient,
     headers: dict[str, str],
     *,
@@ -81,7 +81,7 @@ async def approved_loan(
     account_serial: str = "012345678",
     payout: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Application -> offer -> accept -> two EIP-712 signatures -> APPROVED on chain."""
+    """Application -> offer -> accept -> PENDING on chain."""
     submitted = await client.post(
         "/v1/applications",
         json={
@@ -117,7 +117,12 @@ async def approved_loan(
     )
     assert accepted.status_code == 201, accepted.text
     loan_id = accepted.json()["loan_id"]
-    await loan_state(client, headers, loan_id, "PENDING")
+    loan = await loan_state(client, headers, loan_id, "PENDING")
+    return {"loan_id": loan_id, "offer": offer, "loan": loan}
+
+
+async def approve(client: httpx.AsyncClient, headers: dict[str, str], loan_id: str) -> dict[str, Any]:
+    """The committee's EIP-712 signatures, up to the threshold -> APPROVED on chain."""
     request = (await client.get(f"/v1/loans/{loan_id}/approval-request", headers=headers)).json()
     for key in [s.private_key for s in dev_roles().signers[: request["required"]]]:
         signer, signature = sign_approval(request["typed_data"], key)
@@ -127,5 +132,13 @@ async def approved_loan(
             headers=headers,
         )
         assert added.status_code == 200, added.text
-    loan = await loan_state(client, headers, loan_id, "APPROVED")
-    return {"loan_id": loan_id, "offer": offer, "loan": loan}
+    return await loan_state(client, headers, loan_id, "APPROVED")
+
+
+async def approved_loan(
+    client: httpx.AsyncClient, headers: dict[str, str], *, external_id: str, **kwargs: Any
+) -> dict[str, Any]:
+    """Application -> offer -> accept -> two EIP-712 signatures -> APPROVED on chain."""
+    pending = await pending_loan(client, headers, external_id=external_id, **kwargs)
+    loan = await approve(client, headers, pending["loan_id"])
+    return {**pending, "loan": loan}

@@ -119,7 +119,10 @@ def concrete(path: str) -> str:
 
 # A path whose rule differs on one service (say a gateway route that answers the public while
 # its namesake on an internal port does not): (service, method, path) -> rule, read first.
-BY_SERVICE: dict[tuple[str, str, str], AccessRule] = {}
+BY_SERVICE: dict[tuple[str, str, str], AccessRule] = {
+    # the gateway answers partners (without detail) and operators; health:8010 itself is internal
+    ("gateway", "GET", "/v1/health"): PO(A.LOAN_READ, A.OPERATIONS_READ),
+}
 
 
 def rule_for(service: str, method: str, path: str) -> AccessRule:

@@ -10,7 +10,8 @@ run too: without `chain.rpc_url`/`deployment_file` they answer their declared 50
 cover them against a real Anvil.
 
 The gaps this run found earlier (a 500 on U+0000, undeclared 400/404 answers) each keep a
-regression test below.
+regression test below. test_services_schemathesis.py runs every service (the gateway whole)
+with a chain configured and every Schemathesis check; this run keeps the chainless setup.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 
 import pytest
 import schemathesis
+from fuzz_support import credentials
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -28,11 +30,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from offchain.platform import auth
 from offchain.platform.settings import Settings
 from offchain.services.gateway.app import create_app
 
-PARTNER = uuid.uuid4()
 UNAVAILABLE = "urn:caas:problem:dependency-unavailable"
 
 
@@ -84,8 +84,8 @@ schema = schemathesis.pytest.from_fixture("gateway_schema").include(path_regex=C
 
 @pytest.fixture
 def bearer(settings: Settings) -> dict[str, str]:
-    token = auth.issue_token(settings.auth.jwt_secret.get_secret_value(), partner_id=PARTNER)
-    return {"Authorization": f"Bearer {token}"}
+    # a partner's (the credit API's routes are partner routes; fuzz_support.credentials decides)
+    return credentials("gateway", "GET", "/v1/loans", settings)
 
 
 @schema.parametrize()

@@ -281,7 +281,7 @@ async def test_seeded_random_run_with_crashes__ledger_balances_and_matches_chain
                         )
                     ).scalar_one()
                     lines = await journal.trial_balance(session)
-                settled = {"recorded", "credited", "reversed", "unmatched"}
+                settled = {"recorded", "review", "reversed", "unmatched"}
                 done = (
                     len(rows) == len(charged)
                     and all(r.status in settled for r in rows)

@@ -16,14 +16,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from identities import operator_headers
+from offline_deployment import OFFLINE_DEPLOYMENT
 from paystack_samples import body, sample
 from pydantic import SecretStr
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
 
 from offchain.chain import calldata
-from offchain.chain.artifacts import compile_contract
-from offchain.chain.contracts import Deployment
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
 from offchain.persistence.migrate import upgrade
@@ -43,16 +42,7 @@ pytestmark = pytest.mark.asyncio
 PARTNER = uuid.UUID("00000000-0000-4000-8000-0000000000fa")
 LOAN = uuid.UUID("00000000-0000-4000-8000-0000000000f1")
 TOTAL_DUE = 500_000
-# the real contracts' ABIs at an address no chain has: intents are recorded, never sent here
-DEPLOYMENT = Deployment(
-    chain_id=31337,
-    loan_book_address="0x" + "42" * 20,
-    loan_book_abi=compile_contract("LoanBook").abi,
-    loan_book_block=0,
-    committee_address="0x" + "43" * 20,
-    committee_abi=compile_contract("DisbursementCommittee").abi,
-    committee_block=0,
-)
+DEPLOYMENT = OFFLINE_DEPLOYMENT
 JWT_SECRET = "jwt-secret-for-paystack-intake-tests"
 
 

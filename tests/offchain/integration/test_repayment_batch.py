@@ -32,6 +32,7 @@ PARTNER = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 ACTIVE_A = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 ACTIVE_B = uuid.UUID("00000000-0000-4000-8000-0000000000b1")
 REPAID = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
+PENDING = uuid.UUID("00000000-0000-4000-8000-0000000000e1")  # not repayable yet: money held
 NOT_OURS = uuid.UUID("00000000-0000-4000-8000-0000000000d1")  # no such loan
 TOTAL_DUE = 250_00
 # the loan book the intents call: never deployed here, its address and ABIs are what is read
@@ -55,7 +56,7 @@ async def _seed(db: Database) -> None:
     async with db.worker_session() as session:
         session.add(Partner(id=PARTNER, name="batch partner"))
         await session.flush()
-        for loan_id, state in ((ACTIVE_A, 3), (ACTIVE_B, 3), (REPAID, 4)):
+        for loan_id, state in ((ACTIVE_A, 3), (ACTIVE_B, 3), (REPAID, 4), (PENDING, 1)):
             session.add(
                 Loan(
                     id=loan_id,
@@ -108,8 +109,9 @@ BATCH = [
     _paid("route-b-1", 10_00, None),  # the issued reference finds loan B
     _paid("gone-1", 5_00, NOT_OURS),  # no such loan: suspense
     _paid("usd-1", 5_00, ACTIVE_A, currency="USD"),  # another currency: suspense
-    _paid("repaid-1", 7_00, REPAID),  # nothing to record on chain: credit
-    _paid("a-4", 1_00, ACTIVE_A),  # loan A fully spoken for: credit
+    _paid("repaid-1", 7_00, REPAID),  # the loan is closed: operator review
+    _paid("a-4", 1_00, ACTIVE_A),  # loan A fully spoken for: operator review
+    _paid("early-1", 9_00, PENDING),  # held until the loan is ACTIVE
     _paid("nobody-1", 3_00, None),  # nothing matches: suspense
 ]
 
@@ -213,7 +215,7 @@ async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # 
         results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
 
     assert [(r.status, r.created) for r in results] == [(r.status, r.created) for r in singles]
-    assert [r.created for r in results] == [True, True, False] + [True] * 8
+    assert [r.created for r in results] == [True, True, False] + [True] * 9
     assert results[2].payment_id == results[0].payment_id
     expected = await _effects(one_by_one)
     assert await _effects(batched) == expected
@@ -222,12 +224,13 @@ async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # 
         "a-1": ("pending_chain", 100_00, 0),
         "a-2": ("pending_chain", 100_00, 0),
         "a-3": ("pending_chain", 50_00, 50_00),
-        "a-4": ("credited", 0, 1_00),
+        "a-4": ("review", 0, 0),
+        "early-1": ("held", 0, 0),
         "b-1": ("pending_chain", 60_00, 0),
         "route-b-1": ("pending_chain", 10_00, 0),
         "gone-1": ("unmatched", 0, 0),
         "usd-1": ("unmatched", 0, 0),
-        "repaid-1": ("credited", 0, 7_00),
+        "repaid-1": ("review", 0, 0),
         "nobody-1": ("unmatched", 0, 0),
     }
     assert len(expected["intents"]) == 5
@@ -277,7 +280,7 @@ async def test_a_batch_that_fails_before_commit_leaves_nothing(two_databases) ->
     assert await _effects(batched) == before
     async with batched.worker_session() as session:
         results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
-    assert sum(r.created for r in results) == 10
+    assert sum(r.created for r in results) == 11
 
 
 async def _outbox(db: Database) -> list[tuple[Any, ...]]:
@@ -336,7 +339,7 @@ async def test_recorded_repayments_in_a_batch_as_one_by_one(two_databases) -> No
     expected = await _effects(one_by_one)
     assert await _effects(batched) == expected
     assert await _outbox(batched) == await _outbox(one_by_one)
-    assert {row[2] for row in expected["payments"]} == {"recorded", "credited", "unmatched"}
+    assert {row[2] for row in expected["payments"]} == {"recorded", "review", "unmatched", "held"}
     assert any(p[0].startswith("interest:") for p in expected["postings"])
 
     # indexed again after a crash between commit and ack: nothing more

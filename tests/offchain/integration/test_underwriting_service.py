@@ -156,7 +156,8 @@ def test_assessment__bad_upload_is_a_field_level_problem(client: TestClient) -> 
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM_JSON
-    assert response.json()["errors"][0]["field"] == "transactions[0].amount"
+    # the statement's lines are part of the request schema: a request validation error
+    assert response.json()["errors"][0]["field"] == "body.transactions.0.amount"
 
 
 def test_assessment__invalid_body_is_a_problem(client: TestClient) -> None:
