@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from web3 import Web3
 
-from offchain.domain.approvals import approval_typed_data
+from offchain.domain.approvals import ApprovalTerms, approval_typed_data
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,14 @@ class Deployment:
 
 def approval_request(w3: Web3, deployment: Deployment, loan_id: bytes, deadline: int) -> dict:
     """The EIP-712 document a signer signs to approve `loan_id`, read live from the chain."""
-    state, principal, payout_ref, terms_hash = (
-        deployment.loan_book(w3).functions.approval_terms(loan_id).call()
-    )
+    state, terms = ApprovalTerms.from_chain(deployment.loan_book(w3).functions.approval_terms(loan_id).call())
     if state != 1:
         raise ValueError(f"loan is not pending approval (state {state})")
     return approval_typed_data(
         chain_id=w3.eth.chain_id,
         committee=deployment.committee_address,
         loan_id=loan_id,
-        terms_hash=terms_hash,
-        principal=principal,
-        payout_ref=payout_ref,
+        terms=terms,
         epoch=deployment.committee(w3).functions.epoch().call(),
         deadline=deadline,
     )

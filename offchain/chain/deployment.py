@@ -1,8 +1,9 @@
 """Deploy and wire LoanBook + DisbursementCommittee; write deployments/<network>.json.
 
-Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE and DEFAULT_ADMIN_ROLE on the LoanBook go to the
-committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key; optionally PAUSER_ROLE
-to an operations key; finally the deployer renounces its admin role, so from then on only the
+Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE, UNPAUSER_ROLE and DEFAULT_ADMIN_ROLE on the
+LoanBook go to the committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key;
+optionally PAUSER_ROLE (never UNPAUSER_ROLE) to an operations key, so an emergency stop by
+operations is undone only by the committee's M-of-N; finally the deployer renounces its admin role, so from then on only the
 committee (M-of-N) can change roles. `scripts/deploy.py` is the command line over this; `caas up`
 calls it for the embedded default.
 """
@@ -88,6 +89,7 @@ def deploy(
     grants = [
         (_role("APPROVER_ROLE"), committee.address),
         (_role("PAUSER_ROLE"), committee.address),
+        (_role("UNPAUSER_ROLE"), committee.address),
         (DEFAULT_ADMIN_ROLE, committee.address),
         (_role("ORIGINATOR_ROLE"), backend),
         (_role("SERVICER_ROLE"), backend),

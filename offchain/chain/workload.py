@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, keccak
 
 from offchain.chain.contracts import Deployment, sign_approval, sort_signatures
-from offchain.domain.approvals import approval_typed_data
+from offchain.domain.approvals import ApprovalTerms, approval_typed_data
 from offchain.domain.loan_book import SECONDS_PER_DAY
 
 GAS = {
@@ -131,6 +131,20 @@ class LoanTerms:
             self.max_late_fees,
             self.payout_ref,
             self.terms_hash,
+        )
+
+    def approval_terms(self) -> ApprovalTerms:
+        """What the committee's signers approve for this loan."""
+        return ApprovalTerms(
+            terms_hash=self.terms_hash,
+            currency=self.currency,
+            principal=self.principal,
+            total_due=self.total_due,
+            installment_count=self.installment_count,
+            installment_interval=self.installment_interval,
+            grace_period=self.grace_period,
+            max_late_fees=self.max_late_fees,
+            payout_ref=self.payout_ref,
         )
 
 
@@ -299,9 +313,7 @@ class Workload:
             chain_id=self.chain_id,
             committee=self.committee.address,
             loan_id=loan_id,
-            terms_hash=terms.terms_hash,
-            principal=terms.principal,
-            payout_ref=terms.payout_ref,
+            terms=terms.approval_terms(),
             epoch=epoch,
             deadline=deadline,
         )
