@@ -9,6 +9,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_utils import to_checksum_address
 from web3 import Web3
 
 from offchain.domain.approvals import ApprovalTerms, approval_typed_data
@@ -39,10 +40,10 @@ class Deployment:
         )
 
     def loan_book(self, w3: Web3) -> Any:
-        return w3.eth.contract(address=self.loan_book_address, abi=self.loan_book_abi)
+        return w3.eth.contract(address=to_checksum_address(self.loan_book_address), abi=self.loan_book_abi)
 
     def committee(self, w3: Web3) -> Any:
-        return w3.eth.contract(address=self.committee_address, abi=self.committee_abi)
+        return w3.eth.contract(address=to_checksum_address(self.committee_address), abi=self.committee_abi)
 
 
 def approval_request(w3: Web3, deployment: Deployment, loan_id: bytes, deadline: int) -> dict:

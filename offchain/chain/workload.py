@@ -39,6 +39,7 @@ GAS = {
 DEFAULT_GAS = 150_000
 MAX_FEE = 50 * 10**9
 WRITE_OFF_ACTION = 5
+PAUSE_ACTION, UNPAUSE_ACTION = 7, 8  # DisbursementCommittee.ACTION_PAUSE / ACTION_UNPAUSE
 
 
 def _type(item: dict[str, Any]) -> str:
@@ -348,13 +349,15 @@ class Workload:
 
     def write_off(self, loan_id: bytes, *, now: int) -> list[str]:
         """Committee governance: propose, confirm, execute (three transactions, in order)."""
+        return self.govern(WRITE_OFF_ACTION, arg=loan_id, now=now)
+
+    def govern(self, action: int, *, arg: bytes = b"\x00" * 32, now: int) -> list[str]:
+        """A committee governance action by signers 0 and 1: propose, confirm, execute."""
         self.proposals += 1
         proposal = self.proposals
         zero = "0x" + "00" * 20
         return [
-            self.sign(
-                self.signers[0], self.committee, "propose", WRITE_OFF_ACTION, zero, loan_id, 0, now + 86_400
-            ),
+            self.sign(self.signers[0], self.committee, "propose", action, zero, arg, 0, now + 86_400),
             self.sign(self.signers[1], self.committee, "confirm", proposal),
             self.sign(self.signers[0], self.committee, "execute", proposal),
         ]
