@@ -120,7 +120,7 @@ MUTANTS = [
         "grace_period_not_signed",
         "contracts/DisbursementCommittee.vy",
         "            terms.grace_period,\n            terms.max_late_fees,",
-        "            0,\n            terms.max_late_fees,",
+        "            terms.installment_interval,\n            terms.max_late_fees,",
         "issue 20: a term set by the originator alone",
     ),
     Mutant(
