@@ -15,8 +15,9 @@ model refuses, the chain must revert with the same reason. Invariants, named for
   id, created ones sharing every bit but the top one included (the guard compares serials);
 - `only_the_right_role_changes_anything`: a stranger's call reverts and changes nothing.
 
-The run must also reach the last-installment remainder window (all but the remainder of the
-schedule paid) at least once; the test asserts it did.
+The runs must also reach the last-installment remainder window (all but the remainder of the
+schedule paid) and reverse payments while both fees and schedule are paid (where the reversal order
+decides what is owed); the test asserts both happened.
 
 Profiles: HYPOTHESIS_PROFILE=ci (default: 100 examples x 30 steps), nightly (1,000 x 50).
 """
@@ -34,6 +35,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    multiple,
     precondition,
     rule,
     run_state_machine_as_test,
@@ -118,7 +120,7 @@ def test_loan_book_state_machine(
         else:
             raise AssertionError(f"{fn.fn_name} did not revert (expected {reason!r})")
 
-    reached = {"remainder_window": 0}
+    reached = {"remainder_window": 0, "reversal_with_fees_paid": 0}
 
     class Machine(RuleBasedStateMachine):
         loans = Bundle("loans")
@@ -347,8 +349,9 @@ def test_loan_book_state_machine(
                 book.functions.record_repayment(loan_id, amount, payment_ref),
                 servicer,
             )
-            if recorded:
-                self.payments_made[payment_ref] = (loan_id, amount)
+            if not recorded:
+                return multiple()  # only recorded payments go to the bundle the reversal rules draw from
+            self.payments_made[payment_ref] = (loan_id, amount)
             return payment_ref
 
         @rule(payment_ref=payments)
@@ -375,6 +378,8 @@ def test_loan_book_state_machine(
             def act():
                 if payment_ref in self.reversed:
                     raise LoanRuleViolation("loan_book: payment already reversed")
+                if loan.scheduled_repaid and loan.late_fees_paid:
+                    reached["reversal_with_fees_paid"] += 1  # where the reversal order matters
                 loan.reverse(amount)
                 self.reversed.add(payment_ref)
 
@@ -395,6 +400,37 @@ def test_loan_book_state_machine(
                 book.functions.assess_late_fee(loan_id, amount, fee_ref),
                 servicer,
             )
+
+        @rule(loan_id=loans, days_late=st.integers(min_value=1, max_value=20), share=st.floats(0.01, 1.0))
+        def fall_behind(self, loan_id, days_late, share):
+            """Time runs past the oldest unpaid due date and grace, and a late fee within the cap is
+            assessed: the fee-paying repayments and their reversals need loans in this state."""
+            loan = self.model[loan_id]
+            due = loan.oldest_unpaid_due_at() if loan.state == LoanState.ACTIVE else None
+            room = loan.max_late_fees - loan.late_fees_assessed
+            if due is None or room <= 0:
+                return
+            self.now = max(self.now, due + loan.grace_period + days_late * DAY)
+            self.assess_late_fee(loan_id, max(1, int(room * share)))
+
+        @rule(
+            loan_id=loans,
+            share=st.floats(0.01, 1.0),
+            how=st.sampled_from(["installment", "to_remainder", "all"]),
+        )
+        def fees_then_chargeback(self, loan_id, share, how):
+            """Issue 15's sequence, compounded so runs reach it: the loan falls behind and is
+            charged a fee, a repayment pays it (fees first), then the loan's earliest payment still
+            standing is charged back: the case where the reversal order decides what is owed."""
+            self.fall_behind(loan_id, 3, share)
+            self.repay(loan_id, how, share)
+            standing = [
+                ref
+                for ref, (owner, _) in self.payments_made.items()
+                if owner == loan_id and ref not in self.reversed
+            ]
+            if standing:
+                self.reverse(standing[0])
 
         @rule(loan_id=loans)
         def mark_default(self, loan_id):
@@ -586,4 +622,10 @@ def test_loan_book_state_machine(
     run_state_machine_as_test(Machine, settings=PROFILE)
     # the runs must have exercised the last installment's remainder window (the cap's case)
     assert reached["remainder_window"] > 0, "no run reached the last-installment remainder window"
-    print(f"\n[stateful] last-installment remainder window reached in {reached['remainder_window']} checks")
+    assert reached["reversal_with_fees_paid"] > 0, (
+        "no run reversed a payment with fees and schedule both paid"
+    )
+    print(
+        f"\n[stateful] last-installment remainder window reached in {reached['remainder_window']} checks; "
+        f"{reached['reversal_with_fees_paid']} reversals with fees and schedule both paid"
+    )

@@ -422,6 +422,33 @@ async def test_kept_signatures_that_would_revert__dropped_and_reported(desk: Des
     assert desk.state(terms) == APPROVED
 
 
+async def test_corrected_signature__replaces_the_kept_one(desk: Desk):
+    """Issue 15: a signer's corrected signature changed nothing. A kept row (as the old code kept
+    it, here one that no longer recovers) is replaced by the signer's next valid post."""
+    loan, terms = desk.pending_loan()
+    typed = await desk.typed(loan)
+    signer = Account.from_key(SIGNERS[0]).address
+    _, wrong = sign_approval({**typed, "message": {**typed["message"], "epoch": 99}}, SIGNERS[0])
+    execute(
+        desk.url,
+        "INSERT INTO caas_approval_signatures (loan_id, epoch, signer, partner_id, signature, deadline) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        str(loan),
+        typed["message"]["epoch"],
+        signer,
+        str(desk.partner),
+        hexed(wrong),
+        typed["message"]["deadline"],
+    )
+    corrected = await desk.sign_and_post(loan, SIGNERS[0], typed=typed)
+    assert corrected.status_code == 200, corrected.text
+    _, good = sign_approval(typed, SIGNERS[0])
+    assert desk.kept(loan) == {signer.lower(): hexed(good)}
+    assert (await desk.sign_and_post(loan, SIGNERS[1], typed=typed)).json()["submitted"] is True
+    await desk.drain()
+    assert desk.state(terms) == APPROVED
+
+
 async def test_concurrent_signers__exactly_one_submission_every_time(desk: Desk):
     """Issue 15: two signers posting at the same instant both got `approvals: 1, submitted: false`.
 
