@@ -30,9 +30,12 @@ node_modules/.installed: package.json package-lock.json
 .PHONY: setup
 setup: $(VENV)/.installed node_modules/.installed ## install Python deps (.venv) and Anvil (node_modules)
 
+# Always from clean: ape's incremental compile once reused stale bytecode after sources were
+# edited and restored (a clean checkout over an old .build then deployed the wrong code).
 .PHONY: compile
-compile: setup ## compile the Vyper contracts
-	ape compile
+compile: setup ## compile the Vyper contracts from clean
+	rm -rf .build
+	ape compile --force
 
 .PHONY: run
 run: setup ## run the whole stack on its embedded default (PostgreSQL, Redis, Anvil under .caas/)
@@ -46,7 +49,7 @@ test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-system
 
 .PHONY: test-contracts
-test-contracts: setup ## ape tests of the contracts against Anvil
+test-contracts: compile ## ape tests of the contracts against Anvil (compiled from clean)
 	ape test tests/contracts -q -p no:cacheprovider
 
 # ape's pytest plugin would start an Anvil of its own for every backend test session.

@@ -34,7 +34,28 @@ TARGETS = {
     ),
     "… each extra signature": "≤ 8,000",
     "LoanBook.record_disbursement": "≤ 70,000",
-    "LoanBook.record_repayment (partial)": "≤ 75,000 (stretch 65,000)",
+    "LoanBook.record_repayment (partial)": "≤ 65,000 (issue 20)",
+    "DisbursementCommittee.propose (write_off)": "≤ 120,000 (issue 20)",
+}
+# Before issue 20 (docs/BENCHMARKS.md of 2026-12-07), printed beside the new figures.
+BEFORE = {
+    "LoanBook.create_loan": 168_606,
+    "DisbursementCommittee.approve (1st of 2, below threshold)": 63_481,
+    "DisbursementCommittee.approve (2nd, executes approve_loan)": 60_071,
+    "DisbursementCommittee.approve_with_signatures, 2 of 3 (incl. LoanBook.approve_loan)": 74_467,
+    "DisbursementCommittee.approve_with_signatures, 3 of 3": 82_153,
+    "LoanBook.record_disbursement": 45_704,
+    "LoanBook.record_repayment (partial)": 68_629,
+    "LoanBook.record_repayment (second partial)": 68_629,
+    "LoanBook.reverse_repayment": 52_332,
+    "LoanBook.assess_late_fee": 68_796,
+    "LoanBook.record_repayment (pays a late fee first)": 68_629,
+    "LoanBook.record_repayment (closing, emits LoanRepaid)": 70_756,
+    "LoanBook.mark_default": 45_144,
+    "DisbursementCommittee.propose (write_off)": 170_244,
+    "DisbursementCommittee.confirm": 48_431,
+    "DisbursementCommittee.execute (LoanBook.write_off)": 88_742,
+    "LoanBook.cancel_loan": 41_966,
 }
 
 
@@ -207,9 +228,10 @@ def measure() -> list[tuple[str, int]]:
 
 
 def table(rows: list[tuple[str, int]]) -> str:
-    lines = ["| call | gas used | target |", "|---|---:|---|"]
+    lines = ["| call | gas used | before issue 20 | target |", "|---|---:|---:|---|"]
     for name, gas in rows:
-        lines.append(f"| {name} | {gas:,} | {TARGETS.get(name, '')} |")
+        before = f"{BEFORE[name]:,}" if name in BEFORE else ""
+        lines.append(f"| {name} | {gas:,} | {before} | {TARGETS.get(name, '')} |")
     return "\n".join(lines)
 
 

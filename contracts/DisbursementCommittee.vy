@@ -11,8 +11,11 @@
         Approving a loan. A current signer calls `approve` on chain, or any
         relayer submits EIP-712 `ApproveDisbursement` signatures with
         `approve_with_signatures`; the two add up. The signed message binds
-        the loan's terms hash, principal and payout reference as read from
-        the LoanBook, the committee `epoch` and a deadline. When the
+        every economic term of the loan as the LoanBook stores it (terms
+        hash, currency, principal, total due, installment count and
+        interval, grace period, late-fee cap, payout reference), the
+        committee `epoch` and a deadline, so a wallet shows the terms in
+        clear and no term can differ from what the signers saw. When the
         approvals reach `required_approvals(loan_id)` the committee calls
         `LoanBook.approve_loan` in the same transaction.
 
@@ -26,11 +29,13 @@
 
         The approval tally of a loan is open only while the loan is PENDING.
         Once the threshold is reached the tally is closed and cleared from
-        storage (a refund instead of a write: this is what keeps
-        `approve_with_signatures` cheap); who approved is recorded in the
-        `LoanApprovalExecuted` event (epoch + bitmap). `approvals` and
-        `has_approved` therefore answer only for PENDING loans and revert
-        with "committee: loan not pending" otherwise, rather than answer 0.
+        storage (a refund instead of a write: keeping the final bitmap would
+        cost every approval ~20,000 gas); who approved is recorded in the
+        `LoanApprovalExecuted` event (epoch, approvers bitmap, signed bitmap,
+        count, required). `approvals` and `has_approved` answer for every
+        state without reverting: the open tally of a PENDING loan, and 0 /
+        false for a loan in any other state (approved, cancelled, unknown):
+        read `LoanApprovalExecuted` for who approved it.
 
         Governance. `propose` (by a signer, counting as its confirmation),
         `confirm` by other signers, `execute` by a signer once the
@@ -39,8 +44,9 @@
 """
 
 
-# @dev The LoanBook surface the committee calls: `approval_terms` to bind a
-# signature to the loan, `approve_loan` and the admin actions of governance.
+# @dev The LoanBook surface the committee calls: `approval_state` to count an
+# approval, `approval_terms` to bind a signature to every term of the loan,
+# `approve_loan` and the admin actions of governance.
 from interfaces import ILoanBook
 
 
@@ -73,7 +79,7 @@ _LOAN_PENDING: constant(uint8) = 1
 
 # @dev EIP-712 type hash of the approval message.
 APPROVAL_TYPEHASH: public(constant(bytes32)) = keccak256(
-    "ApproveDisbursement(bytes32 loanId,bytes32 termsHash,uint256 principal,bytes32 payoutRef,uint256 epoch,uint256 deadline)"
+    "ApproveDisbursement(bytes32 loanId,bytes32 termsHash,uint16 currency,uint256 principal,uint256 totalDue,uint16 installmentCount,uint32 installmentInterval,uint32 gracePeriod,uint256 maxLateFees,bytes32 payoutRef,uint256 epoch,uint256 deadline)"
 )
 
 # @dev Longest time a proposal may stay open.
@@ -89,6 +95,8 @@ MAX_PROPOSAL_LIFETIME: public(constant(uint256)) = 30 * 86400
 #   WRITE_OFF         arg = loan_id                    -> LoanBook.write_off
 #   CANCEL_LOAN       arg = loan_id, value = reason    -> LoanBook.cancel_loan
 #   PAUSE / UNPAUSE                                    -> LoanBook.pause/unpause
+#                     (the committee alone holds UNPAUSER_ROLE: an
+#                     operations pauser cannot undo a pause)
 #   GRANT_ROLE        arg = role, target = account     -> LoanBook.grantRole
 #   REVOKE_ROLE       arg = role, target = account     -> LoanBook.revokeRole
 ACTION_ADD_SIGNER: public(constant(uint8)) = 1
@@ -116,11 +124,23 @@ _MASK_8: constant(uint256) = 255
 _MASK_64: constant(uint256) = 2**64 - 1
 _MAX_FLOOR: constant(uint256) = 2**128 - 1
 
-# @dev Layout of a packed approval tally `_tallies[loan_id]` and of a
-# proposal's `confirmations`: bits 0..31 signer bitmap (bit i = signer
-# index i of the epoch), bits 32.. the epoch the bitmap belongs to.
+# @dev Layout of a packed approval tally `_tallies[loan_id]`: bits 0..31
+# signer bitmap (bit i = signer index i of the epoch), bits 32.. the epoch
+# the bitmap belongs to.
 _TALLY_EPOCH_SHIFT: constant(uint256) = 32
 _MASK_BITMAP: constant(uint256) = 2**32 - 1
+
+# @dev Layout of a packed proposal header `_proposal_headers[id]`, the one
+# slot `confirm` and `execute` rewrite:
+#   bits   0..7    action
+#   bits   8..15   executed (0 or 1)
+#   bits  16..47   confirmations: signer bitmap of the proposal's epoch
+#   bits  48..111  epoch
+#   bits 112..175  expires_at
+_EXECUTED: constant(uint256) = 1 << 8
+_CONFIRMATIONS_SHIFT: constant(uint256) = 16
+_PROPOSAL_EPOCH_SHIFT: constant(uint256) = 48
+_EXPIRES_SHIFT: constant(uint256) = 112
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +148,8 @@ _MASK_BITMAP: constant(uint256) = 2**32 - 1
 # ---------------------------------------------------------------------------
 
 
-# @dev A governance proposal; see the ACTION_* constants for the fields.
+# @dev A governance proposal as `proposals()` returns it; see the ACTION_*
+# constants for the fields. Stored packed (see `_proposal_headers`).
 struct Proposal:
     action: uint8
     target: address
@@ -255,8 +276,12 @@ _signer_index: HashMap[address, uint256]
 # A stale epoch means no approvals; cleared when the approval executes.
 _tallies: HashMap[bytes32, uint256]
 
-# @dev Governance proposals by id (ids start at 1).
-proposals: public(HashMap[uint256, Proposal])
+# @dev Governance proposals by id (ids start at 1): the packed header, and
+# the arguments, each written only when non-zero.
+_proposal_headers: HashMap[uint256, uint256]
+_proposal_targets: HashMap[uint256, address]
+_proposal_args: HashMap[uint256, bytes32]
+_proposal_values: HashMap[uint256, uint256]
 
 # @dev Number of proposals made; the id of the latest one.
 proposal_count: public(uint256)
@@ -304,9 +329,7 @@ def approve(loan_id: bytes32):
     assert index != 0, "committee: not a signer"
     state: uint8 = 0
     principal: uint256 = 0
-    payout_ref: bytes32 = empty(bytes32)
-    terms_hash: bytes32 = empty(bytes32)
-    state, principal, payout_ref, terms_hash = staticcall LOAN_BOOK.approval_terms(loan_id)
+    state, principal = staticcall LOAN_BOOK.approval_state(loan_id)
     assert state == _LOAN_PENDING, "committee: loan not pending"
 
     config: uint256 = self._config
@@ -376,16 +399,12 @@ def approve_with_signatures(loan_id: bytes32, deadline: uint256, signatures: Dyn
     """
     assert deadline >= block.timestamp, "committee: signature expired"
     assert len(signatures) != 0, "committee: no signatures"
-    state: uint8 = 0
-    principal: uint256 = 0
-    payout_ref: bytes32 = empty(bytes32)
-    terms_hash: bytes32 = empty(bytes32)
-    state, principal, payout_ref, terms_hash = staticcall LOAN_BOOK.approval_terms(loan_id)
-    assert state == _LOAN_PENDING, "committee: loan not pending"
+    terms: ILoanBook.ApprovalTerms = staticcall LOAN_BOOK.approval_terms(loan_id)
+    assert terms.state == _LOAN_PENDING, "committee: loan not pending"
 
     config: uint256 = self._config
     epoch: uint256 = (config >> _EPOCH_SHIFT) & _MASK_64
-    digest: bytes32 = self._digest(loan_id, terms_hash, principal, payout_ref, epoch, deadline)
+    digest: bytes32 = self._digest(loan_id, terms, epoch, deadline)
     tally: uint256 = self._tallies[loan_id]
     bitmap: uint256 = self._bitmap_of(tally, epoch)
     count: uint256 = self._popcount(bitmap)
@@ -407,7 +426,7 @@ def approve_with_signatures(loan_id: bytes32, deadline: uint256, signatures: Dyn
         if bitmap & bit == 0:
             count = unsafe_add(count, 1)
 
-    required: uint256 = self._required(config, principal)
+    required: uint256 = self._required(config, terms.principal)
     assert count >= required, "committee: below threshold"
 
     # The tally closes: clear what `approve` stored (a refund) instead of
@@ -449,16 +468,20 @@ def propose(action: uint8, target: address, arg: bytes32, value_: uint256, expir
     proposal_id: uint256 = self.proposal_count + 1
     epoch: uint256 = self._epoch()
     self.proposal_count = proposal_id
-    self.proposals[proposal_id] = Proposal(
-        action=action,
-        target=target,
-        arg=arg,
-        value=value_,
-        expires_at=expires_at,
-        epoch=epoch,
-        confirmations=1 << unsafe_sub(index, 1),
-        executed=False,
+    # One packed slot, plus a slot per non-zero argument: most actions use
+    # one or two of the three.
+    self._proposal_headers[proposal_id] = (
+        convert(action, uint256)
+        | ((1 << unsafe_sub(index, 1)) << _CONFIRMATIONS_SHIFT)
+        | (epoch << _PROPOSAL_EPOCH_SHIFT)
+        | (expires_at << _EXPIRES_SHIFT)
     )
+    if target != empty(address):
+        self._proposal_targets[proposal_id] = target
+    if arg != empty(bytes32):
+        self._proposal_args[proposal_id] = arg
+    if value_ != 0:
+        self._proposal_values[proposal_id] = value_
     log Proposed(
         proposal_id=proposal_id,
         proposer=msg.sender,
@@ -480,12 +503,14 @@ def confirm(proposal_id: uint256):
     """
     index: uint256 = self._signer_index[msg.sender]
     assert index != 0, "committee: not a signer"
-    confirmations: uint256 = self._open_proposal(proposal_id).confirmations
-    bit: uint256 = 1 << unsafe_sub(index, 1)
-    assert confirmations & bit == 0, "committee: already confirmed"
-    confirmations |= bit
-    self.proposals[proposal_id].confirmations = confirmations
-    log Confirmed(proposal_id=proposal_id, signer=msg.sender, confirmations=self._popcount(confirmations))
+    header: uint256 = self._open_header(proposal_id)
+    bit: uint256 = (1 << unsafe_sub(index, 1)) << _CONFIRMATIONS_SHIFT
+    assert header & bit == 0, "committee: already confirmed"
+    header |= bit
+    self._proposal_headers[proposal_id] = header
+    log Confirmed(
+        proposal_id=proposal_id, signer=msg.sender, confirmations=self._popcount(self._confirmations_of(header))
+    )
 
 
 @external
@@ -497,28 +522,36 @@ def execute(proposal_id: uint256):
     @param proposal_id The proposal.
     """
     assert self._signer_index[msg.sender] != 0, "committee: not a signer"
-    proposal: Proposal = self._open_proposal(proposal_id)
-    assert self._popcount(proposal.confirmations) >= self._config & _MASK_8, "committee: not enough confirmations"
+    header: uint256 = self._open_header(proposal_id)
+    assert self._popcount(self._confirmations_of(header)) >= self._config & _MASK_8, "committee: not enough confirmations"
 
-    self.proposals[proposal_id].executed = True
-    log Executed(proposal_id=proposal_id, executor=msg.sender, action=proposal.action)
+    self._proposal_headers[proposal_id] = header | _EXECUTED
+    action: uint8 = convert(header & _MASK_8, uint8)
+    log Executed(proposal_id=proposal_id, executor=msg.sender, action=action)
 
-    action: uint8 = proposal.action
+    # Each branch reads only the arguments its action uses.
     if action <= ACTION_SET_LARGE_LOAN_TIER:
-        self._apply_config_action(action, proposal.target, proposal.arg, proposal.value)
+        self._apply_config_action(
+            action,
+            self._proposal_targets[proposal_id],
+            self._proposal_args[proposal_id],
+            self._proposal_values[proposal_id],
+        )
     elif action == ACTION_WRITE_OFF:
-        extcall LOAN_BOOK.write_off(proposal.arg)
+        extcall LOAN_BOOK.write_off(self._proposal_args[proposal_id])
     elif action == ACTION_CANCEL_LOAN:
-        extcall LOAN_BOOK.cancel_loan(proposal.arg, convert(proposal.value, bytes32))
+        extcall LOAN_BOOK.cancel_loan(
+            self._proposal_args[proposal_id], convert(self._proposal_values[proposal_id], bytes32)
+        )
     elif action == ACTION_PAUSE:
         extcall LOAN_BOOK.pause()
     elif action == ACTION_UNPAUSE:
         extcall LOAN_BOOK.unpause()
     elif action == ACTION_GRANT_ROLE:
-        extcall LOAN_BOOK.grantRole(proposal.arg, proposal.target)
+        extcall LOAN_BOOK.grantRole(self._proposal_args[proposal_id], self._proposal_targets[proposal_id])
     else:
         # ACTION_REVOKE_ROLE: `propose` admits no other action id.
-        extcall LOAN_BOOK.revokeRole(proposal.arg, proposal.target)
+        extcall LOAN_BOOK.revokeRole(self._proposal_args[proposal_id], self._proposal_targets[proposal_id])
 
 
 # ---------------------------------------------------------------------------
@@ -603,9 +636,7 @@ def required_approvals(loan_id: bytes32) -> uint256:
     """
     state: uint8 = 0
     principal: uint256 = 0
-    payout_ref: bytes32 = empty(bytes32)
-    terms_hash: bytes32 = empty(bytes32)
-    state, principal, payout_ref, terms_hash = staticcall LOAN_BOOK.approval_terms(loan_id)
+    state, principal = staticcall LOAN_BOOK.approval_state(loan_id)
     return self._required(self._config, principal)
 
 
@@ -613,9 +644,12 @@ def required_approvals(loan_id: bytes32) -> uint256:
 @external
 def approvals(loan_id: bytes32) -> uint256:
     """
-    @notice Current-epoch on-chain approvals of a PENDING loan.
-    @dev Reverts for a loan that is not PENDING: its tally is closed and
-         the record of who approved is the `LoanApprovalExecuted` event.
+    @notice Current-epoch on-chain approvals in the open tally of a PENDING
+            loan; 0 for a loan in any other state (never reverts).
+    @dev Once a loan is approved its tally is closed and cleared: who
+         approved is in the `LoanApprovalExecuted` event (epoch, approvers
+         bitmap, count). Signatures collected off chain are not counted
+         until submitted.
     @param loan_id The loan.
     @return uint256 The number of approvals.
     """
@@ -627,8 +661,8 @@ def approvals(loan_id: bytes32) -> uint256:
 def has_approved(loan_id: bytes32, signer: address) -> bool:
     """
     @notice Whether `signer` is a current signer with an on-chain approval
-            of the PENDING loan in the current epoch.
-    @dev Reverts for a loan that is not PENDING (see `approvals`).
+            of the PENDING loan in the current epoch; false for a loan in
+            any other state (never reverts; see `approvals`).
     @param loan_id The loan.
     @param signer The account.
     @return bool True if it approved.
@@ -650,12 +684,8 @@ def approval_digest(loan_id: bytes32, deadline: uint256) -> bytes32:
     @param deadline The signature deadline (unix seconds).
     @return bytes32 The digest.
     """
-    state: uint8 = 0
-    principal: uint256 = 0
-    payout_ref: bytes32 = empty(bytes32)
-    terms_hash: bytes32 = empty(bytes32)
-    state, principal, payout_ref, terms_hash = staticcall LOAN_BOOK.approval_terms(loan_id)
-    return self._digest(loan_id, terms_hash, principal, payout_ref, self._epoch(), deadline)
+    terms: ILoanBook.ApprovalTerms = staticcall LOAN_BOOK.approval_terms(loan_id)
+    return self._digest(loan_id, terms, self._epoch(), deadline)
 
 
 @view
@@ -670,16 +700,38 @@ def DOMAIN_SEPARATOR() -> bytes32:
 
 @view
 @external
+def proposals(proposal_id: uint256) -> Proposal:
+    """
+    @notice A proposal, unpacked (all zero for an unknown id).
+    @param proposal_id The proposal.
+    @return Proposal Its action, arguments, expiry, epoch, confirmations
+            (signer bitmap of its epoch) and whether it was executed.
+    """
+    header: uint256 = self._proposal_headers[proposal_id]
+    return Proposal(
+        action=convert(header & _MASK_8, uint8),
+        target=self._proposal_targets[proposal_id],
+        arg=self._proposal_args[proposal_id],
+        value=self._proposal_values[proposal_id],
+        expires_at=header >> _EXPIRES_SHIFT,
+        epoch=(header >> _PROPOSAL_EPOCH_SHIFT) & _MASK_64,
+        confirmations=self._confirmations_of(header),
+        executed=header & _EXECUTED != 0,
+    )
+
+
+@view
+@external
 def confirmations(proposal_id: uint256) -> uint256:
     """
     @notice Confirmations of a proposal (0 once its epoch is over).
     @param proposal_id The proposal.
     @return uint256 The number of confirmations.
     """
-    proposal: Proposal = self.proposals[proposal_id]
-    if proposal.epoch != self._epoch():
+    header: uint256 = self._proposal_headers[proposal_id]
+    if (header >> _PROPOSAL_EPOCH_SHIFT) & _MASK_64 != self._epoch():
         return 0
-    return self._popcount(proposal.confirmations)
+    return self._popcount(self._confirmations_of(header))
 
 
 @view
@@ -691,11 +743,11 @@ def has_confirmed(proposal_id: uint256, signer: address) -> bool:
     @param signer The account.
     @return bool True if it confirmed.
     """
-    proposal: Proposal = self.proposals[proposal_id]
+    header: uint256 = self._proposal_headers[proposal_id]
     index: uint256 = self._signer_index[signer]
-    if index == 0 or proposal.epoch != self._epoch():
+    if index == 0 or (header >> _PROPOSAL_EPOCH_SHIFT) & _MASK_64 != self._epoch():
         return False
-    return proposal.confirmations & (1 << unsafe_sub(index, 1)) != 0
+    return self._confirmations_of(header) & (1 << unsafe_sub(index, 1)) != 0
 
 
 # ---------------------------------------------------------------------------
@@ -742,11 +794,24 @@ def _required(config: uint256, principal: uint256) -> uint256:
 
 @view
 @internal
-def _digest(
-    loan_id: bytes32, terms_hash: bytes32, principal: uint256, payout_ref: bytes32, epoch: uint256, deadline: uint256
-) -> bytes32:
+def _digest(loan_id: bytes32, terms: ILoanBook.ApprovalTerms, epoch: uint256, deadline: uint256) -> bytes32:
+    # EIP-712 encodes uint16/uint32 as 32-byte words, as abi_encode does.
     struct_hash: bytes32 = keccak256(
-        abi_encode(APPROVAL_TYPEHASH, loan_id, terms_hash, principal, payout_ref, epoch, deadline)
+        abi_encode(
+            APPROVAL_TYPEHASH,
+            loan_id,
+            terms.terms_hash,
+            terms.currency,
+            terms.principal,
+            terms.total_due,
+            terms.installment_count,
+            terms.installment_interval,
+            terms.grace_period,
+            terms.max_late_fees,
+            terms.payout_ref,
+            epoch,
+            deadline,
+        )
     )
     return eip712_domain_separator._hash_typed_data_v4(struct_hash)
 
@@ -754,20 +819,30 @@ def _digest(
 @view
 @internal
 def _open_bitmap(loan_id: bytes32) -> uint256:
-    assert staticcall LOAN_BOOK.loan_state(loan_id) == _LOAN_PENDING, "committee: loan not pending"
+    # A closed tally reads as empty: after approval the slot is cleared, and
+    # for a loan that never reached the threshold it no longer counts.
+    if staticcall LOAN_BOOK.loan_state(loan_id) != _LOAN_PENDING:
+        return 0
     return self._bitmap_of(self._tallies[loan_id], self._epoch())
 
 
 @view
 @internal
-def _open_proposal(proposal_id: uint256) -> Proposal:
-    proposal: Proposal = self.proposals[proposal_id]
+def _open_header(proposal_id: uint256) -> uint256:
+    header: uint256 = self._proposal_headers[proposal_id]
+    epoch: uint256 = (header >> _PROPOSAL_EPOCH_SHIFT) & _MASK_64
     # Epochs start at 1, so a stored proposal never has epoch 0.
-    assert proposal.epoch != 0, "committee: unknown proposal"
-    assert not proposal.executed, "committee: already executed"
-    assert proposal.epoch == self._epoch(), "committee: proposal stale"
-    assert block.timestamp <= proposal.expires_at, "committee: proposal expired"
-    return proposal
+    assert epoch != 0, "committee: unknown proposal"
+    assert header & _EXECUTED == 0, "committee: already executed"
+    assert epoch == self._epoch(), "committee: proposal stale"
+    assert block.timestamp <= header >> _EXPIRES_SHIFT, "committee: proposal expired"
+    return header
+
+
+@pure
+@internal
+def _confirmations_of(header: uint256) -> uint256:
+    return (header >> _CONFIRMATIONS_SHIFT) & _MASK_BITMAP
 
 
 @pure

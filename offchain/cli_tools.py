@@ -1,4 +1,5 @@
-"""`caas token`, `caas audit`, `caas deploy`: operator and auditor commands beside the server ones."""
+"""`caas token`, `caas audit`, `caas deploy`, `caas sign`: operator, auditor and signer commands beside the
+server ones."""
 
 from __future__ import annotations
 
@@ -177,4 +178,10 @@ def deploy(network: str, threshold: int, if_missing: bool) -> None:
         click.echo(f"{name}: {info['address']} (block {info['block']})")
 
 
-COMMANDS = (token, audit, deploy)
+def _sign_command() -> click.Command:
+    from offchain.cli_sign import sign
+
+    return sign
+
+
+COMMANDS = (token, audit, deploy, _sign_command())

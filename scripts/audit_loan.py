@@ -1,8 +1,13 @@
 """Auditor's script: a loan's state read straight from the chain, its event chain recomputed.
 
-    python scripts/audit_loan.py 0x<chain loan id> [--deployment deployments/local.json] [--rpc-url ...]
+    .venv/bin/python scripts/audit_loan.py 0x<chain loan id> [--deployment FILE] [--rpc-url URL]
 
-Exits 0 when the logs recompute the on-chain `event_chain` (the event history is complete), 1 otherwise.
+The deployment file defaults to DEPLOYMENT_FILE (then `.caas/dev.env`, then the checkout's
+deployments/local.json), the node to CHAIN_RPC_URL. `event_chain` starts from 32 zero bytes and
+folds every LoanBook log whose topic_1 is the loan id (the ten loan events), in emission order:
+chain_n = keccak256(chain_{n-1} ++ topics ++ data). Exits 0 when the logs recompute the on-chain
+`event_chain` (the event history is complete), 1 otherwise; errors are one line, no traceback.
+`caas audit <loan>` does the same and also compares the backend's copy.
 """
 
 from __future__ import annotations
@@ -10,10 +15,8 @@ from __future__ import annotations
 import sys
 
 import click
-from web3 import Web3
 
-from offchain.chain.audit import audit_loan
-from offchain.chain.contracts import Deployment
+from offchain.cli_sign import _deployment, _load_dev_env, _web3
 
 
 def _fmt(value):
@@ -24,11 +27,21 @@ def _fmt(value):
 
 @click.command()
 @click.argument("loan_id")
-@click.option("--deployment", "deployment_path", default="deployments/local.json", show_default=True)
-@click.option("--rpc-url", envvar="CHAIN_RPC_URL", default="http://127.0.0.1:8545", show_default=True)
-def cli(loan_id: str, deployment_path: str, rpc_url: str) -> None:
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    audit = audit_loan(w3, Deployment.load(deployment_path), bytes.fromhex(loan_id.removeprefix("0x")))
+@click.option("--deployment", "deployment_path", default=None, help="default DEPLOYMENT_FILE")
+@click.option("--rpc-url", default=None, help="default CHAIN_RPC_URL, then http://127.0.0.1:8545")
+def cli(loan_id: str, deployment_path: str | None, rpc_url: str | None) -> None:
+    from offchain.chain.audit import audit_loan
+
+    _load_dev_env()
+    try:
+        chain_loan_id = bytes.fromhex(loan_id.removeprefix("0x"))
+    except ValueError as error:
+        raise click.UsageError(f"not a 0x chain loan id: {loan_id!r}") from error
+    deployment = _deployment(deployment_path)
+    try:
+        audit = audit_loan(_web3(rpc_url), deployment, chain_loan_id)
+    except Exception as error:  # a node that does not answer: one line, no traceback
+        raise click.ClickException(f"{type(error).__name__}: {error}") from error
     click.echo(f"loan {loan_id}")
     for key, value in audit.state.items():
         click.echo(f"  {key:20} {_fmt(value)}")

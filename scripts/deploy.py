@@ -1,9 +1,10 @@
 """Deploy and wire LoanBook + DisbursementCommittee, then write deployments/<network>.json.
 
-Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE and DEFAULT_ADMIN_ROLE on the LoanBook go to the
-committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key; optionally PAUSER_ROLE
-to an operations key; finally the deployer renounces its admin role, so from then on only the
-committee (M-of-N) can change roles.
+Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE, UNPAUSER_ROLE and DEFAULT_ADMIN_ROLE on the
+LoanBook go to the committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key;
+optionally PAUSER_ROLE (never UNPAUSER_ROLE) to an operations key, so an emergency stop by
+operations is undone only by the committee's M-of-N; finally the deployer renounces its admin
+role, so from then on only the committee (M-of-N) can change roles.
 
     python scripts/deploy.py --rpc-url http://127.0.0.1:8545 --network local \\
         --deployer-key-env DEPLOYER_KEY --signer 0x.. --signer 0x.. --signer 0x.. \\
@@ -31,7 +32,11 @@ __all__ = ["cli", "deploy"]
 @click.option("--threshold", type=int, required=True)
 @click.option("--backend", "backend_address", required=True, help="the backend's sending address")
 @click.option("--default-after-days", type=int, default=90, show_default=True)
-@click.option("--operations-pauser", default=None, help="optional extra PAUSER_ROLE holder")
+@click.option(
+    "--operations-pauser",
+    default=None,
+    help="optional extra PAUSER_ROLE holder (it can pause, never unpause)",
+)
 def cli(
     rpc_url,
     network,

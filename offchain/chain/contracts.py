@@ -9,9 +9,10 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_utils import to_checksum_address
 from web3 import Web3
 
-from offchain.domain.approvals import approval_typed_data
+from offchain.domain.approvals import ApprovalTerms, approval_typed_data
 
 
 @dataclass(frozen=True)
@@ -39,26 +40,22 @@ class Deployment:
         )
 
     def loan_book(self, w3: Web3) -> Any:
-        return w3.eth.contract(address=self.loan_book_address, abi=self.loan_book_abi)
+        return w3.eth.contract(address=to_checksum_address(self.loan_book_address), abi=self.loan_book_abi)
 
     def committee(self, w3: Web3) -> Any:
-        return w3.eth.contract(address=self.committee_address, abi=self.committee_abi)
+        return w3.eth.contract(address=to_checksum_address(self.committee_address), abi=self.committee_abi)
 
 
 def approval_request(w3: Web3, deployment: Deployment, loan_id: bytes, deadline: int) -> dict:
     """The EIP-712 document a signer signs to approve `loan_id`, read live from the chain."""
-    state, principal, payout_ref, terms_hash = (
-        deployment.loan_book(w3).functions.approval_terms(loan_id).call()
-    )
+    state, terms = ApprovalTerms.from_chain(deployment.loan_book(w3).functions.approval_terms(loan_id).call())
     if state != 1:
         raise ValueError(f"loan is not pending approval (state {state})")
     return approval_typed_data(
         chain_id=w3.eth.chain_id,
         committee=deployment.committee_address,
         loan_id=loan_id,
-        terms_hash=terms_hash,
-        principal=principal,
-        payout_ref=payout_ref,
+        terms=terms,
         epoch=deployment.committee(w3).functions.epoch().call(),
         deadline=deadline,
     )

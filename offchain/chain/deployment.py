@@ -1,21 +1,23 @@
 """Deploy and wire LoanBook + DisbursementCommittee; write deployments/<network>.json.
 
-Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE and DEFAULT_ADMIN_ROLE on the LoanBook go to the
-committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key; optionally PAUSER_ROLE
-to an operations key; finally the deployer renounces its admin role, so from then on only the
-committee (M-of-N) can change roles. `scripts/deploy.py` is the command line over this; `caas up`
-calls it for the embedded default.
+Wiring (DESIGN §3): APPROVER_ROLE, PAUSER_ROLE, UNPAUSER_ROLE and DEFAULT_ADMIN_ROLE on the
+LoanBook go to the committee; ORIGINATOR_ROLE and SERVICER_ROLE to the backend's sending key;
+optionally PAUSER_ROLE (never UNPAUSER_ROLE) to an operations key, so an emergency stop by
+operations is undone only by the committee's M-of-N; finally the deployer renounces its admin
+role, so from then on only the committee (M-of-N) can change roles. `scripts/deploy.py` is the
+command line over this; `caas up` calls it for the embedded default.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
+from web3.types import TxParams
 
 from offchain.chain.artifacts import REPO_ROOT, compile_contract
 
@@ -33,13 +35,13 @@ class _Deployer:
     def __init__(self, w3: Web3, private_key: str) -> None:
         self.w3 = w3
         self.account = Account.from_key(private_key)
-        self.nonce = w3.eth.get_transaction_count(self.account.address, "pending")
+        self.nonce: int = int(w3.eth.get_transaction_count(self.account.address, "pending"))
 
     def _send(self, tx: dict[str, Any]) -> Any:
         tx.setdefault("from", self.account.address)
         tx["nonce"] = self.nonce
         tx["chainId"] = self.w3.eth.chain_id
-        tx.setdefault("gas", int(self.w3.eth.estimate_gas(tx) * 1.2))
+        tx.setdefault("gas", int(self.w3.eth.estimate_gas(cast(TxParams, tx)) * 1.2))
         latest = self.w3.eth.get_block("latest")
         tip = self.w3.to_wei(1, "gwei")
         tx["maxPriorityFeePerGas"] = tip
@@ -88,6 +90,7 @@ def deploy(
     grants = [
         (_role("APPROVER_ROLE"), committee.address),
         (_role("PAUSER_ROLE"), committee.address),
+        (_role("UNPAUSER_ROLE"), committee.address),
         (DEFAULT_ADMIN_ROLE, committee.address),
         (_role("ORIGINATOR_ROLE"), backend),
         (_role("SERVICER_ROLE"), backend),

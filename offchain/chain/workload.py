@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, keccak
 
 from offchain.chain.contracts import Deployment, sign_approval, sort_signatures
-from offchain.domain.approvals import approval_typed_data
+from offchain.domain.approvals import ApprovalTerms, approval_typed_data
 from offchain.domain.loan_book import SECONDS_PER_DAY
 
 GAS = {
@@ -39,6 +39,7 @@ GAS = {
 DEFAULT_GAS = 150_000
 MAX_FEE = 50 * 10**9
 WRITE_OFF_ACTION = 5
+PAUSE_ACTION, UNPAUSE_ACTION = 7, 8  # DisbursementCommittee.ACTION_PAUSE / ACTION_UNPAUSE
 
 
 def _type(item: dict[str, Any]) -> str:
@@ -131,6 +132,20 @@ class LoanTerms:
             self.max_late_fees,
             self.payout_ref,
             self.terms_hash,
+        )
+
+    def approval_terms(self) -> ApprovalTerms:
+        """What the committee's signers approve for this loan."""
+        return ApprovalTerms(
+            terms_hash=self.terms_hash,
+            currency=self.currency,
+            principal=self.principal,
+            total_due=self.total_due,
+            installment_count=self.installment_count,
+            installment_interval=self.installment_interval,
+            grace_period=self.grace_period,
+            max_late_fees=self.max_late_fees,
+            payout_ref=self.payout_ref,
         )
 
 
@@ -299,9 +314,7 @@ class Workload:
             chain_id=self.chain_id,
             committee=self.committee.address,
             loan_id=loan_id,
-            terms_hash=terms.terms_hash,
-            principal=terms.principal,
-            payout_ref=terms.payout_ref,
+            terms=terms.approval_terms(),
             epoch=epoch,
             deadline=deadline,
         )
@@ -336,13 +349,15 @@ class Workload:
 
     def write_off(self, loan_id: bytes, *, now: int) -> list[str]:
         """Committee governance: propose, confirm, execute (three transactions, in order)."""
+        return self.govern(WRITE_OFF_ACTION, arg=loan_id, now=now)
+
+    def govern(self, action: int, *, arg: bytes = b"\x00" * 32, now: int) -> list[str]:
+        """A committee governance action by signers 0 and 1: propose, confirm, execute."""
         self.proposals += 1
         proposal = self.proposals
         zero = "0x" + "00" * 20
         return [
-            self.sign(
-                self.signers[0], self.committee, "propose", WRITE_OFF_ACTION, zero, loan_id, 0, now + 86_400
-            ),
+            self.sign(self.signers[0], self.committee, "propose", action, zero, arg, 0, now + 86_400),
             self.sign(self.signers[1], self.committee, "confirm", proposal),
             self.sign(self.signers[0], self.committee, "execute", proposal),
         ]

@@ -28,6 +28,8 @@ class LoanState(IntEnum):
 
 
 IN_REPAYMENT = frozenset({LoanState.ACTIVE, LoanState.DEFAULTED})
+# States that take repayments: a WRITTEN_OFF loan takes recoveries (and stays WRITTEN_OFF).
+REPAYABLE = IN_REPAYMENT | {LoanState.WRITTEN_OFF}
 
 # Every transition the contract allows: (from, to).
 LEGAL_TRANSITIONS = frozenset(
@@ -157,22 +159,34 @@ class Loan:
         self.disbursed_at = at
 
     def repay(self, amount: int) -> Allocation:
+        """Late fees first, then the schedule; a WRITTEN_OFF loan takes recoveries and stays so."""
         # the contract's check order, so a refusal names the same reason
         self._require(amount != 0, "amount is zero")
-        self._require(self.state in IN_REPAYMENT, "not repayable")
+        self._require(self.state in REPAYABLE, "not repayable")
         self._require(amount <= self.outstanding, "amount exceeds outstanding")
         allocation = self.allocate(amount)
         self.late_fees_paid += allocation.fee_part
         self.scheduled_repaid += allocation.scheduled_part
-        if self.outstanding == 0:
+        if self.outstanding == 0 and self.state != LoanState.WRITTEN_OFF:
             self.state = LoanState.REPAID
         return allocation
 
-    def reverse(self, allocation: Allocation) -> None:
-        self.late_fees_paid -= allocation.fee_part
-        self.scheduled_repaid -= allocation.scheduled_part
+    def reverse(self, amount: int) -> Allocation:
+        """Undo a repayment of `amount`: off the scheduled part first, then off late fees paid.
+
+        Fees are paid first, so they become unpaid last; this keeps "unpaid fees imply an unpaid
+        installment", so a loan that owes anything falls past due in time (LoanBook natspec).
+        Returns what came off each part (what `RepaymentReversed` carries).
+        """
+        scheduled_part = min(amount, self.scheduled_repaid)
+        fee_part = amount - scheduled_part
+        if fee_part > self.late_fees_paid:
+            raise ValueError("reversal exceeds what was repaid")
+        self.scheduled_repaid -= scheduled_part
+        self.late_fees_paid -= fee_part
         if self.state == LoanState.REPAID:
             self.state = LoanState.DEFAULTED if self.ever_defaulted else LoanState.ACTIVE
+        return Allocation(fee_part=fee_part, scheduled_part=scheduled_part)
 
     def assess_late_fee(self, amount: int, at: int) -> None:
         self._require(amount != 0, "amount is zero")

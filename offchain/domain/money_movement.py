@@ -188,19 +188,21 @@ def match(
 class Disposition(StrEnum):
     APPLY = "apply"  # repayable: recorded on chain now
     HOLD = "hold"  # not repayable yet: held, applied when the loan becomes ACTIVE
-    REVIEW = "review"  # never repayable again (repaid, written off, cancelled): an operator decides
+    REVIEW = "review"  # never repayable again (repaid, cancelled): an operator decides
 
 
 # LoanBook states (DESIGN §3): 0 NONE (not created on chain yet), 1 PENDING, 2 APPROVED,
 # 3 ACTIVE, 4 REPAID, 5 DEFAULTED, 6 WRITTEN_OFF, 7 CANCELLED
-_REPAYABLE = frozenset({3, 5})
+# WRITTEN_OFF takes recoveries (LoanBook records them; the loan stays WRITTEN_OFF)
+_REPAYABLE = frozenset({3, 5, 6})
 _NOT_YET_REPAYABLE = frozenset({0, 1, 2})
 
 
 def disposition(chain_state: int) -> Disposition:
-    """What money paid for a loan in `chain_state` does (record_repayment accepts ACTIVE and
-    DEFAULTED only). A loan that may still become ACTIVE keeps the money for it; one that never
-    will (REPAID, WRITTEN_OFF, CANCELLED) hands it to an operator: refund or another loan."""
+    """What money paid for a loan in `chain_state` does (record_repayment accepts ACTIVE,
+    DEFAULTED and, as a recovery, WRITTEN_OFF). A loan that may still become ACTIVE keeps the
+    money for it; one that never will take money again (REPAID, CANCELLED) hands it to an
+    operator: refund or another loan."""
     if chain_state in _REPAYABLE:
         return Disposition.APPLY
     if chain_state in _NOT_YET_REPAYABLE:

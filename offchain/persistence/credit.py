@@ -44,6 +44,7 @@ PARTNER_SCOPED.update(
         "caas_offers": "partner_id",
         "caas_originations": "partner_id",
         "caas_approval_signatures": "partner_id",
+        "caas_approval_rounds": "partner_id",
         "caas_idempotency_keys": "partner_id",
     }
 )
@@ -138,6 +139,28 @@ class ApprovalSignature(Base):
     signature: Mapped[str] = mapped_column(String(132))
     deadline: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at()
+
+
+class ApprovalRound(Base):
+    """The approval state machine of one loan: its row serializes every approval post for the
+    loan (SELECT ... FOR UPDATE), and counts the `approve_with_signatures` submissions.
+
+    Each submission has its own tx intent, keyed `approve_with_signatures:<chain loan id>:<epoch>:
+    <attempt>`, so a failed one (reverted, or refused at estimation) leaves the loan approvable: the
+    next submission is a new intent. Whether one is in flight is the status of `tx_intent_key`'s
+    intent; there is no second copy of it here.
+    """
+
+    __tablename__ = "caas_approval_rounds"
+    __table_args__ = (CheckConstraint("attempts >= 0", name="attempts_not_negative"),)
+
+    loan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caas_loans.id"), primary_key=True)
+    partner_id: Mapped[uuid.UUID] = _partner()
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    epoch: Mapped[int | None] = mapped_column(BigInteger)  # of the latest submission
+    tx_intent_key: Mapped[str | None] = mapped_column(String(200))  # of the latest submission
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
 
 
 class IdempotencyKey(Base):

@@ -50,12 +50,14 @@ def servicer(accounts):
 
 @pytest.fixture(scope="session")
 def approver(accounts):
-    """An EOA holding APPROVER_ROLE, for LoanBook tests that do not need the committee."""
+    """An EOA holding APPROVER_ROLE (and UNPAUSER_ROLE), standing in for the committee in LoanBook
+    tests that do not need it."""
     return accounts[3]
 
 
 @pytest.fixture(scope="session")
 def pauser(accounts):
+    """An operations key: PAUSER_ROLE only (it may pause, never unpause)."""
     return accounts[4]
 
 
@@ -83,6 +85,7 @@ def loan_book(project, deployer, originator, servicer, approver, pauser):
     book.grantRole(role("SERVICER_ROLE"), servicer, sender=deployer)
     book.grantRole(role("APPROVER_ROLE"), approver, sender=deployer)
     book.grantRole(role("PAUSER_ROLE"), pauser, sender=deployer)
+    book.grantRole(role("UNPAUSER_ROLE"), approver, sender=deployer)
     return book
 
 
@@ -92,6 +95,7 @@ def committee(project, loan_book, deployer, signers):
     committee = deployer.deploy(project.DisbursementCommittee, loan_book, signers, 2)
     loan_book.grantRole(role("APPROVER_ROLE"), committee, sender=deployer)
     loan_book.grantRole(role("PAUSER_ROLE"), committee, sender=deployer)
+    loan_book.grantRole(role("UNPAUSER_ROLE"), committee, sender=deployer)
     loan_book.grantRole(b"\x00" * 32, committee, sender=deployer)  # DEFAULT_ADMIN_ROLE
     loan_book.renounceRole(b"\x00" * 32, deployer, sender=deployer)
     return committee

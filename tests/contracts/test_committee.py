@@ -13,7 +13,12 @@ from eth_utils import keccak
 
 DOMAIN_NAME = "CaaS Disbursement Committee"
 DOMAIN_VERSION = "1"
-APPROVE_TYPE = "ApproveDisbursement(bytes32 loanId,bytes32 termsHash,uint256 principal,bytes32 payoutRef,uint256 epoch,uint256 deadline)"
+# DESIGN §3, revised: every economic term of the loan, as LoanBook stores it.
+APPROVE_TYPE = (
+    "ApproveDisbursement(bytes32 loanId,bytes32 termsHash,uint16 currency,uint256 principal,"
+    "uint256 totalDue,uint16 installmentCount,uint32 installmentInterval,uint32 gracePeriod,"
+    "uint256 maxLateFees,bytes32 payoutRef,uint256 epoch,uint256 deadline)"
+)
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HOUR = 3600
 
@@ -37,8 +42,11 @@ NOT_PENDING = "committee: loan not pending"
 
 
 def approval_typed_data(committee, loan_book, loan_id, deadline, domain=None, message=None) -> dict:
-    """The EIP-712 JSON a wallet signs for `loan_id` (what GET /approval-request serves)."""
-    _, principal, payout_ref, terms_hash = loan_book.approval_terms(loan_id)
+    """The EIP-712 JSON a wallet signs for `loan_id` (what GET /approval-request serves).
+
+    Written out by hand from the type string above (not with the backend's builder), so the
+    contract is checked against the DESIGN, not against our own code."""
+    terms = loan_book.approval_terms(loan_id)
     return {
         "types": {
             "EIP712Domain": [
@@ -50,7 +58,13 @@ def approval_typed_data(committee, loan_book, loan_id, deadline, domain=None, me
             "ApproveDisbursement": [
                 {"name": "loanId", "type": "bytes32"},
                 {"name": "termsHash", "type": "bytes32"},
+                {"name": "currency", "type": "uint16"},
                 {"name": "principal", "type": "uint256"},
+                {"name": "totalDue", "type": "uint256"},
+                {"name": "installmentCount", "type": "uint16"},
+                {"name": "installmentInterval", "type": "uint32"},
+                {"name": "gracePeriod", "type": "uint32"},
+                {"name": "maxLateFees", "type": "uint256"},
                 {"name": "payoutRef", "type": "bytes32"},
                 {"name": "epoch", "type": "uint256"},
                 {"name": "deadline", "type": "uint256"},
@@ -66,9 +80,15 @@ def approval_typed_data(committee, loan_book, loan_id, deadline, domain=None, me
         },
         "message": {
             "loanId": bytes(loan_id),
-            "termsHash": bytes(terms_hash),
-            "principal": principal,
-            "payoutRef": bytes(payout_ref),
+            "termsHash": bytes(terms.terms_hash),
+            "currency": terms.currency,
+            "principal": terms.principal,
+            "totalDue": terms.total_due,
+            "installmentCount": terms.installment_count,
+            "installmentInterval": terms.installment_interval,
+            "gracePeriod": terms.grace_period,
+            "maxLateFees": terms.max_late_fees,
+            "payoutRef": bytes(terms.payout_ref),
             "epoch": committee.epoch(),
             "deadline": deadline,
             **(message or {}),
@@ -328,14 +348,38 @@ def test_revoke__approved_loan__reverts(committee, create_loan, signers):
 # -- views --------------------------------------------------------------------------------
 
 
-def test_approvals_and_has_approved__not_pending__revert(committee, create_loan, signers):
+def test_approvals_and_has_approved__approved_loan__answer_closed_tally(committee, create_loan, signers):
+    """An auditor's call after approval answers (0 / false: the tally closed) instead of reverting."""
     loan_id = create_loan()
     committee.approve(loan_id, sender=signers[0])
     committee.approve(loan_id, sender=signers[1])
-    with ape.reverts(NOT_PENDING):
-        committee.approvals(loan_id)
-    with ape.reverts(NOT_PENDING):
-        committee.has_approved(loan_id, signers[0])
+    assert committee.approvals(loan_id) == 0
+    assert not committee.has_approved(loan_id, signers[0])
+    assert committee.required_approvals(loan_id) == 2
+
+
+def test_approvals_and_has_approved__cancelled_and_unknown__answer(
+    committee, loan_book, create_loan, originator, signers
+):
+    loan_id = create_loan()
+    committee.approve(loan_id, sender=signers[0])
+    loan_book.cancel_loan(loan_id, keccak(text="withdrawn"), sender=originator)
+    unknown = keccak(text="never created")
+    for loan in (loan_id, unknown):
+        assert committee.approvals(loan) == 0
+        assert not committee.has_approved(loan, signers[0])
+
+
+def test_approvals__web3_call_after_approval__does_not_throw(chain, committee, create_loan, signers):
+    """What an auditor's ethers/web3 script does: a plain eth_call through the ABI."""
+    loan_id = create_loan()
+    committee.approve(loan_id, sender=signers[0])
+    committee.approve(loan_id, sender=signers[1])
+    w3 = chain.provider.web3
+    abi = [item.model_dump(mode="json", by_alias=True) for item in committee.contract_type.abi]
+    bound = w3.eth.contract(address=committee.address, abi=abi)
+    assert bound.functions.approvals(loan_id).call() == 0
+    assert bound.functions.has_approved(loan_id, signers[0].address).call() is False
 
 
 def test_has_approved__non_signer__false(committee, create_loan, stranger):
@@ -396,10 +440,26 @@ def test_approval_digest__binds_domain(committee, loan_book, create_loan, signer
     "message",
     [
         {"termsHash": keccak(text="other agreement")},
+        {"currency": 840},
         {"principal": 1},
+        {"totalDue": 200_000_00},
+        {"installmentCount": 12},
+        {"installmentInterval": 7 * 86_400},
+        {"gracePeriod": 0},
+        {"maxLateFees": 10**12},
         {"payoutRef": keccak(text="other")},
     ],
-    ids=["terms_hash", "principal", "payout_ref"],
+    ids=[
+        "terms_hash",
+        "currency",
+        "principal",
+        "total_due",
+        "installment_count",
+        "installment_interval",
+        "grace_period",
+        "max_late_fees",
+        "payout_ref",
+    ],
 )
 def test_approve_with_signatures__signature_over_other_terms__reverts(
     committee, loan_book, create_loan, signers, message
@@ -612,6 +672,19 @@ def test_approve_with_signatures__high_s__reverts(committee, loan_book, create_l
 def test_approve_with_signatures__recovers_to_zero__reverts(committee, create_loan, stranger, garbage):
     with ape.reverts("ecdsa: invalid signature"):
         committee.approve_with_signatures(create_loan(), deadline_in(), [garbage], sender=stranger)
+
+
+@pytest.mark.parametrize("v_offset", [-27, 8], ids=["y_parity_0_1", "eip155_35_36"])
+def test_approve_with_signatures__v_other_than_27_28__reverts(
+    committee, loan_book, create_loan, signers, stranger, v_offset
+):
+    """Why the gateway normalizes v before it keeps a signature: the contract takes only 27/28."""
+    loan_id = create_loan()
+    deadline = deadline_in()
+    signed = sign(approval_typed_data(committee, loan_book, loan_id, deadline), signers[0])
+    other_v = signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v + v_offset])
+    with ape.reverts("ecdsa: invalid signature"):
+        committee.approve_with_signatures(loan_id, deadline, [other_v], sender=stranger)
 
 
 def test_approve_with_signatures__wrong_length__reverts(committee, create_loan, stranger):

@@ -435,6 +435,57 @@ def test_pause_and_unpause__through_governance(committee, loan_book, create_loan
     create_loan()
 
 
+def test_operations_pause__only_the_committee_resumes(committee, loan_book, create_loan, signers, pauser):
+    """An ops PAUSER may stop the book in an emergency, but neither it nor anyone short of the
+    committee's M-of-N can undo a pause (issue 20: pause and unpause no longer share a role)."""
+    assert not loan_book.hasRole(role("UNPAUSER_ROLE"), pauser)
+    loan_book.pause(sender=pauser)
+    with ape.reverts(MISSING_ROLE):
+        loan_book.unpause(sender=pauser)
+    for signer in signers:
+        with ape.reverts(MISSING_ROLE):
+            loan_book.unpause(sender=signer)
+    govern(committee, signers, "UNPAUSE")
+    assert not loan_book.paused()
+    # and a committee pause is not undone by the ops key either
+    govern(committee, signers, "PAUSE")
+    with ape.reverts(MISSING_ROLE):
+        loan_book.unpause(sender=pauser)
+    govern(committee, signers, "UNPAUSE")
+    create_loan()
+
+
+def test_proposals__every_argument_kept_and_executed_flag(committee, loan_book, signers, stranger):
+    """Packed storage: each field of `proposals()` round-trips, zero arguments included."""
+    grant = role("ORIGINATOR_ROLE")
+    expires_at = deadline_in(HOUR)
+    tx = committee.propose(ACTION["GRANT_ROLE"], stranger, grant, 7, expires_at, sender=signers[2])
+    proposal_id = logs(tx, committee.Proposed)[0].proposal_id
+    proposal = committee.proposals(proposal_id)
+    assert (proposal.action, proposal.target, proposal.arg, proposal.value) == (
+        ACTION["GRANT_ROLE"],
+        stranger.address,
+        grant,
+        7,
+    )
+    assert (proposal.expires_at, proposal.epoch, proposal.confirmations) == (expires_at, 1, 0b100)
+    assert not proposal.executed
+    committee.confirm(proposal_id, sender=signers[0])
+    assert committee.proposals(proposal_id).confirmations == 0b101
+    committee.execute(proposal_id, sender=signers[1])
+    assert committee.proposals(proposal_id).executed
+    assert loan_book.hasRole(grant, stranger)
+    empty = committee.proposals(proposal_id + 100)
+    assert (empty.action, empty.target, empty.arg, empty.value, empty.epoch, empty.executed) == (
+        0,
+        ZERO,
+        NO_ARG,
+        0,
+        0,
+        False,
+    )
+
+
 def test_cancel_loan__through_governance_while_paused(committee, loan_book, create_loan, signers):
     loan_id = create_loan()
     govern(committee, signers, "PAUSE")
@@ -477,7 +528,7 @@ def test_loan_book_admin__only_through_committee(loan_book, deployer, stranger):
 def test_migrate__admin_to_new_committee(project, committee, loan_book, deployer, signers, create_loan):
     """The committee can hand the book over to a successor (grant, then revoke itself)."""
     successor = deployer.deploy(project.DisbursementCommittee, loan_book, signers, 2)
-    for name in ("APPROVER_ROLE", "PAUSER_ROLE"):
+    for name in ("APPROVER_ROLE", "PAUSER_ROLE", "UNPAUSER_ROLE"):
         govern(committee, signers, "GRANT_ROLE", target=successor, arg=role(name))
     govern(committee, signers, "GRANT_ROLE", target=successor, arg=NO_ARG)
     govern(committee, signers, "REVOKE_ROLE", target=committee, arg=role("APPROVER_ROLE"))

@@ -25,7 +25,7 @@ def disbursed_at(loan_book, loan_id) -> int:
 
 
 def test_roles__are_keccak_of_their_names(loan_book):
-    for name in ("ORIGINATOR_ROLE", "SERVICER_ROLE", "APPROVER_ROLE", "PAUSER_ROLE"):
+    for name in ("ORIGINATOR_ROLE", "SERVICER_ROLE", "APPROVER_ROLE", "PAUSER_ROLE", "UNPAUSER_ROLE"):
         assert getattr(loan_book, name)() == role(name)
     assert loan_book.DEFAULT_ADMIN_ROLE() == b"\x00" * 32
 
@@ -442,6 +442,77 @@ def test_reverse_repayment__other_loan__reverts(loan_book, servicer, active_loan
         loan_book.reverse_repayment(second, ref("paystack:T1"), ref("r"), sender=servicer)
 
 
+def _disbursed(loan_book, originator, approver, servicer, loan_id: bytes) -> bytes:
+    terms = default_terms()
+    loan_book.create_loan(loan_id, terms, sender=originator)
+    loan_book.approve_loan(loan_id, sender=approver)
+    loan_book.record_disbursement(
+        loan_id, terms["principal"], terms["payout_ref"], ref("TRF"), sender=servicer
+    )
+    return loan_id
+
+
+def test_reverse_repayment__other_loan_sharing_all_but_one_bit__reverts(
+    loan_book, originator, approver, servicer
+):
+    """The guard compares loan serials, not some bits of the id: ids chosen to share every bit but
+    the top one (so any truncated tag, like the 72 low bits kept before, would collide)."""
+    first = keccak(text="collision:first")
+    twin = bytes([first[0] ^ 0x80]) + first[1:]
+    _disbursed(loan_book, originator, approver, servicer, first)
+    _disbursed(loan_book, originator, approver, servicer, twin)
+    loan_book.record_repayment(first, 1_00, ref("paystack:collide"), sender=servicer)
+    with ape.reverts("loan_book: payment of another loan"):
+        loan_book.reverse_repayment(twin, ref("paystack:collide"), ref("r"), sender=servicer)
+    unknown = bytes([first[0] ^ 0x40]) + first[1:]
+    with ape.reverts("loan_book: payment of another loan"):
+        loan_book.reverse_repayment(unknown, ref("paystack:collide"), ref("r"), sender=servicer)
+    loan_book.reverse_repayment(first, ref("paystack:collide"), ref("r"), sender=servicer)
+
+
+def test_reverse_repayment__fee_payment_after_schedule_cleared__loan_falls_past_due(
+    loan_book, servicer, active_loan, chain
+):
+    """Issue 15's stranded loan: a fee-only repayment, then one that clears the schedule, then the
+    chargeback of the fee payment. What is owed again must fall on an installment (past due in
+    time, defaultable), not sit as unpaid fees on a fully paid schedule."""
+    loan_id = active_loan()
+    t0 = disbursed_at(loan_book, loan_id)
+    chain.pending_timestamp = t0 + 40 * DAY
+    loan_book.assess_late_fee(loan_id, 2_000_00, ref("late_fee:strand"), sender=servicer)
+    loan_book.record_repayment(loan_id, 2_000_00, ref("paystack:fee"), sender=servicer)
+    loan_book.record_repayment(loan_id, 112_000_00, ref("paystack:rest"), sender=servicer)
+    assert loan_book.loan_state(loan_id) == STATE["REPAID"]
+
+    tx = loan_book.reverse_repayment(loan_id, ref("paystack:fee"), ref("chargeback"), sender=servicer)
+    event = tx.events[0]
+    # off the schedule first: the fee stays paid (fees first), the last installment owes 2_000_00
+    assert (event.amount, event.fee_part, event.scheduled_part) == (2_000_00, 0, 2_000_00)
+    assert (event.outstanding_after, event.state_after) == (2_000_00, STATE["ACTIVE"])
+    loan = loan_of(loan_book, loan_id)
+    assert (loan.late_fees_paid, loan.scheduled_repaid) == (2_000_00, 110_000_00)
+    due4 = t0 + 4 * 30 * DAY
+    assert loan_book.next_due(loan_id) == (due4, 2_000_00)
+    assert loan_book.days_past_due(loan_id, due4 + 3 * DAY + 1) == 3
+    chain.pending_timestamp = due4 + DEFAULT_AFTER_DAYS * DAY
+    loan_book.mark_default(loan_id, sender=servicer)
+    assert loan_book.loan_state(loan_id) == STATE["DEFAULTED"]
+
+
+def test_reverse_repayment__takes_the_schedule_first_then_fees(loan_book, servicer, active_loan, chain):
+    loan_id = active_loan()
+    chain.pending_timestamp = disbursed_at(loan_book, loan_id) + 40 * DAY
+    loan_book.assess_late_fee(loan_id, 2_000_00, ref("late_fee:order"), sender=servicer)
+    loan_book.record_repayment(loan_id, 2_500_00, ref("paystack:A"), sender=servicer)  # fee 2_000, sched 500
+    loan_book.record_repayment(loan_id, 300_00, ref("paystack:B"), sender=servicer)  # sched 300
+    tx = loan_book.reverse_repayment(loan_id, ref("paystack:A"), ref("r"), sender=servicer)
+    # 2_500 back: all 800 of the schedule first, then 1_700 of the fee
+    assert (tx.events[0].scheduled_part, tx.events[0].fee_part) == (800_00, 1_700_00)
+    loan = loan_of(loan_book, loan_id)
+    assert (loan.scheduled_repaid, loan.late_fees_paid) == (0, 300_00)
+    assert loan.outstanding == 112_000_00 + 2_000_00 - 300_00
+
+
 def test_reverse_repayment__not_servicer__reverts(loan_book, servicer, stranger, active_loan):
     loan_id = active_loan()
     loan_book.record_repayment(loan_id, 1_00, ref("paystack:T1"), sender=servicer)
@@ -571,6 +642,29 @@ def test_days_past_due__counts_from_due_date_after_grace(loan_book, servicer, ac
     assert loan_book.days_past_due(loan_id, due1 + 45 * DAY) == 15
 
 
+def test_schedule__all_but_the_remainder_paid__last_installment_still_due(
+    loan_book, servicer, active_loan, chain
+):
+    """total_due 112_000_03 over 4: three of 28_000_00 and a last one of 28_000_03. Paying
+    4 x 28_000_00 leaves the remainder on the LAST installment (due 4), not on a fifth that does
+    not exist: the cap on the installment index."""
+    loan_id = active_loan(total_due=112_000_03)
+    t0 = disbursed_at(loan_book, loan_id)
+    loan_book.record_repayment(loan_id, 112_000_00, ref("paystack:most"), sender=servicer)
+    due4 = t0 + 4 * 30 * DAY
+    assert loan_book.loan_state(loan_id) == STATE["ACTIVE"]
+    assert loan_book.outstanding(loan_id) == 3
+    assert loan_book.next_due(loan_id) == (due4, 3)
+    assert loan_book.amount_due(loan_id, due4 - 1) == 0
+    assert loan_book.amount_due(loan_id, due4) == 3
+    assert loan_book.days_past_due(loan_id, due4 + 3 * DAY) == 0
+    assert loan_book.days_past_due(loan_id, due4 + 3 * DAY + 1) == 3
+    chain.pending_timestamp = due4 + DEFAULT_AFTER_DAYS * DAY
+    loan_book.mark_default(loan_id, sender=servicer)
+    loan_book.record_repayment(loan_id, 3, ref("paystack:remainder"), sender=servicer)
+    assert loan_book.loan_state(loan_id) == STATE["REPAID"]
+
+
 def test_views__zero_for_loans_not_in_repayment(loan_book, create_loan):
     loan_id = create_loan()
     assert loan_book.amount_due(loan_id, 2**40) == 0
@@ -582,19 +676,37 @@ def test_views__unknown_loan(loan_book):
     unknown = keccak(text="unknown")
     assert loan_book.loan_state(unknown) == 0
     assert loan_book.loans(unknown).state == 0
-    assert loan_book.approval_terms(unknown) == (0, 0, b"\x00" * 32, b"\x00" * 32)
+    assert tuple(loan_book.approval_terms(unknown)) == (0, 0, 0, 0, 0, 0, 0, 0, b"\x00" * 32, b"\x00" * 32)
+    assert loan_book.approval_state(unknown) == (0, 0)
     assert loan_book.outstanding(unknown) == 0
+    assert loan_book.loan_serial(unknown) == 0
 
 
-def test_approval_terms(loan_book, create_loan):
+def test_approval_terms__every_economic_term(loan_book, create_loan):
     loan_id = create_loan()
     terms = default_terms()
-    assert loan_book.approval_terms(loan_id) == (
-        STATE["PENDING"],
-        terms["principal"],
-        terms["payout_ref"],
-        terms["terms_hash"],
-    )
+    got = loan_book.approval_terms(loan_id)
+    assert got.state == STATE["PENDING"]
+    for name in (
+        "currency",
+        "principal",
+        "total_due",
+        "installment_count",
+        "installment_interval",
+        "grace_period",
+        "max_late_fees",
+        "payout_ref",
+        "terms_hash",
+    ):
+        assert getattr(got, name) == terms[name], name
+    assert loan_book.approval_state(loan_id) == (STATE["PENDING"], terms["principal"])
+
+
+def test_loan_serial__counts_up_from_one(loan_book, create_loan):
+    before = loan_book.loan_count()
+    first, second = create_loan(), create_loan()
+    assert (loan_book.loan_serial(first), loan_book.loan_serial(second)) == (before + 1, before + 2)
+    assert loan_book.loan_count() == before + 2
 
 
 # -- default and write-off ---------------------------------------------------------------------
@@ -682,29 +794,58 @@ def test_write_off__servicer__reverts(loan_book, servicer, defaulted_loan):
         loan_book.write_off(loan_id, sender=servicer)
 
 
-def test_written_off__no_more_repayments(loan_book, approver, servicer, defaulted_loan):
+def test_written_off__recoveries_recorded_and_loan_stays_written_off(
+    loan_book, approver, servicer, defaulted_loan
+):
     loan_id = defaulted_loan()
     loan_book.write_off(loan_id, sender=approver)
-    with ape.reverts("loan_book: not repayable"):
-        loan_book.record_repayment(loan_id, 1, ref("paystack:R1"), sender=servicer)
+    tx = loan_book.record_repayment(loan_id, 12_000_00, ref("paystack:R1"), sender=servicer)
+    assert tx.events[0].outstanding_after == 100_000_00
+    assert loan_book.loan_state(loan_id) == STATE["WRITTEN_OFF"]
+    # recovered in full: outstanding 0, still WRITTEN_OFF (a write-off is final), no LoanRepaid
+    tx = loan_book.record_repayment(loan_id, 100_000_00, ref("paystack:R2"), sender=servicer)
+    assert [e.event_name for e in tx.events] == ["RepaymentRecorded"]
+    assert loan_book.outstanding(loan_id) == 0
+    assert loan_book.loan_state(loan_id) == STATE["WRITTEN_OFF"]
+    with ape.reverts("loan_book: amount exceeds outstanding"):
+        loan_book.record_repayment(loan_id, 1, ref("paystack:R3"), sender=servicer)
+
+
+def test_written_off__reversal_of_a_recovery_raises_outstanding_again(
+    loan_book, approver, servicer, defaulted_loan
+):
+    loan_id = defaulted_loan()
+    loan_book.record_repayment(loan_id, 2_000_00, ref("paystack:before"), sender=servicer)
+    loan_book.write_off(loan_id, sender=approver)
+    loan_book.record_repayment(loan_id, 5_000_00, ref("paystack:R1"), sender=servicer)
+    assert loan_book.outstanding(loan_id) == 105_000_00
+    # both directions: a recovery's chargeback and one of a payment from before the write-off
+    tx = loan_book.reverse_repayment(loan_id, ref("paystack:R1"), ref("chargeback"), sender=servicer)
+    assert (tx.events[0].outstanding_after, tx.events[0].state_after) == (110_000_00, STATE["WRITTEN_OFF"])
+    loan_book.reverse_repayment(loan_id, ref("paystack:before"), ref("chargeback"), sender=servicer)
+    assert loan_book.outstanding(loan_id) == 112_000_00
+    assert loan_book.loan_state(loan_id) == STATE["WRITTEN_OFF"]
 
 
 # -- pause -----------------------------------------------------------------------------------------
 
 
-def test_pause__only_pauser_and_toggles(loan_book, pauser, stranger):
+def test_pause__pauser_pauses__only_unpauser_resumes(loan_book, pauser, approver, stranger):
     with ape.reverts(MISSING_ROLE):
         loan_book.pause(sender=stranger)
     loan_book.pause(sender=pauser)
     assert loan_book.paused()
     with ape.reverts("pausable: contract is paused"):
         loan_book.pause(sender=pauser)
-    with ape.reverts(MISSING_ROLE):
-        loan_book.unpause(sender=stranger)
-    loan_book.unpause(sender=pauser)
+    # an operations PAUSER cannot undo a pause: that takes UNPAUSER_ROLE (the committee's)
+    for account in (stranger, pauser):
+        with ape.reverts(MISSING_ROLE):
+            loan_book.unpause(sender=account)
+    assert loan_book.paused()
+    loan_book.unpause(sender=approver)
     assert not loan_book.paused()
     with ape.reverts("pausable: contract is not paused"):
-        loan_book.unpause(sender=pauser)
+        loan_book.unpause(sender=approver)
 
 
 # -- event chain -----------------------------------------------------------------------------------
@@ -735,6 +876,71 @@ def test_event_chain__recomputes_from_raw_logs(loan_book, servicer, approver, cr
     assert len(raw) == 8  # created, approved, disbursed, fee, repay, reverse, repay, repaid
     recomputed = event_chain.recompute((log["topics"], log["data"]) for log in raw)
     assert loan_book.event_chain(loan_id) == recomputed
+
+
+def _raw_logs(chain, loan_book, loan_id):
+    raw = chain.provider.web3.eth.get_logs(
+        {"address": loan_book.address, "fromBlock": 0, "toBlock": "latest", "topics": [None, loan_id]}
+    )
+    return sorted(raw, key=lambda log: (log["blockNumber"], log["logIndex"]))
+
+
+def test_event_chain__default_write_off_and_recovery__recompute_from_raw_logs(
+    loan_book, servicer, approver, active_loan, chain
+):
+    """LoanDefaulted, LoanWrittenOff and the recoveries after them are in the chain field by field
+    (a swapped field in any preimage would make the recomputation differ)."""
+    from eth_utils import event_abi_to_log_topic
+
+    loan_id = active_loan()
+    t0 = disbursed_at(loan_book, loan_id)
+    chain.pending_timestamp = t0 + 34 * DAY
+    loan_book.assess_late_fee(loan_id, 1_000_00, ref("late_fee:chain"), sender=servicer)
+    loan_book.record_repayment(loan_id, 3_000_00, ref("paystack:C1"), sender=servicer)
+    chain.pending_timestamp = t0 + 30 * DAY + (DEFAULT_AFTER_DAYS + 7) * DAY
+    defaulted = loan_book.mark_default(loan_id, sender=servicer).events[0]
+    assert defaulted.days_past_due != defaulted.outstanding
+    loan_book.write_off(loan_id, sender=approver)
+    loan_book.record_repayment(loan_id, 4_000_00, ref("paystack:C2"), sender=servicer)
+    loan_book.reverse_repayment(loan_id, ref("paystack:C2"), ref("chargeback"), sender=servicer)
+
+    raw = _raw_logs(chain, loan_book, loan_id)
+    names = {
+        event_abi_to_log_topic(abi.model_dump(mode="json", by_alias=True)): abi.name
+        for abi in loan_book.contract_type.events
+    }
+    assert [names[bytes(log["topics"][0])] for log in raw][-5:] == [
+        "RepaymentRecorded",
+        "LoanDefaulted",
+        "LoanWrittenOff",
+        "RepaymentRecorded",
+        "RepaymentReversed",
+    ]
+    assert loan_book.event_chain(loan_id) == event_chain.recompute(
+        (log["topics"], log["data"]) for log in raw
+    )
+
+
+def test_event_chain__cancelled_loan__recomputes_from_raw_logs(
+    loan_book, originator, approver, create_loan, chain
+):
+    loan_id = create_loan()
+    loan_book.approve_loan(loan_id, sender=approver)
+    loan_book.cancel_loan(loan_id, ref("reason:withdrawn"), sender=originator)
+    raw = _raw_logs(chain, loan_book, loan_id)
+    assert len(raw) == 3
+    assert loan_book.event_chain(loan_id) == event_chain.recompute(
+        (log["topics"], log["data"]) for log in raw
+    )
+
+
+def test_event_chain__seed_is_zero_and_first_link_is_loan_created(loan_book, create_loan, chain):
+    loan_id = create_loan()
+    [created] = _raw_logs(chain, loan_book, loan_id)
+    assert event_chain.GENESIS == b"\x00" * 32
+    expected = keccak(b"\x00" * 32 + b"".join(bytes(t) for t in created["topics"]) + bytes(created["data"]))
+    assert loan_book.event_chain(loan_id) == expected
+    assert loan_book.event_chain(keccak(text="never created")) == b"\x00" * 32
 
 
 def test_event_chain__topic_constants_match_emitted_topics(loan_book, servicer, active_loan, chain):

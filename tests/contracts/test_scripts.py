@@ -54,6 +54,7 @@ def test_deploy__wires_roles_and_writes_file(deployed):
     role = lambda name: keccak(text=name)  # noqa: E731
     assert book.functions.hasRole(role("APPROVER_ROLE"), bound.committee_address).call()
     assert book.functions.hasRole(role("PAUSER_ROLE"), bound.committee_address).call()
+    assert book.functions.hasRole(role("UNPAUSER_ROLE"), bound.committee_address).call()
     assert book.functions.hasRole(DEFAULT_ADMIN_ROLE, bound.committee_address).call()
     assert book.functions.hasRole(role("ORIGINATOR_ROLE"), accounts[1].address).call()
     assert book.functions.hasRole(role("SERVICER_ROLE"), accounts[1].address).call()

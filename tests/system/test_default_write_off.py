@@ -98,6 +98,36 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     assert stack.book.functions.outstanding(raw_id).call() > 0  # written off, not repaid
     listed = [p for p in stack.get("/v1/collections/write-off-proposals")["data"] if p["loan_id"] == loan_id]
     assert listed[0]["status"] == "executed"
+
+    # a recovery after the write-off (issue 20: recorded, not refused): the borrower pays through
+    # Paystack, the chain records it and the loan stays WRITTEN_OFF with less outstanding; the
+    # ledger keeps the written-off receivable at zero (the money reduces the credit loss) and
+    # reconciliation finds nothing to say about the loan
+    outstanding = stack.book.functions.outstanding(raw_id).call()
+    recovery = 10_000_00
+    charged = stack.sim.post(
+        "/simulate/charge",
+        json={"amount": recovery, "currency": "NGN", "loan_id": loan_id, "reference": f"recovery-{loan_id}"},
+    )
+    assert charged.status_code == 201, charged.text
+    until(lambda: stack.events(loan_id, "RepaymentRecorded") or None, what="recovery recorded on chain")
+    assert stack.book.functions.outstanding(raw_id).call() == outstanding - recovery
+    assert stack.chain_state(chain_loan_id) is LoanState.WRITTEN_OFF
+    # the ledger's routes through the gateway, the one published port: the partner's statement,
+    # the operator's reconciliation run
+    ledger = stack.api
+
+    def receivable_cleared() -> dict | None:
+        statement = ledger.get(f"/v1/ledger/loans/{loan_id}").json()
+        receivable = [a for a in statement["accounts"] if a["kind"] == "loan_receivable"]
+        recovered = [e for e in statement["entries"] if e["posting_id"].startswith("recovery:")]
+        return statement if receivable and receivable[0]["balance"] == 0 and recovered else None
+
+    until(receivable_cleared, what="the recovery booked against credit losses")
+    run = ledger.post("/v1/ledger/reconciliation/runs", headers=stack.operator)
+    assert run.status_code == 201, run.text
+    about_loan = [m for m in run.json()["mismatches"] if chain_loan_id.lower() in str(m["subject"]).lower()]
+    assert about_loan == [], about_loan
     # every business date since the first one closed exactly once, none skipped
     first_day = lagos_date(first_due + HOUR)
     assert closed == [(first_day + timedelta(days=n)).isoformat() for n in range(len(closed))], closed

@@ -71,7 +71,8 @@ def test_documented_samples_replayed_on_caas_up__recorded_once_at_the_borrowers_
     assert [int(tx["args"]["amount"]) for tx in repayments] == [30050]  # once, the borrower's amount
 
     def suspended() -> dict[str, Any] | None:
-        page = stack.get("/v1/payments", params={"status": "unmatched", "limit": 200})
+        # no loan claims it: nobody's but the operators' (a partner sees only what it can place)
+        page = stack.get("/v1/payments", params={"status": "unmatched", "limit": 200}, headers=stack.operator)
         found = [p for p in page["data"] if p["reference"] == charge["data"]["reference"]]
         return found[0] if found else None
 

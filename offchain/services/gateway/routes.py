@@ -329,11 +329,21 @@ async def accept_offer(
     response_model=schemas.ApprovalRequestOut,
     responses={
         **LOAN_NOT_FOUND,
-        409: {"description": "the loan is not awaiting approval", **PROBLEM},
+        409: {
+            "description": "the loan is not awaiting approval (`state` says where it is), or its "
+            "approve_with_signatures is being mined (`tx_intent`, `tx_status`)",
+            **PROBLEM,
+        },
         **CHAIN_UNAVAILABLE,
         **COMMON_ERRORS,
     },
     summary="The EIP-712 typed data committee signers sign (as eth_account / wallets sign it)",
+    description=(
+        "`typed_data` binds every economic term of the loan as LoanBook stores it, the committee "
+        "epoch and the loan's fixed approval deadline (accepted at + 7 days; the same for every "
+        "signer, also given as `deadline`). Sign it with eth_signTypedData_v4 or eth_account and "
+        "POST the signature to /approvals."
+    ),
 )
 async def approval_request(
     request: Request, loan_id: uuid.UUID, principal: ReadApprovals, db: DatabaseDep
@@ -352,11 +362,25 @@ async def approval_request(
     responses={
         **BAD_BODY,
         **LOAN_NOT_FOUND,
-        409: {"description": "the loan is not awaiting approval, or Idempotency-Key conflict", **PROBLEM},
+        409: {
+            "description": "the loan is not awaiting approval (`state`), its approve_with_signatures "
+            "is being mined (`tx_intent`, `tx_status`), or an Idempotency-Key conflict",
+            **PROBLEM,
+        },
         **CHAIN_UNAVAILABLE,
         **COMMON_ERRORS,
     },
     summary="Add a signer's EIP-712 approval; at the threshold one approve_with_signatures is sent",
+    description=(
+        "Signature forms accepted: 65 bytes (r, s, v) with v 27/28 as eth_signTypedData_v4 gives "
+        "it, v 0/1 (y parity) or 35/36, and EIP-2098 compact 64 bytes; s must be low. Anything "
+        "else, a signer outside the current committee epoch, a wrong deadline or a signature that "
+        "does not recover to `signer` is a 422 naming the field. Posts for one loan are serialized: "
+        "the one reaching the requirement simulates approve_with_signatures (eth_call) and submits "
+        "it once; a kept signature that would make it revert is dropped and listed in `dropped`. "
+        "A submission that fails leaves the loan approvable (the next is a new attempt); posting "
+        "an already kept signature again re-checks the threshold."
+    ),
 )
 async def add_approval(
     request: Request,

@@ -39,7 +39,7 @@ from offchain.platform.tracing import consumer_span, inject_context
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
 from offchain.services.registry import SERVICES
-from offchain.services.repayment import early_money, intake, notices, payments
+from offchain.services.repayment import early_money, intake, notices, payments, recoveries
 from offchain.services.repayment.notice_routes import router as notice_router
 from offchain.services.repayment.routes import router
 
@@ -180,6 +180,18 @@ async def intake_worker(
         )
 
 
+def _recovery_id(args: dict[str, Any]) -> str:
+    return f"recovery:{str(args.get('payment_ref') or '').lower()}"
+
+
+async def _recorded(session: AsyncSession, run: list[payments.Recorded]) -> None:
+    await payments.on_repayments_recorded(session, run)
+    # recoveries on written-off loans: one query for the run when there are none
+    await recoveries.true_up(
+        session, [(str(item.args.get("loan_id") or ""), _recovery_id(item.args)) for item in run]
+    )
+
+
 async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
     async with _requirements(resources) as (db, deployment):
 
@@ -190,8 +202,10 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
             match event.topic:
                 case "chain.RepaymentRecorded":
                     await payments.on_repayment_recorded(session, args, tx_hash=payload.get("tx_hash"))
+                    await recoveries.true_up(session, [(loan, _recovery_id(args))])
                 case "chain.RepaymentReversed":
                     await payments.on_repayment_reversed(session, args)
+                    await recoveries.true_up(session, [(loan, _recovery_id(args) + ":reversed")])
                 case "chain.LateFeeAssessed":
                     await payments.on_late_fee(session, loan, args)
                 case "chain.LoanWrittenOff":
@@ -259,12 +273,12 @@ async def chain_worker(resources: AppResources, stop: asyncio.Event) -> None:
                         run.append(recorded(event))
                         continue
                     if run:
-                        await payments.on_repayments_recorded(session, run)
+                        await _recorded(session, run)
                         run = []
                     with span_of(event):
                         await apply(session, event)
                 if run:
-                    await payments.on_repayments_recorded(session, run)
+                    await _recorded(session, run)
 
         await run_consumer(
             resources,

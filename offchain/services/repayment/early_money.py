@@ -1,6 +1,7 @@
 """Money that arrives for a loan that cannot take it: held until it can, or handed to an operator.
 
-LoanBook's `record_repayment` accepts a loan only while it is ACTIVE or DEFAULTED. A charge that
+LoanBook's `record_repayment` accepts a loan only while it is ACTIVE or DEFAULTED (or, as a
+recovery, WRITTEN_OFF: offchain.services.repayment.recoveries). A charge that
 arrives before (the loan PENDING or APPROVED, or not yet created on chain, or APPROVED in the
 backend's copy while the chain already says ACTIVE) is **held**: Dr rail clearing, Cr the loan's
 held account (`loan:<id>:held`), payment status `held`. It is applied, under its own payment_ref,
@@ -10,7 +11,7 @@ was in. Each application is one transaction (the loan locked, the payment row lo
 `held`, a ledger hold Dr held / Cr receivable, and the record_repayment intent keyed by the
 payment_ref), so a redelivered event, the sweep and a crash mid-way all end in one effect.
 
-Money for a loan that will never take it again -- REPAID, WRITTEN_OFF, CANCELLED, or an ACTIVE
+Money for a loan that will never take it again -- REPAID, CANCELLED, or a repayable
 loan whose every naira is already spoken for -- goes to **operator review**: status `review`,
 still in the loan's held account, listed by `GET /v1/payments?status=review`, until an operator
 matches it to a repayable loan (`POST /v1/payments/{id}/match`) or refunds it (at the rail, by

@@ -38,14 +38,15 @@ from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.logging import get_logger
 from offchain.rails.paystack.client import PaystackClient
 from offchain.services import monitoring
-from offchain.services.repayment import early_money, fees
+from offchain.services.repayment import early_money, fees, recoveries
 from offchain.services.repayment.locks import lock_loan, lock_loans
 
 log = get_logger(__name__)
 
-ACTIVE, REPAID, DEFAULTED = 3, 4, 5
+ACTIVE, REPAID, DEFAULTED, WRITTEN_OFF = 3, 4, 5, 6
 DEFAULT_POLICY = MonitoringPolicy()
-REPAYABLE = (ACTIVE, DEFAULTED)
+# a written-off loan takes recoveries (LoanBook natspec; see recoveries.py)
+REPAYABLE = (ACTIVE, DEFAULTED, WRITTEN_OFF)
 REPAYMENT_RECEIVED = "credit.repayment.received"
 LOAN_REPAID = "credit.loan.repaid"
 LOAN_DEFAULTED = "credit.loan.defaulted"
@@ -347,7 +348,12 @@ async def receive_many(
         )
         for loan_id in ids:
             balance = found[accounts.loan_receivable(str(loan_id))]
-            owed[(loan_id, currency)] = max(0, balance.posted - balance.pending_credits)
+            written_off = loans[loan_id].chain_state == WRITTEN_OFF
+            owed[(loan_id, currency)] = (
+                recoveries.owed_after_write_off(loans[loan_id], balance.pending_credits)
+                if written_off
+                else max(0, balance.posted - balance.pending_credits)
+            )
 
     posted: list[accounts.Posting] = []
     held: list[accounts.Posting] = []
@@ -480,9 +486,11 @@ async def _to_suspense(session: AsyncSession, row: Payment, *, reason: str, post
     log.info("payment.suspense", payment_id=str(row.id), reason=reason)
 
 
-async def available_to_apply(session: AsyncSession, loan_id: uuid.UUID, currency: str) -> int:
+async def available_to_apply(session: AsyncSession, loan: Loan, currency: str) -> int:
     """What the loan still owes net of repayments on their way to the chain (loan locked)."""
-    balance = await journal.balance(session, accounts.loan_receivable(str(loan_id)), currency)
+    balance = await journal.balance(session, accounts.loan_receivable(str(loan.id)), currency)
+    if loan.chain_state == WRITTEN_OFF:
+        return recoveries.owed_after_write_off(loan, balance.pending_credits)
     return max(0, balance.posted - balance.pending_credits)
 
 
@@ -512,7 +520,7 @@ async def apply_to_loan(
         )
         return
     row.loan_id, row.partner_id, row.match_method = loan.id, loan.partner_id, method.value
-    owed = await available_to_apply(session, loan.id, row.currency) if loan.chain_state in REPAYABLE else 0
+    owed = await available_to_apply(session, loan, row.currency) if loan.chain_state in REPAYABLE else 0
     allocation = mm.allocate(row.amount, owed)
     row.applied, row.excess = allocation.applied, allocation.excess
     # flags only: the money has arrived, recording it is not in question

@@ -12,6 +12,7 @@ import pytest
 from web3 import Web3
 
 from offchain.chain.deployment import deploy
+from offchain.domain.approvals import ApprovalTerms
 from offchain.domain.offers import (
     ChainTerms,
     Frequency,
@@ -107,8 +108,16 @@ def test_accepted_offer__chain_stores_the_terms_and_bills_the_offered_schedule(
         assert stored[name] == getattr(terms, name), name
 
     _transact(w3, committee.functions.approve(loan_id), SIGNER.address)
-    _, principal, payout_ref, terms_hash = book.functions.approval_terms(loan_id).call()
-    assert (principal, payout_ref, terms_hash) == (offer.principal, terms.payout_ref, agreement.terms_hash)
+    # what the committee's signers approve: every economic term, as the offer made it
+    _, signed = ApprovalTerms.from_chain(book.functions.approval_terms(loan_id).call())
+    assert (signed.principal, signed.payout_ref, signed.terms_hash) == (
+        offer.principal,
+        terms.payout_ref,
+        agreement.terms_hash,
+    )
+    for name in ("currency", "total_due", "installment_count", "installment_interval", "grace_period"):
+        assert getattr(signed, name) == getattr(terms, name), name
+    assert signed.max_late_fees == terms.max_late_fees
     _transact(
         w3,
         book.functions.record_disbursement(loan_id, offer.principal, terms.payout_ref, b"\x01" * 32),

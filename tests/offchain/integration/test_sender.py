@@ -37,6 +37,7 @@ from offchain.chain.sender import (
     get_intent,
     submit,
 )
+from offchain.domain.approvals import ApprovalTerms
 from offchain.persistence.models import OutboxMessage, TxIntent
 from offchain.platform.db import Database
 from offchain.platform.devkeys import DevRoles, dev_roles
@@ -187,7 +188,8 @@ async def _active_loan(db: Database, chain: Chain, drain: Callable[[], Any]) -> 
     for signer in chain.roles.signers[: chain.roles.threshold]:
         tx = chain.committee.functions.approve(loan_id).transact({"from": signer.address})
         assert chain.w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
-    principal, payout_ref = chain.book.functions.approval_terms(loan_id).call()[1:3]
+    _, terms = ApprovalTerms.from_chain(chain.book.functions.approval_terms(loan_id).call())
+    principal, payout_ref = terms.principal, terms.payout_ref
     data = chain.book.encode_abi(
         "record_disbursement", [loan_id, principal, payout_ref, keccak(text="rail:T1")]
     )
