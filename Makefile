@@ -60,8 +60,8 @@ test-offchain: setup ## backend tests on the real PostgreSQL (127.0.0.1:5432) an
 	$(OFFCHAIN_PYTEST) tests/offchain -m "not stack"
 
 .PHONY: fuzz
-fuzz: setup ## every service against its OpenAPI with all Schemathesis checks, 100 examples per operation
-	CAAS_FUZZ_EXAMPLES=100 $(OFFCHAIN_PYTEST) tests/offchain/integration/test_services_schemathesis.py
+fuzz: setup ## every service against its OpenAPI with all Schemathesis checks, 100 fresh examples per operation
+	CAAS_FUZZ_EXAMPLES=100 CAAS_FUZZ_RANDOM=1 $(OFFCHAIN_PYTEST) tests/offchain/integration/test_services_schemathesis.py
 
 .PHONY: test-stack
 test-stack: setup ## `caas up` end to end in a scratch dir (embedded default; needs ports 8000-8010)
