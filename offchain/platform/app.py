@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from offchain.platform import openapi_client
 from offchain.platform.access import access_guard, check_rules, probe
+from offchain.platform.api_description import install_api_description
 from offchain.platform.auth import JwtVerifier
 from offchain.platform.auth_failures import FailedAuthLimiter
 from offchain.platform.body_limit import BodyLimitMiddleware
@@ -50,6 +51,9 @@ from offchain.platform.settings import Settings, get_settings
 from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, untraced_requests
 
 log = get_logger(__name__)
+
+# The one service partners reach: its API description is their manual, readable by anyone.
+PARTNER_FACING_SERVICE = "gateway"
 
 
 @dataclass
@@ -247,6 +251,9 @@ def create_service_app(
         description=spec.owns,
         version="0.1.0",
         lifespan=lifespan,
+        # served behind the access guard instead (offchain.platform.api_description)
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
         # FastAPI's own OpenTelemetry spans (offchain.platform.tracing); probes and scrapes every
         # few seconds are no one's trace, and request metrics are ours (ServiceMetrics)
@@ -282,6 +289,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.include_router(health_router())
+    install_api_description(app, public_description=spec.name == PARTNER_FACING_SERVICE)
     check_rules(app)
     return app
 

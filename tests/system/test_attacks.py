@@ -125,7 +125,10 @@ def test_internal_ports__nothing_acts_without_a_service_identity(
     for port in INTERNAL:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/health/ready").status_code == 200
-            spec = client.get("/openapi.json").json()
+            # the port's description is no map for an anonymous caller either
+            assert client.get("/openapi.json").status_code == 401
+            assert client.get("/docs").status_code in (401, 404)
+            spec = client.get("/openapi.json", headers=stack.operator).json()
             for path, operations in spec["paths"].items():
                 if path.startswith("/health") or path == "/metrics":
                     continue

@@ -101,6 +101,8 @@ RULES: dict[tuple[str, str], AccessRule] = {
     ("GET", "/health/live"): PROBE,
     ("GET", "/health/ready"): PROBE,
     ("GET", "/metrics"): PROBE,
+    # an internal port describes itself to CaaS services and operators only
+    ("GET", "/openapi.json"): AccessRule(Kind.SERVICE_OR_OPERATOR, operator_permission=A.OPERATIONS_READ),
 }
 
 _SAMPLES = {
@@ -122,6 +124,13 @@ def concrete(path: str) -> str:
 BY_SERVICE: dict[tuple[str, str, str], AccessRule] = {
     # the gateway answers partners (without detail) and operators; health:8010 itself is internal
     ("gateway", "GET", "/v1/health"): PO(A.LOAN_READ, A.OPERATIONS_READ),
+    # the partner API's manual
+    ("gateway", "GET", "/openapi.json"): public(
+        "the partner API's description: what any partner may read in its manual"
+    ),
+    ("gateway", "GET", "/docs"): public(
+        "the partner API's description: what any partner may read in its manual"
+    ),
 }
 
 

@@ -25,7 +25,7 @@ import schemathesis
 from fuzz_support import EXAMPLES, credentials, fuzz_app
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from identities import SERVICE_KEY
+from identities import SERVICE_KEY, service_headers
 from journey_support import chain_settings
 from pydantic import SecretStr
 from schemathesis.config import SchemathesisConfig
@@ -143,8 +143,12 @@ def _fuzz(service: str):  # type: ignore[no-untyped-def]
 
     @pytest.fixture(name=fixture_name)
     def schema_fixture(fuzz_settings: Settings):  # type: ignore[no-untyped-def]
+        # an internal port describes itself to CaaS services only (and to operators)
         return schemathesis.openapi.from_asgi(
-            "/openapi.json", fuzz_app(service, fuzz_settings), config=CONFIG
+            "/openapi.json",
+            fuzz_app(service, fuzz_settings),
+            config=CONFIG,
+            headers=service_headers("orchestration", service, SERVICE_KEY),
         )
 
     schema = schemathesis.pytest.from_fixture(fixture_name)
