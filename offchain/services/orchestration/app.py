@@ -14,7 +14,7 @@ import functools
 from fastapi import FastAPI
 
 from offchain.chain.indexer import ReorgTooDeepError, run_indexer
-from offchain.chain.indexer_metrics import IndexerMetrics
+from offchain.chain.indexer.metrics import IndexerMetrics
 from offchain.chain.sender import SenderMetrics, run_senders
 from offchain.eventbus import run_relay
 from offchain.platform.app import AppResources, BackgroundTask, create_service_app
