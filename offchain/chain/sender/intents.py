@@ -212,7 +212,7 @@ async def submit_many(
             raise ValueError("idempotency key must be 1-200 characters")
         if call.value < 0:
             raise ValueError("value must not be negative")
-        row = {
+        row: dict[str, Any] = {
             "idempotency_key": call.idempotency_key,
             "to_address": normalize_address(call.to),
             "data": normalize_data(call.data),
