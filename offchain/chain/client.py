@@ -9,10 +9,11 @@ service starts (and says "not ready") while the deployment file or the node is s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from offchain.chain.contracts import Deployment
 from offchain.chain.jsonrpc import JsonRpc
-from offchain.platform.settings import ChainSettings
+from offchain.platform.settings import ChainSettings, Settings
 
 
 class ChainNotConfigured(RuntimeError):
@@ -23,18 +24,20 @@ class ChainClient:
     def __init__(self, settings: ChainSettings) -> None:
         self.settings = settings
         self._deployment: Deployment | None = None
-        self._deployment_path: Path | None = None
+        self._version: tuple[Path, int] | None = None
         self._rpc: JsonRpc | None = None
 
     @property
     def deployment(self) -> Deployment:
-        """The deployment DEPLOYMENT_FILE names, read once (again only if the setting changes)."""
+        """The deployment DEPLOYMENT_FILE names, read once (again only when the setting names
+        another file or the file is rewritten, as a redeploy of the dev stack does)."""
         path = self.settings.deployment_file
         if not path:
             raise ChainNotConfigured("DEPLOYMENT_FILE is not set")
-        if self._deployment is None or self._deployment_path != Path(path):
+        version = (Path(path), Path(path).stat().st_mtime_ns)
+        if self._deployment is None or self._version != version:
             self._deployment = Deployment.load(path)
-            self._deployment_path = Path(path)
+            self._version = version
         return self._deployment
 
     @property
@@ -50,3 +53,15 @@ class ChainClient:
         if self._rpc is not None:
             await self._rpc.aclose()
             self._rpc = None
+
+
+class _HasChain(Protocol):
+    settings: Settings
+    chain: ChainClient | None
+
+
+def chain_of(resources: _HasChain) -> ChainClient:
+    """The `ChainClient` of an app's resources (`offchain.platform.app.AppResources`)."""
+    if resources.chain is None:
+        resources.chain = ChainClient(resources.settings.chain)
+    return resources.chain

@@ -20,6 +20,7 @@ async def run_indexer(
     db: Database | None = None,
     metrics: IndexerMetrics | None = None,
     once: bool = False,
+    deployment: Deployment | None = None,
 ) -> CatchUpSummary | None:
     """What the orchestration service and `caas index` run: connect, check that the node serves
     the chain the deployment file describes, take the single-writer lock, then index until
@@ -29,7 +30,7 @@ async def run_indexer(
     if db is None and not settings.database.url:
         raise IndexerError("DATABASE_URL must be set to index the chain")
     try:
-        deployment = Deployment.load(settings.chain.deployment_file)
+        deployment = deployment or Deployment.load(settings.chain.deployment_file)
     except (OSError, ValueError, KeyError) as exc:
         raise IndexerError(
             f"cannot read the deployment file {settings.chain.deployment_file}: {exc!r}"

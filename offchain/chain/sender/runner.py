@@ -37,13 +37,19 @@ def kill_switch(settings: Settings) -> str | None:
 
 
 def build_workers(
-    db: Database, rpc: JsonRpc, settings: Settings, *, metrics: SenderMetrics | None = None
+    db: Database,
+    rpc: JsonRpc,
+    settings: Settings,
+    *,
+    metrics: SenderMetrics | None = None,
+    deployment: Deployment | None = None,
 ) -> list[SenderWorker]:
+    """One worker per sending key; `deployment`: the app's (loaded once), else DEPLOYMENT_FILE's."""
     metrics = metrics or SenderMetrics()
     if not settings.chain.deployment_file:
         # what the key may sign is decided against the deployment's contracts: none, nothing
         raise ValueError("the sender needs DEPLOYMENT_FILE: it signs calls to its contracts only")
-    allowlist = Allowlist.of(Deployment.load(settings.chain.deployment_file))
+    allowlist = Allowlist.of(deployment or Deployment.load(settings.chain.deployment_file))
     return [
         SenderWorker(
             db=db,
@@ -59,7 +65,12 @@ def build_workers(
 
 
 async def run_senders(
-    db: Database, settings: Settings, stop: asyncio.Event, *, metrics: SenderMetrics | None = None
+    db: Database,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    metrics: SenderMetrics | None = None,
+    deployment: Deployment | None = None,
 ) -> None:
     """One worker per sending key until `stop` (the orchestration service's background job)."""
     if not settings.chain.rpc_url:
@@ -70,7 +81,7 @@ async def run_senders(
         batch_size=settings.sender.rpc_batch_size,
     )
     try:
-        workers = build_workers(db, rpc, settings, metrics=metrics)
+        workers = build_workers(db, rpc, settings, metrics=metrics, deployment=deployment)
         if not workers:
             log.warning("sender.disabled", reason="no sending key configured (SENDER_PRIVATE_KEY)")
             return

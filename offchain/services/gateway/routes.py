@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.chain.client import chain_of
 from offchain.chain.jsonrpc import RpcError
 from offchain.persistence.models import AuditLogEntry, Loan
 from offchain.platform import auth
@@ -177,7 +178,7 @@ async def audit_loan(
         if loan is None:
             raise usecases.not_found("loan", loan_id)
     with chain_unavailable_as_503():
-        return await audit_report(settings, loan, request.app.state.resources.chain)
+        return await audit_report(settings, loan, chain_of(request.app.state.resources))
 
 
 AuditLog = Annotated[auth.Actor, Depends(auth.partner_or_operator(auth.AUDIT_READ, auth.OPERATIONS_READ))]
@@ -269,7 +270,7 @@ def _chain(request: Request):
     settings = request.app.state.settings
     if not settings.chain.rpc_url or not settings.chain.deployment_file:
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-    chain = request.app.state.resources.chain
+    chain = chain_of(request.app.state.resources)
     return chain.deployment, chain.rpc
 
 
