@@ -329,7 +329,7 @@ async def _index(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from offchain.chain.indexer import IndexerError, IndexerLockHeldError, ReorgTooDeepError, run_indexer
-    from offchain.chain.indexer_metrics import IndexerMetrics
+    from offchain.chain.indexer.metrics import IndexerMetrics
     from offchain.chain.jsonrpc import RpcError
     from offchain.platform.logging import configure_logging
     from offchain.platform.settings import get_settings

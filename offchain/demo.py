@@ -13,6 +13,7 @@ chain on CHAIN_RPC_URL. The settings come from the environment or, for those not
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -478,18 +479,27 @@ class Demo:
         cfg = self.config
         chain_id = bytes.fromhex(self.result.chain_loan_id.removeprefix("0x"))
         if cfg.chain_rpc_url and cfg.deployment_file and Path(cfg.deployment_file).is_file():
-            from web3 import Web3
-
             from offchain.chain.contracts import Deployment
+            from offchain.chain.jsonrpc import JsonRpc
             from offchain.domain.loan_book import LoanState
 
             deployment = Deployment.load(cfg.deployment_file)
-            w3 = Web3(Web3.HTTPProvider(cfg.chain_rpc_url, request_kwargs={"timeout": 30}))
-            book = deployment.loan_book(w3)
+            book = deployment.loan_book_contract
+            rpc_url = cfg.chain_rpc_url
+
+            async def read() -> tuple[int, int]:
+                rpc = JsonRpc(rpc_url, timeout_s=30)
+                try:
+                    answers = await book.call_many(
+                        rpc, [("loan_state", [chain_id]), ("outstanding", [chain_id])]
+                    )
+                finally:
+                    await rpc.aclose()
+                return answers[0][0], answers[1][0]
+
             try:
-                state = book.functions.loan_state(chain_id).call()
-                outstanding = book.functions.outstanding(chain_id).call()
-            except Exception as exc:  # web3 raises many types; any of them means "could not read"
+                state, outstanding = asyncio.run(read())
+            except Exception as exc:  # the node is away, or the call failed: "could not read"
                 raise DemoError(
                     step, f"reading LoanBook at {deployment.loan_book_address} failed: {exc}"
                 ) from exc

@@ -39,7 +39,7 @@ def cli(loan_id: str, deployment_path: str | None, rpc_url: str | None) -> None:
         raise click.UsageError(f"not a 0x chain loan id: {loan_id!r}") from error
     deployment = _deployment(deployment_path)
     try:
-        audit = audit_loan(_web3(rpc_url), deployment, chain_loan_id)
+        audit = audit_loan(_web3(rpc_url).provider.endpoint_uri, deployment, chain_loan_id)
     except Exception as error:  # a node that does not answer: one line, no traceback
         raise click.ClickException(f"{type(error).__name__}: {error}") from error
     click.echo(f"loan {loan_id}")

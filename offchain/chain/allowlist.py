@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import decode
 from eth_utils import abi_to_signature, function_abi_to_4byte_selector
@@ -99,7 +99,7 @@ class Allowlist:
         for contract, abi in ((LOAN_BOOK, loan_book_abi), (COMMITTEE, committee_abi)):
             for item in abi:
                 if item.get("type") == "function":
-                    selector = bytes(function_abi_to_4byte_selector(item))
+                    selector = bytes(function_abi_to_4byte_selector(cast(Any, item)))
                     self._functions[(contract, selector)] = _Function(
                         contract, item["name"], _types(item.get("inputs", []))
                     )
@@ -187,4 +187,4 @@ def _cached(deployment: Any) -> Allowlist:
 
 def signature_of(abi_item: dict[str, Any]) -> str:
     """`name(types)` of an ABI function item (docs and error messages)."""
-    return str(abi_to_signature(abi_item))
+    return str(abi_to_signature(cast(Any, abi_item)))

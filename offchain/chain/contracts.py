@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
-from web3 import Web3
 
+from offchain.chain.binding import Committee, LoanBook
 from offchain.domain.approvals import ApprovalTerms, approval_typed_data
+
+if TYPE_CHECKING:  # web3 only for the operator CLI's transactions, never in a service
+    from web3 import Web3
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,17 @@ class Deployment:
             committee_block=committee["block"],
         )
 
+    @cached_property
+    def loan_book_contract(self) -> LoanBook:
+        """The typed LoanBook binding (offchain.chain.binding), built once per deployment."""
+        return LoanBook(self.loan_book_address, self.loan_book_abi)
+
+    @cached_property
+    def committee_contract(self) -> Committee:
+        """The typed DisbursementCommittee binding, built once per deployment."""
+        return Committee(self.committee_address, self.committee_abi)
+
+    # web3 contract objects: for the operator CLI (caas sign) that sends from an operator's key
     def loan_book(self, w3: Web3) -> Any:
         return w3.eth.contract(address=to_checksum_address(self.loan_book_address), abi=self.loan_book_abi)
 

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from offchain.chain.client import ChainClient
 from offchain.platform import openapi_client
 from offchain.platform.access import access_guard, check_rules, probe
 from offchain.platform.api_description import install_api_description
@@ -66,6 +67,7 @@ class AppResources:
     db: Database | None = None
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # for services to hang their own on
+    chain: ChainClient | None = None  # the deployment (loaded once) and the JSON-RPC client
 
     @classmethod
     def open(cls, spec: ServiceSpec, settings: Settings) -> AppResources:
@@ -83,6 +85,7 @@ class AppResources:
             redis=create_redis(settings.redis, client_name=application_name)
             if spec.uses_redis and settings.redis.url
             else None,
+            chain=ChainClient(settings.chain),
         )
 
     async def readiness(self) -> dict[str, ProbeResult]:
@@ -114,6 +117,8 @@ class AppResources:
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.chain is not None:
+            await self.chain.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.db is not None:

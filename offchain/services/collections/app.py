@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from offchain.chain.client import chain_of
 from offchain.persistence.collections import CobRun
 from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.logging import get_logger
@@ -38,7 +39,7 @@ async def daily_cob(resources: AppResources, stop: asyncio.Event) -> None:
     if resources.db is None or not settings.chain.rpc_url or not settings.chain.deployment_file:
         log.warning("cob.schedule_disabled", reason="DATABASE_URL, CHAIN_RPC_URL or DEPLOYMENT_FILE unset")
         return
-    collections = usecases.Collections.from_settings(settings, resources.db)
+    collections = usecases.Collections.from_settings(settings, resources.db, chain_of(resources).deployment)
     hour, minute = (int(part) for part in settings.collections.run_at.split(":"))
     try:
         while not stop.is_set():

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from offchain.chain.client import chain_of
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
@@ -46,7 +47,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def get_collections(request: Request, db: DatabaseDep) -> AsyncIterator[usecases.Collections]:
-    collections = usecases.Collections.from_settings(request.app.state.resources.settings, db)
+    resources = request.app.state.resources
+    deployment = chain_of(resources).deployment if resources.settings.chain.deployment_file else None
+    collections = usecases.Collections.from_settings(resources.settings, db, deployment)
     try:
         yield collections
     finally:

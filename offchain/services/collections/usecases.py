@@ -86,7 +86,10 @@ class Collections:
     _signers: list[str] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database) -> Collections:
+    def from_settings(
+        cls, settings: Settings, db: Database, deployment: Deployment | None = None
+    ) -> Collections:
+        """`deployment`: the app's, loaded once (offchain.chain.client); read here only if None."""
         if not settings.chain.rpc_url or not settings.chain.deployment_file:
             raise Problem(
                 503,
@@ -98,7 +101,7 @@ class Collections:
         keys = sending_keys(settings)
         return cls(
             db=db,
-            chain=LoanBookClient(Deployment.load(settings.chain.deployment_file), rpc),
+            chain=LoanBookClient(deployment or Deployment.load(settings.chain.deployment_file), rpc),
             settings=settings.collections,
             sender_address=Account.from_key(keys[0]).address.lower() if keys else None,
         )

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from offchain.chain.contracts import Deployment
+from offchain.chain.client import chain_of
 from offchain.eventbus.idempotent import claim_event
 from offchain.eventbus.messages import Event
 from offchain.eventbus.service import run_consumer
@@ -51,7 +51,7 @@ async def payout_context(resources: AppResources) -> AsyncIterator[payouts.Payou
     yield payouts.PayoutContext(
         paystack=client,
         settings=settings.money,
-        deployment=Deployment.load(settings.chain.deployment_file),
+        deployment=chain_of(resources).deployment,  # loaded once per app
         wallet=wallet,
     )
 

@@ -24,7 +24,6 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
 from offchain.domain import money_movement
@@ -337,7 +336,7 @@ async def _requeue(session: AsyncSession, payout: Payout, settings: MoneySetting
 async def _request_chain_record(session: AsyncSession, payout: Payout, deployment: Deployment) -> None:
     if payout.chain_requested:
         return  # a re-payout after a reversal: the chain already has this loan's disbursement
-    data = calldata.record_disbursement(
+    data = deployment.loan_book_contract.record_disbursement(
         bytes.fromhex(payout.chain_loan_id[2:]),
         payout.amount,
         bytes.fromhex((await _payout_ref(session, payout.loan_id))[2:]),

@@ -285,12 +285,12 @@ async def finalize_payout(
             ) from error
         if settings.chain.deployment_file is None:
             raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-        from offchain.chain.contracts import Deployment
+        from offchain.chain.client import chain_of
 
         ctx = PayoutContext(
             paystack=paystack,
             settings=settings.money,
-            deployment=Deployment.load(settings.chain.deployment_file),
+            deployment=chain_of(request.app.state.resources).deployment,  # loaded once per app
         )
         before = payout_view(payout)
         await apply_transfer(session, payout, transfer, ctx)

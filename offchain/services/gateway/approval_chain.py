@@ -6,15 +6,12 @@ make the answers disagree (state PENDING from one block, a closed tally from the
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from eth_utils import to_checksum_address
-from web3 import AsyncWeb3
-from web3.exceptions import ContractCustomError, ContractLogicError
 
 from offchain.chain.contracts import Deployment
+from offchain.chain.jsonrpc import JsonRpc, RpcError, hex_int
 from offchain.domain.approvals import ApprovalTerms
 from offchain.domain.loan_book import LoanState
 
@@ -35,58 +32,59 @@ class Snapshot:
         return LoanState(self.state).name
 
 
-def _committee(w3: AsyncWeb3, deployment: Deployment) -> Any:
-    return w3.eth.contract(
-        address=to_checksum_address(deployment.committee_address), abi=deployment.committee_abi
-    )
-
-
 async def snapshot(
-    w3: AsyncWeb3, deployment: Deployment, chain_loan_id: bytes, *, deadline: int | None = None
+    rpc: JsonRpc, deployment: Deployment, chain_loan_id: bytes, *, deadline: int | None = None
 ) -> Snapshot:
     """The loan's state and terms and the committee's view of it, all at the latest block."""
-    block = await w3.eth.block_number
-    book = w3.eth.contract(
-        address=to_checksum_address(deployment.loan_book_address), abi=deployment.loan_book_abi
+    block = hex_int(await rpc.call("eth_blockNumber"))
+    book, committee = deployment.loan_book_contract, deployment.committee_contract
+    answers = await rpc.batch(
+        [
+            book.call_request("approval_terms", chain_loan_id, block=block),
+            committee.call_request("epoch", block=block),
+            committee.call_request("signers", block=block),
+        ]
     )
-    committee = _committee(w3, deployment)
-    row, epoch, signers = await asyncio.gather(
-        book.functions.approval_terms(chain_loan_id).call(block_identifier=block),
-        committee.functions.epoch().call(block_identifier=block),
-        committee.functions.signers().call(block_identifier=block),
-    )
+    row = book.decode("approval_terms", answers[0])[0]
+    epoch = committee.decode("epoch", answers[1])[0]
     state, terms = ApprovalTerms.from_chain(row)
-    signers = [to_checksum_address(s) for s in signers]
+    signers: list[str] = [to_checksum_address(s) for s in committee.decode("signers", answers[2])[0]]
     if state != LoanState.PENDING:
         return Snapshot(block, state, terms, int(epoch), signers, 0, frozenset(), None)
     calls = [
-        committee.functions.required_approvals(chain_loan_id).call(block_identifier=block),
-        *(committee.functions.has_approved(chain_loan_id, s).call(block_identifier=block) for s in signers),
+        committee.call_request("required_approvals", chain_loan_id, block=block),
+        *(committee.call_request("has_approved", chain_loan_id, s, block=block) for s in signers),
     ]
     if deadline is not None:
-        calls.append(
-            committee.functions.approval_digest(chain_loan_id, deadline).call(block_identifier=block)
-        )
-    answers = await asyncio.gather(*calls)
-    required, flags = int(answers[0]), answers[1 : 1 + len(signers)]
-    digest = bytes(answers[-1]) if deadline is not None else None
+        calls.append(committee.call_request("approval_digest", chain_loan_id, deadline, block=block))
+    answers = await rpc.batch(calls)
+    required = int(committee.decode("required_approvals", answers[0])[0])
+    flags = [committee.decode("has_approved", raw)[0] for raw in answers[1 : 1 + len(signers)]]
+    digest = bytes(committee.decode("approval_digest", answers[-1])[0]) if deadline is not None else None
     onchain = frozenset(s for s, approved in zip(signers, flags, strict=True) if approved)
     return Snapshot(block, state, terms, int(epoch), signers, required, onchain, digest)
 
 
 def revert_reason(error: Exception) -> str:
+    if isinstance(error, RpcError):
+        return error.revert_reason()
     message = getattr(error, "message", None) or str(error)
     return message.removeprefix("execution reverted: ").strip() or "reverted without a reason"
 
 
 async def simulate_approval(
-    w3: AsyncWeb3, deployment: Deployment, chain_loan_id: bytes, deadline: int, signatures: list[bytes]
+    rpc: JsonRpc, deployment: Deployment, chain_loan_id: bytes, deadline: int, signatures: list[bytes]
 ) -> str | None:
     """None when `approve_with_signatures` would succeed now (eth_call); else the revert reason."""
-    call = _committee(w3, deployment).functions.approve_with_signatures(chain_loan_id, deadline, signatures)
+    committee = deployment.committee_contract
+    method, params = committee.call_request(
+        "approve_with_signatures", chain_loan_id, deadline, list(signatures), block="latest"
+    )
     try:
-        await call.call(block_identifier="latest")
-    except (ContractLogicError, ContractCustomError) as error:
+        await rpc.call(method, *params)
+    except RpcError as error:
+        if not error.is_revert:
+            raise  # the node did not answer: not a verdict on the signatures
         return revert_reason(error)
     return None
 
@@ -94,7 +92,4 @@ async def simulate_approval(
 def approve_calldata(
     deployment: Deployment, chain_loan_id: bytes, deadline: int, signatures: list[bytes]
 ) -> str:
-    committee = AsyncWeb3().eth.contract(
-        address=to_checksum_address(deployment.committee_address), abi=deployment.committee_abi
-    )
-    return str(committee.encode_abi("approve_with_signatures", args=[chain_loan_id, deadline, signatures]))
+    return deployment.committee_contract.approve_with_signatures(chain_loan_id, deadline, signatures)

@@ -30,9 +30,9 @@ from eth_utils import to_checksum_address
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from web3 import AsyncWeb3
 
 from offchain.chain.contracts import Deployment
+from offchain.chain.jsonrpc import JsonRpc
 from offchain.chain.sender import FAILED, REVERTED, get_intent, submit
 from offchain.domain.approvals import SignatureRefused, approval_typed_data, parse_signature
 from offchain.domain.loan_book import LoanState
@@ -167,11 +167,11 @@ def _recovers_to(digest: bytes, signature: bytes) -> str | None:
 
 
 async def approval_request(
-    *, session: AsyncSession, w3: AsyncWeb3, deployment: Deployment, loan_id: uuid.UUID
+    *, session: AsyncSession, rpc: JsonRpc, deployment: Deployment, loan_id: uuid.UUID
 ) -> schemas.ApprovalRequestOut:
     loan, origination = await _loan_and_origination(session, loan_id)
     chain_loan_id = bytes.fromhex(loan.chain_loan_id[2:])
-    chain = await snapshot(w3, deployment, chain_loan_id)
+    chain = await snapshot(rpc, deployment, chain_loan_id)
     _refuse_unless_open(chain, await _in_flight(session, await _round(session, loan, lock=False)))
     deadline = deadline_of(origination)
     kept = await _kept(session, loan_id, chain.epoch)
@@ -190,7 +190,7 @@ async def approval_request(
 async def add_approval(
     *,
     session: AsyncSession,
-    w3: AsyncWeb3,
+    rpc: JsonRpc,
     deployment: Deployment,
     partner_id: uuid.UUID,
     loan_id: uuid.UUID,
@@ -213,7 +213,7 @@ async def add_approval(
 
     round_ = await _round(session, loan, lock=True)  # every post for this loan waits here
     assert round_ is not None
-    chain = await snapshot(w3, deployment, chain_loan_id, deadline=deadline)
+    chain = await snapshot(rpc, deployment, chain_loan_id, deadline=deadline)
     _refuse_unless_open(chain, await _in_flight(session, round_))
     if deadline < int(time.time()):
         raise _refused("the loan's approval deadline has passed", "deadline")
@@ -251,7 +251,7 @@ async def add_approval(
         "submitted": False,
     }
     result.update(
-        await _submit_if_reached(session, deployment, w3, loan, round_, chain, chain_loan_id, deadline)
+        await _submit_if_reached(session, deployment, rpc, loan, round_, chain, chain_loan_id, deadline)
     )
     return result
 
@@ -259,7 +259,7 @@ async def add_approval(
 async def _submit_if_reached(
     session: AsyncSession,
     deployment: Deployment,
-    w3: AsyncWeb3,
+    rpc: JsonRpc,
     loan: Loan,
     round_: ApprovalRound,
     chain: Snapshot,
@@ -292,10 +292,10 @@ async def _submit_if_reached(
     blocked = None
     while len(chain.onchain) + len(usable) >= chain.required:
         ordered = [usable[s] for s in sorted(usable, key=lambda a: int(a, 16))]
-        blocked = await simulate_approval(w3, deployment, chain_loan_id, deadline, ordered)
+        blocked = await simulate_approval(rpc, deployment, chain_loan_id, deadline, ordered)
         if blocked is None:
             break
-        culprit = await _culprit(w3, deployment, chain, chain_loan_id, deadline, usable)
+        culprit = await _culprit(rpc, deployment, chain, chain_loan_id, deadline, usable)
         if culprit is None:
             break  # not one signature's fault (paused, expired...): keep them all, report it
         dropped.append({"signer": culprit, "reason": f"the submission would revert with it: {blocked}"})
@@ -335,7 +335,7 @@ async def _submit_if_reached(
 
 
 async def _culprit(
-    w3: AsyncWeb3,
+    rpc: JsonRpc,
     deployment: Deployment,
     chain: Snapshot,
     chain_loan_id: bytes,
@@ -347,6 +347,6 @@ async def _culprit(
         return None
     for signer in sorted(usable, key=lambda a: int(a, 16)):
         rest = [usable[s] for s in sorted(usable, key=lambda a: int(a, 16)) if s != signer]
-        if await simulate_approval(w3, deployment, chain_loan_id, deadline, rest) is None:
+        if await simulate_approval(rpc, deployment, chain_loan_id, deadline, rest) is None:
             return signer
     return None

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
-from web3 import Web3
 
-from offchain.chain.audit import audit_loan
+from offchain.chain.audit import audit_loan, read_loan_audit
+from offchain.chain.client import ChainClient
 from offchain.chain.contracts import Deployment
 from offchain.persistence.models import Loan
 from offchain.platform.db import sync_url
@@ -126,13 +126,21 @@ def audit_report_sync(
         if backend is None:
             raise Problem(404, "urn:caas:problem:not-found", title="loan not found")
         chain_loan_id = bytes.fromhex(backend.chain_loan_id[2:])
-    w3 = Web3(
-        Web3.HTTPProvider(settings.chain.rpc_url, request_kwargs={"timeout": settings.chain.rpc_timeout_s})
+    deployment = Deployment.load(settings.chain.deployment_file)  # a one-shot read (caas audit)
+    onchain = audit_loan(
+        settings.chain.rpc_url, deployment, chain_loan_id, timeout_s=settings.chain.rpc_timeout_s
     )
-    onchain = audit_loan(w3, Deployment.load(settings.chain.deployment_file), chain_loan_id)
     return build_report(chain_loan_id, onchain, backend)
 
 
-async def audit_report(settings: Settings, backend: Loan) -> dict:
-    """For the API: the partner's own loan (already loaded under RLS), chain read off the loop."""
-    return await asyncio.to_thread(audit_report_sync, settings, backend.chain_loan_id, backend, False)
+async def audit_report(settings: Settings, backend: Loan, chain: ChainClient | None = None) -> dict:
+    """For the API: the partner's own loan (already loaded under RLS), read with the app's
+    deployment and JSON-RPC client (offchain.chain.client)."""
+    if chain is None:
+        return await asyncio.to_thread(audit_report_sync, settings, backend.chain_loan_id, backend, False)
+    if not settings.chain.rpc_url or not settings.chain.deployment_file:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+    chain_loan_id, _ = _resolve(backend.chain_loan_id)
+    assert chain_loan_id is not None  # a backend loan's chain id is 0x + 64 hex
+    onchain = await read_loan_audit(chain.rpc, chain.deployment, chain_loan_id)
+    return build_report(chain_loan_id, onchain, backend)

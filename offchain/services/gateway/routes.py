@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.chain.client import chain_of
+from offchain.chain.jsonrpc import RpcError
 from offchain.persistence.models import AuditLogEntry, Loan
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
@@ -169,14 +171,14 @@ AuditLoans = Annotated[Principal, Depends(limited(auth.AUDIT_READ, "read"))]
     summary="On-chain state beside the backend's copy, with every mismatch and the event chain recomputed",
 )
 async def audit_loan(
-    loan_id: uuid.UUID, principal: AuditLoans, db: DatabaseDep, settings: SettingsDep
+    loan_id: uuid.UUID, principal: AuditLoans, db: DatabaseDep, settings: SettingsDep, request: Request
 ) -> dict:
     async with db.partner_session(principal.partner_id) as session:
         loan = await session.get(Loan, loan_id)
         if loan is None:
             raise usecases.not_found("loan", loan_id)
     with chain_unavailable_as_503():
-        return await audit_report(settings, loan)
+        return await audit_report(settings, loan, chain_of(request.app.state.resources))
 
 
 AuditLog = Annotated[auth.Actor, Depends(auth.partner_or_operator(auth.AUDIT_READ, auth.OPERATIONS_READ))]
@@ -243,6 +245,16 @@ def chain_unavailable_as_503() -> Iterator[None]:
     """A node that refuses or times out is the 503 these operations declare, not a 500."""
     try:
         yield
+    except RpcError as error:
+        if error.code is not None:  # the node answered: an error of the call, not of the node
+            raise
+        raise Problem(
+            503,
+            "urn:caas:problem:dependency-unavailable",
+            title="Chain unavailable",
+            detail=f"the chain node did not answer: {type(error.__cause__ or error).__name__}",
+            headers={"Retry-After": "5"},
+        ) from error
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         raise Problem(
             503,
@@ -254,25 +266,12 @@ def chain_unavailable_as_503() -> Iterator[None]:
 
 
 def _chain(request: Request):
-    """The deployment and an async web3 client, made once per app (settings name both)."""
-    state = request.app.state
-    if getattr(state, "chain", None) is None:
-        settings = request.app.state.settings
-        if not settings.chain.rpc_url or not settings.chain.deployment_file:
-            raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-        from web3 import AsyncHTTPProvider, AsyncWeb3
-
-        from offchain.chain.contracts import Deployment
-
-        state.chain = (
-            Deployment.load(settings.chain.deployment_file),
-            AsyncWeb3(
-                AsyncHTTPProvider(
-                    settings.chain.rpc_url, request_kwargs={"timeout": settings.chain.rpc_timeout_s}
-                )
-            ),
-        )
-    return state.chain
+    """The app's deployment (loaded once) and JSON-RPC client (offchain.chain.client)."""
+    settings = request.app.state.settings
+    if not settings.chain.rpc_url or not settings.chain.deployment_file:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+    chain = chain_of(request.app.state.resources)
+    return chain.deployment, chain.rpc
 
 
 @router.post(
@@ -348,11 +347,11 @@ async def accept_offer(
 async def approval_request(
     request: Request, loan_id: uuid.UUID, principal: ReadApprovals, db: DatabaseDep
 ) -> schemas.ApprovalRequestOut:
-    deployment, w3 = _chain(request)
+    deployment, rpc = _chain(request)
     async with db.partner_session(principal.partner_id) as session:
         with chain_unavailable_as_503():
             return await approvals.approval_request(
-                session=session, w3=w3, deployment=deployment, loan_id=loan_id
+                session=session, rpc=rpc, deployment=deployment, loan_id=loan_id
             )
 
 
@@ -390,14 +389,14 @@ async def add_approval(
     db: DatabaseDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    deployment, w3 = _chain(request)
+    deployment, rpc = _chain(request)
 
     async def handle() -> tuple[int, Any]:
         async with db.partner_session(principal.partner_id) as session:
             with chain_unavailable_as_503():
                 result = await approvals.add_approval(
                     session=session,
-                    w3=w3,
+                    rpc=rpc,
                     deployment=deployment,
                     partner_id=principal.partner_id,
                     loan_id=loan_id,

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from web3 import Web3
 
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import submit
@@ -331,8 +330,7 @@ async def accept_offer(
         .where(Offer.application_id == application.id, Offer.id != offer.id, Offer.status == "open")
         .values(status="withdrawn")
     )
-    book = Web3().eth.contract(abi=deployment.loan_book_abi)
-    calldata = book.encode_abi("create_loan", args=[agreement.chain_loan_id, tuple(terms)])
+    calldata = deployment.loan_book_contract.create_loan(agreement.chain_loan_id, tuple(terms))
     await submit(
         session,
         caller="gateway",

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from offchain.chain.contracts import Deployment
+from offchain.chain.client import chain_of
 from offchain.chain.jsonrpc import JsonRpc
 from offchain.domain.ledger import parse_account
 from offchain.persistence import ledger
@@ -249,7 +249,7 @@ async def run_reconciliation(
         else None
     )
     try:
-        deployment = Deployment.load(chain.deployment_file) if chain.deployment_file else None
+        deployment = chain_of(resources).deployment if chain.deployment_file else None
         async with _reconcile_lock(db) as got:
             if not got:
                 return None

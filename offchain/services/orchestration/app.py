@@ -13,8 +13,9 @@ import functools
 
 from fastapi import FastAPI
 
+from offchain.chain.client import chain_of
 from offchain.chain.indexer import ReorgTooDeepError, run_indexer
-from offchain.chain.indexer_metrics import IndexerMetrics
+from offchain.chain.indexer.metrics import IndexerMetrics
 from offchain.chain.sender import SenderMetrics, run_senders
 from offchain.eventbus import run_relay
 from offchain.platform.app import AppResources, BackgroundTask, create_service_app
@@ -44,7 +45,9 @@ async def tx_sender(
         # without the deployment there is nothing it may sign (offchain.chain.allowlist)
         log.warning("sender.disabled", reason="DATABASE_URL, CHAIN_RPC_URL or DEPLOYMENT_FILE is not set")
         return
-    await run_senders(resources.db, settings, stop, metrics=metrics)
+    await run_senders(
+        resources.db, settings, stop, metrics=metrics, deployment=chain_of(resources).deployment
+    )
 
 
 async def chain_indexer(
@@ -58,7 +61,13 @@ async def chain_indexer(
         log.warning("indexer.disabled", reason="DATABASE_URL, CHAIN_RPC_URL or DEPLOYMENT_FILE is not set")
         return
     try:
-        await run_indexer(settings=settings, stop=stop, db=resources.db, metrics=metrics)
+        await run_indexer(
+            settings=settings,
+            stop=stop,
+            db=resources.db,
+            metrics=metrics,
+            deployment=chain_of(resources).deployment,
+        )
     except ReorgTooDeepError as exc:
         # A restart would meet the same chain and fail the same way: stay down, visibly
         # (caas_indexer_halted = 1 and this line), until an operator re-indexes.

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from offchain.chain.allowlist import CALLERS, CallNotAllowed
+from offchain.chain.client import chain_of
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import IdempotencyConflict, get_intent, submit_intent
 from offchain.persistence.models import TxIntent
@@ -113,7 +114,7 @@ def _deployment(request: Request) -> Deployment:
     path = request.app.state.settings.chain.deployment_file
     if not path:
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-    return Deployment.load(path)
+    return chain_of(request.app.state.resources).deployment  # loaded once per app
 
 
 @router.post(

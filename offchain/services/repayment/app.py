@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from opentelemetry import propagate
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.chain.client import chain_of
 from offchain.chain.contracts import Deployment
 from offchain.eventbus.idempotent import claim_event
 from offchain.eventbus.messages import Event
@@ -70,7 +71,7 @@ def deployment_of(resources: AppResources) -> Deployment:
     path = resources.settings.chain.deployment_file
     if not path:
         raise RuntimeError("repayment needs DEPLOYMENT_FILE (the LoanBook it records payments on)")
-    return Deployment.load(path)
+    return chain_of(resources).deployment  # loaded once per app
 
 
 @asynccontextmanager

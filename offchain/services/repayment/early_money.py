@@ -37,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import IntentCall, submit_many
 from offchain.domain import ledger as accounts
@@ -148,7 +147,7 @@ def _application(
     call = IntentCall(
         idempotency_key=intent_key(row.payment_ref, attempt),
         to=deployment.loan_book_address,
-        data=calldata.record_repayment(
+        data=deployment.loan_book_contract.record_repayment(
             bytes.fromhex(loan.chain_loan_id[2:]), allocation.applied, bytes.fromhex(row.payment_ref[2:])
         ),
     )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from offchain.chain.contracts import Deployment
+from offchain.chain.client import chain_of
 from offchain.persistence.money import PaymentNotice
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
@@ -118,7 +118,7 @@ async def reverify_payment_notice(
     settings = request.app.state.settings
     if not settings.chain.deployment_file:
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-    deployment = Deployment.load(settings.chain.deployment_file)
+    deployment = chain_of(request.app.state.resources).deployment  # loaded once per app
     http = request.app.state.resources.http
     async with db.worker_session() as session:
         row = await _notice(session, notice_id, lock=True)

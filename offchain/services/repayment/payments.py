@@ -23,7 +23,6 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from offchain.chain import calldata
 from offchain.chain.contracts import Deployment
 from offchain.chain.sender import IntentCall, submit, submit_many
 from offchain.domain import ledger as accounts
@@ -426,7 +425,7 @@ async def receive_many(
                     IntentCall(
                         idempotency_key=record_intent_key(row.payment_ref),
                         to=deployment.loan_book_address,
-                        data=calldata.record_repayment(
+                        data=deployment.loan_book_contract.record_repayment(
                             bytes.fromhex(loan.chain_loan_id[2:]),
                             allocation.applied,
                             bytes.fromhex(row.payment_ref[2:]),
@@ -551,7 +550,7 @@ async def apply_to_loan(
         )
         return
     await journal.hold(session, posting)
-    data = calldata.record_repayment(
+    data = deployment.loan_book_contract.record_repayment(
         bytes.fromhex(loan.chain_loan_id[2:]), allocation.applied, bytes.fromhex(row.payment_ref[2:])
     )
     await submit(
@@ -616,7 +615,7 @@ async def request_reversal(
     loan = await session.get(Loan, row.loan_id)
     assert loan is not None
     reason_code = mm.keccak_reason(reason)
-    data = calldata.reverse_repayment(
+    data = deployment.loan_book_contract.reverse_repayment(
         bytes.fromhex(loan.chain_loan_id[2:]), bytes.fromhex(row.payment_ref[2:]), reason_code
     )
     await submit(

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from offchain.chain.client import chain_of
 from offchain.chain.contracts import Deployment
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment
@@ -126,7 +127,7 @@ def _deployment(request: Request) -> Deployment:
     path = request.app.state.settings.chain.deployment_file
     if not path:
         raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
-    return Deployment.load(path)
+    return chain_of(request.app.state.resources).deployment  # loaded once per app
 
 
 def _no_loan(loan_id: uuid.UUID) -> Problem:

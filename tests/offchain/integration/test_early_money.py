@@ -20,7 +20,6 @@ import pytest_asyncio
 from offline_deployment import OFFLINE_DEPLOYMENT
 from sqlalchemy import select, text, update
 
-from offchain.chain import calldata
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
@@ -226,7 +225,7 @@ async def test_held_while_pending__applied_once_when_active(db: Database) -> Non
         assert (
             data
             == "0x"
-            + calldata.record_repayment(
+            + DEPLOYMENT.loan_book_contract.record_repayment(
                 bytes.fromhex(_chain_id(pending)[2:]), row.applied, bytes.fromhex(row.payment_ref[2:])
             ).hex()
         )

@@ -20,7 +20,7 @@ from money_support import _charge, _partner_headers, running_stack
 from sqlalchemy import select, text
 from web3 import Web3
 
-from offchain.chain import allowlist, calldata
+from offchain.chain import allowlist
 from offchain.chain.contracts import Deployment
 from offchain.chain.jsonrpc import JsonRpc
 from offchain.chain.sender import submit
@@ -157,8 +157,8 @@ async def test_a_charge_at_every_state__ledger_chain_rail_agree(
                     deployment=deployment,
                     idempotency_key=f"test-cancel:{b_chain}",
                     to=deployment.loan_book_address,
-                    data=calldata.encode_call(
-                        "cancel_loan(bytes32,bytes32)",
+                    data=deployment.loan_book_contract.encode(
+                        "cancel_loan",
                         bytes.fromhex(b_chain[2:]),
                         mm.keccak_reason("withdrawn"),
                     ),

@@ -22,7 +22,6 @@ from pydantic import SecretStr
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
 
-from offchain.chain import calldata
 from offchain.domain import money_movement as mm
 from offchain.persistence import ledger as journal
 from offchain.persistence.migrate import upgrade
@@ -157,7 +156,9 @@ async def test_verify_sample__payer_bore_the_fees__loan_credited_30050_fee_on_it
     assert (row.status, row.match_method) == ("pending_chain", "reference")
     assert row.provider_record["amount"] == 40333 and row.provider_record["repayment"] == 30050
     # one record_repayment, for the borrower's 30050 (not Paystack's 40333)
-    expected = calldata.record_repayment(LOAN.bytes * 2, 30050, bytes.fromhex(row.payment_ref[2:]))
+    expected = DEPLOYMENT.loan_book_contract.record_repayment(
+        LOAN.bytes * 2, 30050, bytes.fromhex(row.payment_ref[2:])
+    )
     assert [i.lower().removeprefix("0x") for i in intents] == [expected.hex()]
     balances = await _balances(db)
     assert balances["rail:paystack:fees"] == (10283, 0, 0, 0)

@@ -22,7 +22,6 @@ from pydantic import SecretStr
 from sqlalchemy import insert, select
 from web3 import Web3
 
-from offchain.chain import calldata
 from offchain.chain.allowlist import CallNotAllowed
 from offchain.chain.sender import submit
 from offchain.chain.workload import active_loans
@@ -55,7 +54,7 @@ def _nonce(chain: Chain) -> int:
 async def test_forged_repayment_never_lands(chain: Chain, settings: Settings, db: Database) -> None:
     [loan] = active_loans(chain.workload, 1)
     attacker_ref = keccak(text="attacker:x")
-    forged = "0x" + calldata.record_repayment(loan, 1000, attacker_ref).hex()
+    forged = "0x" + chain.deployment.loan_book_contract.record_repayment(loan, 1000, attacker_ref).hex()
     book, committee = chain.deployment.loan_book_address, chain.deployment.committee_address
     outstanding, nonce = _outstanding(chain, loan), _nonce(chain)
     configured = settings.model_copy(

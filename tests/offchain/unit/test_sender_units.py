@@ -9,13 +9,9 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from offchain.chain.jsonrpc import RpcError, decode_revert
-from offchain.chain.sender import (
-    advisory_lock_key,
-    bumped,
-    normalize_address,
-    normalize_data,
-    sign_eip1559,
-)
+from offchain.chain.sender.intents import normalize_address, normalize_data
+from offchain.chain.sender.signing import bumped, sign_eip1559
+from offchain.chain.sender.worker import advisory_lock_key
 
 
 def test_decode_revert__error_string() -> None:

@@ -1,0 +1,5 @@
+"""`python -m offchain.chain.sender`."""
+
+from offchain.chain.sender.runner import main
+
+main()
