@@ -24,7 +24,7 @@ from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.rails.sme.http import SmeRefused, SmeUnavailable
 from offchain.rails.sme.payments import SmePaymentsClient
-from offchain.services.repayment import intake, notices, payments
+from offchain.services.repayment import intake, notices, receiving
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 router = APIRouter(
@@ -157,8 +157,8 @@ async def reverify_payment_notice(
                 headers={"Retry-After": "30"},
             ) from error
         payment, record, channel, paid_at = found
-        (taken,) = await payments.receive_many(
-            session, [payments.Verified(payment, record, channel, paid_at)], deployment=deployment
+        (taken,) = await receiving.receive_many(
+            session, [receiving.Verified(payment, record, channel, paid_at)], deployment=deployment
         )
         await notices.mark_confirmed(session, row, taken.payment_id)
         await record_action(

@@ -28,7 +28,7 @@ from offchain.platform.deps import DatabaseDep
 from offchain.platform.pages import MoneyOut, Page
 from offchain.platform.problems import Problem
 from offchain.rails.paystack.client import PaystackClient, PaystackError
-from offchain.services.repayment import early_money, payments
+from offchain.services.repayment import early_money, locks, matching, references
 from offchain.services.repayment.suspense import attributable_to, visible_to_partner
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
@@ -225,7 +225,7 @@ async def match_payment(
         # another partner's money is not found, whatever its status
         query = query.where(visible_to_partner(actor.partner_id))
     async with db.worker_session() as session:
-        target = await payments.lock_loan(session, loan.id)  # before the row: intake's order
+        target = await locks.lock_loan(session, loan.id)  # before the row: intake's order
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
@@ -270,7 +270,7 @@ async def match_payment(
                 errors=[{"field": "payment_id", "reason": f"status is {row.status}"}],
             )
         before = payment_view(row)
-        await payments.match_by_hand(session, row, loan_id=loan.id, deployment=deployment)
+        await matching.match_by_hand(session, row, loan_id=loan.id, deployment=deployment)
         await record_action(
             session,
             actor=auth.actor_name(actor),
@@ -308,7 +308,7 @@ async def reverse_payment(
         ).scalar_one()
         before = payment_view(row)
         try:
-            await payments.request_reversal(session, row, reason=body.reason, deployment=deployment)
+            await matching.request_reversal(session, row, reason=body.reason, deployment=deployment)
         except ValueError as refusal:
             raise Problem(
                 409,
@@ -343,8 +343,8 @@ async def issue_payment_reference(
 ) -> dict[str, Any]:
     loan = await _own_loan(db, principal, loan_id)
     async with db.worker_session() as session:
-        await payments.lock_loan(session, loan.id)
-        reference = await payments.issue_reference(session, loan)
+        await locks.lock_loan(session, loan.id)
+        reference = await references.issue_reference(session, loan)
         await record_action(
             session,
             actor=principal.subject,
@@ -373,13 +373,13 @@ async def virtual_account(
     loan = await _own_loan(db, principal, loan_id)
     settings = request.app.state.settings
     async with db.worker_session() as session:
-        await payments.lock_loan(session, loan.id)
-        existing = await payments.virtual_account_of(session, loan.id)
+        await locks.lock_loan(session, loan.id)
+        existing = await references.virtual_account_of(session, loan.id)
         if existing is not None:
             return existing
         try:
             paystack = PaystackClient.from_settings(settings.rails, http=request.app.state.resources.http)
-            account = await payments.open_virtual_account(session, loan, paystack=paystack)
+            account = await references.open_virtual_account(session, loan, paystack=paystack)
             await record_action(
                 session,
                 actor=principal.subject,
