@@ -165,7 +165,7 @@ async def finalize_payout(
     otp: str,
     *,
     settings: Settings,
-    http: httpx.AsyncClient | None,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any]:
     async with payout_locked(db, loan_id) as (session, payout):
         paystack = PaystackClient.from_settings(settings.rails, http=http)
