@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import decode as abi_decode
+from eth_typing import ABIFunction
 from eth_utils.abi import get_abi_output_types
 from web3 import Web3
 
@@ -38,7 +39,7 @@ class LoanBookClient:
         self.book = w3.eth.contract(abi=self.deployment.loan_book_abi)
         self.committee = w3.eth.contract(abi=self.deployment.committee_abi)
         self._outputs = {
-            item["name"]: (get_abi_output_types(item), item["outputs"])
+            item["name"]: (get_abi_output_types(cast(ABIFunction, item)), item["outputs"])
             for item in [*self.deployment.loan_book_abi, *self.deployment.committee_abi]
             if item.get("type") == "function"
         }

@@ -16,9 +16,11 @@ from offchain.services.analytics import routes as analytics_routes
 from offchain.services.collections import routes as collections_routes
 from offchain.services.disbursement.routes import router as payout_routes
 from offchain.services.gateway import health, operations, paystack_webhooks, sme_events
+from offchain.services.gateway.committee import routes as committee_routes
 from offchain.services.gateway.routes import router
 from offchain.services.ledger.routes import router as ledger_routes
 from offchain.services.notifications import routes as notifications_routes
+from offchain.services.offers import partner_routes as offer_routes
 from offchain.services.registry import SERVICES
 from offchain.services.repayment.notice_routes import router as notice_routes
 from offchain.services.repayment.routes import router as payment_routes
@@ -31,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         routers=[
             router,
+            offer_routes.router,  # offers:8002's partner API: accepting an offer
+            committee_routes.router,  # the committee's EIP-712 approvals of a loan
             sme_events.router,
             paystack_webhooks.router,
             payout_routes,

@@ -59,10 +59,10 @@ def _dead_letter_view(group: str, message_id: str, fields: dict[str, str]) -> di
     }
 
 
-def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
+def _decoded(fields: dict[Any, Any] | None) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in fields.items()
+        for k, v in (fields or {}).items()
     }
 
 
@@ -84,7 +84,7 @@ async def dead_letters(
     async for key in redis.scan_iter(match=f"{prefix}*", count=500):
         stream = key.decode() if isinstance(key, bytes) else str(key)
         group = stream.removeprefix(prefix)
-        for message_id, fields in await redis.xrevrange(stream, count=limit):
+        for message_id, fields in await redis.xrevrange(stream, count=limit) or []:
             mid = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
             messages.append(_dead_letter_view(group, mid, _decoded(fields)))
     async with db.worker_session() as session:
