@@ -42,7 +42,7 @@ from offchain.persistence.credit import Application, Origination
 from offchain.persistence.models import Loan
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
-from offchain.platform.problems import Problem
+from offchain.platform.problems import NOT_FOUND, Problem
 from offchain.platform.settings import CollectionsSettings, Settings
 from offchain.services.collections.chain import ChainReadError, LoanBookClient
 
@@ -51,7 +51,6 @@ log = get_logger(__name__)
 NOTIFICATION_TOPIC = "notification.borrower.requested"
 IN_REPAYMENT = (int(LoanState.ACTIVE), int(LoanState.DEFAULTED))
 
-NOT_FOUND = "urn:caas:problem:not-found"
 FUTURE_DATE = "urn:caas:problem:business-date-in-future"
 NOT_IN_REPAYMENT = "urn:caas:problem:loan-not-in-repayment"
 PROMISE_OPEN = "urn:caas:problem:promise-already-open"

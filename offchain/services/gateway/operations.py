@@ -23,7 +23,7 @@ from offchain.persistence.notifications import WebhookDelivery, WebhookEvent
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.deps import DatabaseDep, RedisDep, SettingsDep
-from offchain.platform.problems import Problem
+from offchain.platform.problems import NOT_FOUND, Problem
 from offchain.services.notifications import usecases as notifications
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"])
@@ -129,7 +129,7 @@ async def requeue_dead_letter(
     dead_stream = names.dead_letter(group)
     found = await redis.xrange(dead_stream, min=message_id, max=message_id, count=1)
     if not found:
-        raise Problem(404, "urn:caas:problem:not-found", title="No such dead letter")
+        raise Problem(404, NOT_FOUND, title="No such dead letter")
     fields = _decoded(found[0][1])
     stream = fields.get("dead_letter_stream") or ""
     if not stream.startswith(names.topic("")):
