@@ -22,7 +22,7 @@ from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmeWalletClient
-from offchain.services.disbursement import payouts
+from offchain.services.disbursement import chain_events, payouts
 
 log = get_logger(__name__)
 
@@ -153,13 +153,13 @@ class ConfirmationHandler:
                 loan = str(event.payload["loan_id"]).lower()
                 # keyed by loan, not by log: a re-indexed (reorged) event does not notify twice
                 if await claim_event(session, consumer="disbursement.completed", event_id=loan):
-                    await payouts.on_loan_disbursed(
+                    await chain_events.on_loan_disbursed(
                         session, chain_loan_id=loan, tx_hash=event.payload.get("tx_hash")
                     )
                 return
             key = str(event.payload.get("idempotency_key") or "")
             if key.startswith("disburse:"):
-                await payouts.on_chain_refused(
+                await chain_events.on_chain_refused(
                     session,
                     loan_id=uuid.UUID(key.split(":", 1)[1]),
                     reason=event.payload.get("revert_reason"),
