@@ -8,11 +8,15 @@ service starts (and says "not ready") while the deployment file or the node is s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import aiohttp
 
 from offchain.chain.contracts import Deployment
-from offchain.chain.jsonrpc import JsonRpc
+from offchain.chain.jsonrpc import JsonRpc, RpcError
 from offchain.platform.settings import ChainSettings, Settings
 
 
@@ -65,3 +69,45 @@ def chain_of(resources: _HasChain) -> ChainClient:
     if resources.chain is None:
         resources.chain = ChainClient(resources.settings.chain)
     return resources.chain
+
+
+# -- the chain as a request sees it ------------------------------------------------------------
+
+
+def chain_for_request(request: Any) -> tuple[Deployment, JsonRpc]:
+    """(deployment, rpc) of the app serving `request`; 503 when the settings name no chain."""
+    from offchain.platform.problems import Problem
+
+    resources = request.app.state.resources
+    settings = resources.settings
+    if not settings.chain.rpc_url or not settings.chain.deployment_file:
+        raise Problem(503, "urn:caas:problem:dependency-unavailable", title="Chain not configured")
+    chain = chain_of(resources)
+    return chain.deployment, chain.rpc
+
+
+@contextlib.contextmanager
+def chain_unavailable_as_503() -> Iterator[None]:
+    """A node that refuses or times out is the 503 these operations declare, not a 500."""
+    from offchain.platform.problems import Problem
+
+    try:
+        yield
+    except RpcError as error:
+        if error.code is not None:  # the node answered: an error of the call, not of the node
+            raise
+        raise Problem(
+            503,
+            "urn:caas:problem:dependency-unavailable",
+            title="Chain unavailable",
+            detail=f"the chain node did not answer: {type(error.__cause__ or error).__name__}",
+            headers={"Retry-After": "5"},
+        ) from error
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        raise Problem(
+            503,
+            "urn:caas:problem:dependency-unavailable",
+            title="Chain unavailable",
+            detail=f"the chain node did not answer: {type(error).__name__}",
+            headers={"Retry-After": "5"},
+        ) from error

@@ -22,6 +22,7 @@ from offchain.platform.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
 VALIDATION_ERROR = "urn:caas:problem:validation-error"
+NOT_FOUND = "urn:caas:problem:not-found"
 
 log = get_logger(__name__)
 

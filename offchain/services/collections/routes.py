@@ -18,8 +18,9 @@ from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.inputs import IsoDate
 from offchain.platform.pages import Page
-from offchain.services.collections import usecases
+from offchain.services.collections import cob, usecases
 from offchain.services.collections.chain import ChainReadError
+from offchain.services.collections.context import Collections
 from offchain.services.collections.schemas import (
     CobRunDetail,
     CobRunIn,
@@ -46,17 +47,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def get_collections(request: Request, db: DatabaseDep) -> AsyncIterator[usecases.Collections]:
+async def get_collections(request: Request, db: DatabaseDep) -> AsyncIterator[Collections]:
     resources = request.app.state.resources
     deployment = chain_of(resources).deployment if resources.settings.chain.deployment_file else None
-    collections = usecases.Collections.from_settings(resources.settings, db, deployment)
+    collections = Collections.from_settings(resources.settings, db, deployment)
     try:
         yield collections
     finally:
         await collections.aclose()
 
 
-CollectionsDep = Annotated[usecases.Collections, Depends(get_collections)]
+CollectionsDep = Annotated[Collections, Depends(get_collections)]
 
 
 @router.post(
@@ -72,10 +73,10 @@ async def run_cob(
     business_date = body.business_date or collections.today()
     try:
         if body.catch_up:
-            runs = await usecases.catch_up(collections, business_date)
+            runs = await cob.catch_up(collections, business_date)
             result = {"runs": runs, **runs[-1]}
         else:
-            result = await usecases.run_cob(collections, business_date)
+            result = await cob.run_cob(collections, business_date)
     except ChainReadError as error:  # pragma: no cover - the node failed between calls
         from offchain.platform.problems import Problem
 

@@ -19,7 +19,7 @@ from offchain.chain.client import ChainClient
 from offchain.chain.contracts import Deployment
 from offchain.persistence.models import Loan
 from offchain.platform.db import sync_url
-from offchain.platform.problems import Problem
+from offchain.platform.problems import NOT_FOUND, Problem
 from offchain.platform.settings import Settings
 
 # backend column -> field of LoanBook.loans()
@@ -124,7 +124,7 @@ def audit_report_sync(
             engine.dispose()
     if chain_loan_id is None:
         if backend is None:
-            raise Problem(404, "urn:caas:problem:not-found", title="loan not found")
+            raise Problem(404, NOT_FOUND, title="loan not found")
         chain_loan_id = bytes.fromhex(backend.chain_loan_id[2:])
     deployment = Deployment.load(settings.chain.deployment_file)  # a one-shot read (caas audit)
     onchain = audit_loan(

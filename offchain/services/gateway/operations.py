@@ -1,5 +1,6 @@
 """Operator routes that have no partner route beside them (served by the gateway, the one
-published port): dead letters and a webhook event's replay across partners.
+published port): dead letters (a webhook event's replay across partners is notifications'
+operator_routes.py, mounted beside these).
 
 Operators are the lender's staff (`caas:operations:read` / `caas:operations:manage`, tokens of
 the SME auth service without `partner_id`); every action here is in the audit log under
@@ -10,21 +11,18 @@ monitoring flags, the audit log): see docs/SECURITY.md.
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
 
-import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
 from offchain.eventbus.messages import StreamNames
-from offchain.persistence.notifications import WebhookDelivery, WebhookEvent
+from offchain.persistence.notifications import WebhookDelivery
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.deps import DatabaseDep, RedisDep, SettingsDep
-from offchain.platform.problems import Problem
-from offchain.services.notifications import usecases as notifications
+from offchain.platform.problems import NOT_FOUND, Problem
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"])
 
@@ -59,10 +57,10 @@ def _dead_letter_view(group: str, message_id: str, fields: dict[str, str]) -> di
     }
 
 
-def _decoded(fields: dict[Any, Any]) -> dict[str, str]:
+def _decoded(fields: dict[Any, Any] | None) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in fields.items()
+        for k, v in (fields or {}).items()
     }
 
 
@@ -84,7 +82,7 @@ async def dead_letters(
     async for key in redis.scan_iter(match=f"{prefix}*", count=500):
         stream = key.decode() if isinstance(key, bytes) else str(key)
         group = stream.removeprefix(prefix)
-        for message_id, fields in await redis.xrevrange(stream, count=limit):
+        for message_id, fields in await redis.xrevrange(stream, count=limit) or []:
             mid = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
             messages.append(_dead_letter_view(group, mid, _decoded(fields)))
     async with db.worker_session() as session:
@@ -129,7 +127,7 @@ async def requeue_dead_letter(
     dead_stream = names.dead_letter(group)
     found = await redis.xrange(dead_stream, min=message_id, max=message_id, count=1)
     if not found:
-        raise Problem(404, "urn:caas:problem:not-found", title="No such dead letter")
+        raise Problem(404, NOT_FOUND, title="No such dead letter")
     fields = _decoded(found[0][1])
     stream = fields.get("dead_letter_stream") or ""
     if not stream.startswith(names.topic("")):
@@ -156,47 +154,3 @@ async def requeue_dead_letter(
             },
         )
     return {"requeued": True, "stream": stream, "topic": original.get("topic")}
-
-
-class OperatorReplayIn(BaseModel):
-    endpoint_id: uuid.UUID | None = None
-
-
-@router.post(
-    "/events/{event_id}/replay",
-    status_code=202,
-    responses={409: {"description": "no endpoint subscribes to the event", **PROBLEM}, **ERRORS},
-    summary="Send any partner's webhook event again, with a fresh retry window",
-)
-async def replay_any_event(
-    event_id: uuid.UUID,
-    operator: OperatorManage,
-    db: DatabaseDep,
-    settings: SettingsDep,
-    body: Annotated[OperatorReplayIn | None, Body()] = None,
-) -> dict[str, Any]:
-    async with db.worker_session() as session:
-        partner_id = await session.scalar(select(WebhookEvent.partner_id).where(WebhookEvent.id == event_id))
-    if partner_id is None:
-        raise notifications.not_found("event", event_id)
-    # the replay itself runs in the event's partner scope, exactly as the partner's own would
-    async with db.partner_session(partner_id) as session:
-        replayed = await notifications.replay_event(
-            session=session,
-            partner_id=partner_id,
-            event_id=event_id,
-            endpoint_id=body.endpoint_id if body is not None else None,
-            listing_days=settings.notifications.event_listing_days,
-        )
-    out = json.loads(replayed.model_dump_json())
-    async with db.worker_session() as session:
-        await record_action(
-            session,
-            actor=operator.actor,
-            action="event.replay",
-            subject_type="event",
-            subject_id=event_id,
-            partner_id=partner_id,
-            after=out,
-        )
-    return out

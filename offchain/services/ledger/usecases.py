@@ -27,12 +27,11 @@ from offchain.persistence import ledger
 from offchain.platform.app import AppResources
 from offchain.platform.auth import Actor, Operator
 from offchain.platform.db import Database
-from offchain.platform.problems import Problem
+from offchain.platform.problems import NOT_FOUND, Problem
 from offchain.platform.settings import Settings
 from offchain.services.ledger import reconciliation
 from offchain.services.ledger.rail_checks import RailCheck
 
-NOT_FOUND = "urn:caas:problem:not-found"
 # one reconciliation at a time across replicas (session-level advisory lock)
 RECONCILE_LOCK = "SELECT pg_try_advisory_lock(hashtext('caas:ledger:reconcile'))"
 RECONCILE_UNLOCK = "SELECT pg_advisory_unlock(hashtext('caas:ledger:reconcile'))"

@@ -16,8 +16,6 @@ least once, in that narrow window.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +26,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from offchain.domain.notifications.templates import TemplateError, render
-from offchain.eventbus.consumer import StreamConsumer
-from offchain.eventbus.messages import Event, StreamNames
+from offchain.eventbus.messages import Event
+from offchain.eventbus.service import run_consumer
 from offchain.persistence.notifications import BorrowerNotification
 from offchain.platform.app import AppResources
 from offchain.platform.db import Database
@@ -223,14 +221,4 @@ async def run_borrower_messages(
     async def handle(event: Event) -> None:
         await messenger.handle(event)
 
-    consumer = StreamConsumer(
-        redis=resources.redis,
-        group=GROUP,
-        name=f"{socket.gethostname()}-{os.getpid()}",
-        topics=[TOPIC],
-        handler=handle,
-        names=StreamNames(settings.events.stream_prefix),
-        max_deliveries=settings.events.max_deliveries,
-        retry_idle_ms=settings.events.retry_idle_ms,
-    )
-    await consumer.run(stop)
+    await run_consumer(resources, stop, group=GROUP, topics=[TOPIC], handler=handle)

@@ -19,10 +19,10 @@ from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep, SettingsDep
 from offchain.platform.idempotency import run_idempotent
 from offchain.platform.inputs import Cursor, Timestamp
+from offchain.platform.limits import limited
 from offchain.platform.openapi_client import IdempotencyKey
 from offchain.platform.outbound import OutboundPolicy
-from offchain.services.gateway.pagination import MAX_LIMIT
-from offchain.services.gateway.routes import limited
+from offchain.platform.pagination import MAX_LIMIT
 from offchain.services.notifications import schemas, usecases
 from offchain.services.notifications.secrets import SecretBox, secret_box
 

@@ -16,12 +16,11 @@ from offchain.domain.notifications import signing
 from offchain.domain.notifications.envelope import ALL_TYPES
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform.outbound import OutboundPolicy, UrlRefused
-from offchain.platform.problems import VALIDATION_ERROR, Problem
-from offchain.services.gateway.pagination import decode_cursor, encode_cursor
+from offchain.platform.pagination import decode_cursor, encode_cursor
+from offchain.platform.problems import NOT_FOUND, VALIDATION_ERROR, Problem
 from offchain.services.notifications import schemas
 from offchain.services.notifications.secrets import SecretBox
 
-NOT_FOUND = "urn:caas:problem:not-found"
 NO_ENDPOINT = "urn:caas:problem:no-subscribed-endpoint"
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from offchain.domain.offers import Basis, Frequency, Method, Refusal
-from offchain.platform.inputs import WHOLE, Amount, ShortText
+from offchain.platform.inputs import NO_NUL, WHOLE, Amount, ShortText
 from offchain.platform.inputs import AmountOut as Money
 
 __all__ = ["Amount", "Money"]
@@ -102,3 +103,29 @@ class PricingOut(BaseModel):
     offer_ttl_seconds: int
     amount_step: Money
     plans: dict[str, RatePlanOut]
+
+
+# -- accepting an offer (the partner API, served by the gateway) --------------------------------
+
+
+class PayoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["bank_transfer", "virtual_account", "wallet"]
+    account_number: str = Field(min_length=1, max_length=32, pattern=NO_NUL)
+    bank_code: str = Field(
+        min_length=3, max_length=16, pattern=NO_NUL, description="CBN bank code (or the wallet provider code)"
+    )
+
+
+class AcceptOfferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payout: PayoutIn
+
+
+class AcceptOfferOut(BaseModel):
+    loan_id: uuid.UUID
+    chain_loan_id: str
+    status: Literal["pending_approval"]
+    terms_hash: str

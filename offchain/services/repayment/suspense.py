@@ -17,10 +17,18 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from offchain.domain import ledger as accounts
+from offchain.domain import money_movement as mm
+from offchain.persistence import ledger as journal
 from offchain.persistence.models import Loan
 from offchain.persistence.money import Payment, PaymentRoute
+from offchain.platform.logging import get_logger
+from offchain.services.repayment.references import posting_id
+
+log = get_logger(__name__)
 
 
 def _routes(partner_id: uuid.UUID, kind: str) -> Any:
@@ -49,3 +57,39 @@ def visible_to_partner(partner_id: uuid.UUID) -> ColumnElement[bool]:
         Payment.partner_id == partner_id,
         (Payment.status == "unmatched") & attributable_to(partner_id),
     )
+
+
+def suspense_posting(row: Payment, *, reason: str) -> accounts.Posting:
+    """`to_suspense` for a batch: the row marked, the posting returned for `post_many`."""
+    row.status = "unmatched"
+    row.detail = reason
+    log.info("payment.suspense", payment_id=str(row.id), reason=reason)
+    return mm.repayment_posting(
+        posting_id=posting_id(row.payment_ref),
+        rail=row.provider,
+        loan_id=None,
+        borrower=None,
+        amount=row.amount,
+        allocation=None,
+        currency=row.currency,
+        reference=row.provider_reference,
+    )
+
+
+async def to_suspense(session: AsyncSession, row: Payment, *, reason: str, posting_suffix: str = "") -> None:
+    await journal.post(
+        session,
+        mm.repayment_posting(
+            posting_id=posting_id(row.payment_ref) + posting_suffix,
+            rail=row.provider,
+            loan_id=None,
+            borrower=None,
+            amount=row.amount,
+            allocation=None,
+            currency=row.currency,
+            reference=row.provider_reference,
+        ),
+    )
+    row.status = "unmatched"
+    row.detail = reason
+    log.info("payment.suspense", payment_id=str(row.id), reason=reason)

@@ -8,8 +8,6 @@ already left `submitted` is left alone, so a redelivery changes nothing.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from datetime import UTC, datetime
 from itertools import groupby
@@ -27,10 +25,10 @@ from offchain.domain.underwriting.decision import Decision, DecisionStatus
 from offchain.domain.underwriting.history import ChainHistory, LoanEvent, record_from_events
 from offchain.domain.underwriting.policy import Exposures, PartnerClaims, PolicyConfig
 from offchain.domain.underwriting.scorecard import ScorecardModel
-from offchain.eventbus.consumer import StreamConsumer
 from offchain.eventbus.idempotent import idempotent
-from offchain.eventbus.messages import Event, StreamNames
+from offchain.eventbus.messages import Event
 from offchain.eventbus.outbox import publish
+from offchain.eventbus.service import run_consumer
 from offchain.persistence.credit import Application, Offer
 from offchain.persistence.models import ChainEvent, Loan
 from offchain.platform.app import AppResources
@@ -236,14 +234,4 @@ async def run_application_worker(resources: AppResources, stop: asyncio.Event) -
             session, event, kyc_client=kyc_client, model=model, policy=policy, pricing=pricing
         ),
     )
-    consumer = StreamConsumer(
-        redis=resources.redis,
-        group=GROUP,
-        name=f"{socket.gethostname()}-{os.getpid()}",
-        topics=[TOPIC],
-        handler=handler,
-        names=StreamNames(settings.events.stream_prefix),
-        max_deliveries=settings.events.max_deliveries,
-        retry_idle_ms=settings.events.retry_idle_ms,
-    )
-    await consumer.run(stop)
+    await run_consumer(resources, stop, group=GROUP, topics=[TOPIC], handler=handler)

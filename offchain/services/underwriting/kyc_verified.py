@@ -9,8 +9,6 @@ retried, and a notification sent twice only repeats the same figure (the SME pla
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from datetime import UTC, datetime
 
 import httpx
@@ -21,9 +19,9 @@ from offchain.domain.underwriting.decision import Application as DecisionInput
 from offchain.domain.underwriting.decision import DecisionStatus
 from offchain.domain.underwriting.policy import Exposures, PartnerClaims, PolicyConfig
 from offchain.domain.underwriting.scorecard import ScorecardModel
-from offchain.eventbus.consumer import StreamConsumer
 from offchain.eventbus.idempotent import idempotent
-from offchain.eventbus.messages import Event, StreamNames
+from offchain.eventbus.messages import Event
+from offchain.eventbus.service import run_consumer
 from offchain.platform.app import AppResources
 from offchain.platform.logging import get_logger
 from offchain.rails.sme.kyc import SmeKycClient
@@ -101,14 +99,4 @@ async def run_kyc_verified_worker(resources: AppResources, stop: asyncio.Event) 
             ref_secret=settings.auth.ref_secret.get_secret_value(),
         ),
     )
-    consumer = StreamConsumer(
-        redis=resources.redis,
-        group=GROUP,
-        name=f"{socket.gethostname()}-{os.getpid()}",
-        topics=[TOPIC],
-        handler=handler,
-        names=StreamNames(settings.events.stream_prefix),
-        max_deliveries=settings.events.max_deliveries,
-        retry_idle_ms=settings.events.retry_idle_ms,
-    )
-    await consumer.run(stop)
+    await run_consumer(resources, stop, group=GROUP, topics=[TOPIC], handler=handler)

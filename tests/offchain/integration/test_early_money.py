@@ -29,7 +29,7 @@ from offchain.persistence.money import Payment
 from offchain.platform.db import Database
 from offchain.platform.settings import RailsSettings, Settings
 from offchain.services.ledger.rail_checks import RailCheck
-from offchain.services.repayment import early_money, payments
+from offchain.services.repayment import chain_events, early_money, locks, receiving
 
 pytestmark = pytest.mark.asyncio
 
@@ -109,8 +109,8 @@ async def _set_state(db: Database, loan_id: uuid.UUID, state: int) -> None:
         await session.execute(update(Loan).where(Loan.id == loan_id).values(chain_state=state))
 
 
-def _charge(reference: str, amount: int, loan: uuid.UUID) -> payments.Verified:
-    return payments.Verified(
+def _charge(reference: str, amount: int, loan: uuid.UUID) -> receiving.Verified:
+    return receiving.Verified(
         mm.IncomingPayment(
             provider=mm.PAYSTACK,
             reference=reference,
@@ -123,9 +123,9 @@ def _charge(reference: str, amount: int, loan: uuid.UUID) -> payments.Verified:
     )
 
 
-async def _take_in(db: Database, *items: payments.Verified) -> list[payments.Intake]:
+async def _take_in(db: Database, *items: receiving.Verified) -> list[receiving.Intake]:
     async with db.worker_session() as session:
-        return await payments.receive_many(session, list(items), deployment=DEPLOYMENT)
+        return await receiving.receive_many(session, list(items), deployment=DEPLOYMENT)
 
 
 async def _settle(db: Database, *loan_ids: uuid.UUID) -> int:
@@ -242,11 +242,11 @@ async def test_held_while_pending__applied_once_when_active(db: Database) -> Non
 
     # the chain records both: posted from the held account, which ends empty
     async with db.worker_session() as session:
-        await payments.on_repayments_recorded(
+        await chain_events.on_repayments_recorded(
             session,
             [
-                payments.Recorded(_record_args(first, TOTAL_DUE - 40_00), "0x" + "ab" * 32),
-                payments.Recorded(_record_args(second, TOTAL_DUE - 90_00), "0x" + "ab" * 32),
+                chain_events.Recorded(_record_args(first, TOTAL_DUE - 40_00), "0x" + "ab" * 32),
+                chain_events.Recorded(_record_args(second, TOTAL_DUE - 90_00), "0x" + "ab" * 32),
             ],
         )
     assert {(await _row(db, r)).status for r in ("early-1", "early-2")} == {"recorded"}
@@ -310,7 +310,7 @@ async def test_intake_racing_the_activation__applied_exactly_once(db: Database) 
 
         async def intake(loan: uuid.UUID = loan, round_: int = round_) -> None:
             async with db.worker_session() as session:
-                await payments.receive_many(
+                await receiving.receive_many(
                     session, [_charge(f"race-{round_}", 70_00, loan)], deployment=DEPLOYMENT
                 )
                 intake_in.set()
@@ -351,7 +351,7 @@ async def test_cancelled_and_closed_loans__review__matched_by_their_partner(db: 
 
     async def match(reference: str, loan_id: uuid.UUID) -> Payment:
         async with db.worker_session() as session:
-            loan = await payments.lock_loan(session, loan_id)
+            loan = await locks.lock_loan(session, loan_id)
             row = (
                 await session.execute(
                     select(Payment).where(Payment.provider_reference == reference).with_for_update()
@@ -378,7 +378,7 @@ async def test_cancelled_and_closed_loans__review__matched_by_their_partner(db: 
 
     # the chain refuses it: back in the held account, for review again; a late answer to it changes nothing
     async with db.worker_session() as session:
-        await payments.on_intent_refused(session, key, "loan_book: amount exceeds outstanding")
+        await chain_events.on_intent_refused(session, key, "loan_book: amount exceeds outstanding")
     refused = await _row(db, "cxl-1")
     assert (refused.status, refused.detail) == (
         "review",
@@ -388,7 +388,7 @@ async def test_cancelled_and_closed_loans__review__matched_by_their_partner(db: 
     assert await _cash_mismatches(db) == []
     again = await match("cxl-1", target)
     async with db.worker_session() as session:
-        await payments.on_intent_refused(session, key, "late answer to the first attempt")
+        await chain_events.on_intent_refused(session, key, "late answer to the first attempt")
     assert (await _row(db, "cxl-1")).status == "pending_chain"
     assert early_money.current_intent_key(again) != key
 
@@ -400,11 +400,11 @@ async def test_chargeback_of_applied_held_money(db: Database) -> None:
     await _settle(db, loan)
     row = await _row(db, "cb-1")
     async with db.worker_session() as session:
-        await payments.on_repayments_recorded(
-            session, [payments.Recorded(_record_args(row, TOTAL_DUE - 80_00))]
+        await chain_events.on_repayments_recorded(
+            session, [chain_events.Recorded(_record_args(row, TOTAL_DUE - 80_00))]
         )
     async with db.worker_session() as session:
-        await payments.on_repayment_reversed(session, {"payment_ref": row.payment_ref})
+        await chain_events.on_repayment_reversed(session, {"payment_ref": row.payment_ref})
     assert (await _row(db, "cb-1")).status == "reversed"
     assert (await _balance(db, accounts.loan_held(loan))).posted == 0
     assert (await _balance(db, accounts.loan_receivable(loan))).posted == TOTAL_DUE

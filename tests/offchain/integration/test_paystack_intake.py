@@ -34,7 +34,7 @@ from offchain.rails.paystack.webhooks import sign
 from offchain.rails.simulator.app import create_app as simulator_app
 from offchain.rails.simulator.config import SimulatorConfig
 from offchain.services.gateway.app import create_app as gateway_app
-from offchain.services.repayment import intake, notices, payments
+from offchain.services.repayment import intake, notices, receiving
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,13 +100,13 @@ async def _store(simulator: str, transaction: dict[str, Any]) -> None:
     assert stored.status_code == 201, stored.text
 
 
-async def _take_in(db: Database, simulator: str, notice: dict[str, Any]) -> payments.Intake:
+async def _take_in(db: Database, simulator: str, notice: dict[str, Any]) -> receiving.Intake:
     async with httpx.AsyncClient() as http:
         paystack = PaystackClient(simulator, PAYSTACK_SECRET, http=http)
         payment, record, channel, paid_at = await intake.verified_paystack_charge(paystack, notice)
     async with db.worker_session() as session:
-        (taken,) = await payments.receive_many(
-            session, [payments.Verified(payment, record, channel, paid_at)], deployment=DEPLOYMENT
+        (taken,) = await receiving.receive_many(
+            session, [receiving.Verified(payment, record, channel, paid_at)], deployment=DEPLOYMENT
         )
     return taken
 

@@ -1,4 +1,4 @@
-"""Batched repayment intake (`payments.receive_many`) on real PostgreSQL: a batch has exactly the
+"""Batched repayment intake (`receiving.receive_many`) on real PostgreSQL: a batch has exactly the
 effects of taking its payments one by one, in order -- rows, postings, holds, chain intents and
 monitoring flags -- whatever it mixes (duplicates, several payments of one loan, overpayment, a
 repaid loan, a reference route, unknown loans, another currency); a batch delivered again has no
@@ -24,7 +24,7 @@ from offchain.persistence.models import Loan, Partner
 from offchain.persistence.money import Payment, PaymentRoute
 from offchain.platform.db import Database
 from offchain.platform.settings import Settings
-from offchain.services.repayment import payments
+from offchain.services.repayment import chain_events, receiving
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,8 +85,8 @@ async def _seed(db: Database) -> None:
             )
 
 
-def _paid(reference: str, amount: int, loan: uuid.UUID | None, currency: str = "NGN") -> payments.Verified:
-    return payments.Verified(
+def _paid(reference: str, amount: int, loan: uuid.UUID | None, currency: str = "NGN") -> receiving.Verified:
+    return receiving.Verified(
         mm.IncomingPayment(
             provider=mm.PAYSTACK,
             reference=reference,
@@ -202,7 +202,7 @@ async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # 
     for item in BATCH:
         async with one_by_one.worker_session() as session:
             singles.append(
-                await payments.receive(
+                await receiving.receive(
                     session,
                     item.payment,
                     deployment=DEPLOYMENT,
@@ -212,7 +212,7 @@ async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # 
                 )
             )
     async with batched.worker_session() as session:
-        results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+        results = await receiving.receive_many(session, BATCH, deployment=DEPLOYMENT)
 
     assert [(r.status, r.created) for r in results] == [(r.status, r.created) for r in singles]
     assert [r.created for r in results] == [True, True, False] + [True] * 9
@@ -237,7 +237,7 @@ async def test_a_batch_has_the_effects_of_one_by_one(two_databases) -> None:  # 
 
     # the same batch again (a redelivery after a crash between commit and ack): no effect
     async with batched.worker_session() as session:
-        again = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+        again = await receiving.receive_many(session, BATCH, deployment=DEPLOYMENT)
     assert [r.created for r in again] == [False] * len(BATCH)
     assert [r.payment_id for r in again] == [r.payment_id for r in results]
     assert await _effects(batched) == expected
@@ -251,7 +251,7 @@ async def test_velocity_flags_count_the_batch_as_one_by_one(two_databases) -> No
     second = [_paid(f"w-{i:02d}", 1_00, ACTIVE_B) for i in range(5)]
     for item in first + second:
         async with one_by_one.worker_session() as session:
-            await payments.receive(
+            await receiving.receive(
                 session,
                 item.payment,
                 deployment=DEPLOYMENT,
@@ -260,7 +260,7 @@ async def test_velocity_flags_count_the_batch_as_one_by_one(two_databases) -> No
             )
     for batch in (first, second):  # the second batch counts what the first committed
         async with batched.worker_session() as session:
-            await payments.receive_many(session, batch, deployment=DEPLOYMENT)
+            await receiving.receive_many(session, batch, deployment=DEPLOYMENT)
     expected = await _effects(one_by_one)
     assert [(ref, rule) for _, ref, rule, _, _ in expected["flags"]] == [
         ("w-02", "payment_velocity"),
@@ -275,11 +275,11 @@ async def test_a_batch_that_fails_before_commit_leaves_nothing(two_databases) ->
     before = await _effects(batched)
     with pytest.raises(RuntimeError, match="crash"):
         async with batched.worker_session() as session:
-            await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+            await receiving.receive_many(session, BATCH, deployment=DEPLOYMENT)
             raise RuntimeError("crash between the batch's writes and its commit")
     assert await _effects(batched) == before
     async with batched.worker_session() as session:
-        results = await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+        results = await receiving.receive_many(session, BATCH, deployment=DEPLOYMENT)
     assert sum(r.created for r in results) == 11
 
 
@@ -300,7 +300,7 @@ async def test_recorded_repayments_in_a_batch_as_one_by_one(two_databases) -> No
     one_by_one, batched = two_databases
     for database in two_databases:
         async with database.worker_session() as session:
-            await payments.receive_many(session, BATCH, deployment=DEPLOYMENT)
+            await receiving.receive_many(session, BATCH, deployment=DEPLOYMENT)
     outstanding = {ACTIVE_A: TOTAL_DUE, ACTIVE_B: TOTAL_DUE}
     events = []
     async with batched.worker_session() as session:
@@ -330,10 +330,10 @@ async def test_recorded_repayments_in_a_batch_as_one_by_one(two_databases) -> No
 
     for args in events:
         async with one_by_one.worker_session() as session:
-            await payments.on_repayment_recorded(session, args, tx_hash="0x" + "ab" * 32)
+            await chain_events.on_repayment_recorded(session, args, tx_hash="0x" + "ab" * 32)
     async with batched.worker_session() as session:
-        await payments.on_repayments_recorded(
-            session, [payments.Recorded(args, "0x" + "ab" * 32) for args in events]
+        await chain_events.on_repayments_recorded(
+            session, [chain_events.Recorded(args, "0x" + "ab" * 32) for args in events]
         )
 
     expected = await _effects(one_by_one)
@@ -344,6 +344,6 @@ async def test_recorded_repayments_in_a_batch_as_one_by_one(two_databases) -> No
 
     # indexed again after a crash between commit and ack: nothing more
     async with batched.worker_session() as session:
-        await payments.on_repayments_recorded(session, [payments.Recorded(args) for args in events])
+        await chain_events.on_repayments_recorded(session, [chain_events.Recorded(args) for args in events])
     assert await _effects(batched) == expected
     assert len(await _outbox(batched)) == len(await _outbox(one_by_one))

@@ -10,6 +10,7 @@ Who may read it: operators (`caas:operations:read`) get the whole HealthStatus; 
 every entry's status and latency without the `detail` strings, which can name internal hosts,
 addresses and errors. The gateway asks health:8010 with its own service identity.
 health:8010 unreachable: a 503 `dependency-unavailable` problem with Retry-After.
+The gateway app installs it (`install`); it lives with health:8010, whose schemas it speaks.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
