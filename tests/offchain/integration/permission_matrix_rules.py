@@ -38,6 +38,15 @@ RULES: dict[tuple[str, str], AccessRule] = {
     ("POST", "/v1/offers/{offer_id}/accept"): P(A.APPLICATION_CREATE),
     ("GET", "/v1/loans/{loan_id}/approval-request"): P(A.LOAN_READ),
     ("POST", "/v1/loans/{loan_id}/approvals"): P(A.APPLICATION_APPROVE),
+    # consoles (gateway /console, docs/CONSOLES.md): static pages and the public chain config;
+    # the signer's agreement needs what approval-request needs
+    ("GET", "/console"): public("a static page with no data: every API it calls authenticates the caller itself"),
+    ("GET", "/console/"): public("a static page with no data: every API it calls authenticates the caller itself"),
+    ("GET", "/console/signer"): public("a static page with no data: every API it calls authenticates the caller itself"),
+    ("GET", "/console/auditor"): public("a static page with no data: every API it calls authenticates the caller itself"),
+    ("GET", "/console/operator"): public("a static page with no data: every API it calls authenticates the caller itself"),
+    ("GET", "/console/api/config"): public("public chain configuration: the RPC URL and contract addresses"),
+    ("GET", "/console/api/loans/{loan_id}/agreement"): P(A.LOAN_READ),
     ("POST", "/v1/events/sme"): public("signed by the SME platform (x-sme-signature over the body)"),
     ("POST", "/v1/webhooks/paystack"): public(
         "signed by Paystack (x-paystack-signature, HMAC-SHA512 of the body)"

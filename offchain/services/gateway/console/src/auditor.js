@@ -1,0 +1,1 @@
+import { tokenBox } from "./common.js"; tokenBox("caas.auditor.token");
