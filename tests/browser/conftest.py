@@ -99,6 +99,20 @@ class Console:
         assert response is not None and response.status == 200
         return response
 
+    def wait(self, selector: str, timeout_ms: int = 30_000) -> Any:
+        """The element once it is there; on a timeout, the page's status line and console."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        locator = self.page.locator(selector)
+        try:
+            locator.first.wait_for(timeout=timeout_ms)
+        except PlaywrightTimeout as timeout:
+            shown = self.page.locator("#status").inner_text()
+            raise AssertionError(
+                f"{selector} not shown; status {shown!r}; console {self.messages}"
+            ) from timeout
+        return locator
+
     def errors(self) -> list[str]:
         return [m for m in self.messages if m.startswith("error")]
 

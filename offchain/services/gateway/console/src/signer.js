@@ -44,11 +44,11 @@ async function loadLoans() {
     const page = await api(token(), "GET", "/v1/loans?status=pending_approval&limit=100");
     const list = $("#loans");
     list.replaceChildren();
-    if (!page.items.length) list.append(el("p", {}, "No loan is awaiting approval."));
+    if (!page.data.length) list.append(el("p", {}, "No loan is awaiting approval."));
     list.append(
       table(
         ["Loan", "Principal", "Total due", ""],
-        page.items.map((loan) => [
+        page.data.map((loan) => [
           el("code", {}, loan.id),
           loan.principal ? `${loan.principal.value} ${loan.principal.currency}` : "",
           loan.total_due ? `${loan.total_due.value} ${loan.total_due.currency}` : "",
@@ -56,7 +56,7 @@ async function loadLoans() {
         ]),
       ),
     );
-    status(`${page.items.length} loan(s) awaiting approval.`);
+    status(`${page.data.length} loan(s) awaiting approval.`);
   } catch (error) {
     status(String(error.message), "error");
   } finally {
@@ -205,14 +205,24 @@ async function sign(loanId, typedData, deadline) {
 }
 
 async function watchApproved(loanId) {
-  for (let i = 0; i < 60; i += 1) {
-    const loan = await api(token(), "GET", `/v1/loans/${loanId}`);
-    if (loan.chain_state !== "PENDING") {
+  status("Waiting for approve_with_signatures to be mined…");
+  busy(true);
+  try {
+    for (let i = 0; i < 90; i += 1) {
+      const loan = await api(token(), "GET", `/v1/loans/${loanId}`);
       const tx = (loan.transactions || []).find((t) => t.event === "LoanApproved");
-      $("#review").append(el("p", { id: "executed", role: "status" }, `On chain: ${loan.chain_state}`, tx ? ` in tx ${tx.tx_hash}` : ""));
-      return;
+      if (tx) {
+        $("#review").append(
+          el("p", { id: "executed", role: "status" }, `APPROVED on chain in tx ${tx.tx_hash} (block ${tx.block_number}); the loan is now ${loan.chain_state}`),
+        );
+        status("The committee's approval is on chain.");
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    status("approve_with_signatures not mined yet: reload later.", "error");
+  } finally {
+    busy(false);
   }
 }
 
