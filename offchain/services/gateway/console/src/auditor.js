@@ -1,6 +1,6 @@
 // Auditor console: the loan book read from the chain in this browser, its event chains recomputed
 // from the raw logs, and the backend's copy of the events beside it with every difference marked.
-import { concat, decodeEventLog, keccak256 } from "viem";
+import { concat, decodeEventLog, keccak256, toEventSelector } from "viem";
 import { $, api, busy, config, el, status, table } from "./common.js";
 import { createPublicClient, http } from "viem";
 
@@ -24,8 +24,10 @@ function decoded(abi, log) {
 }
 
 // The backend's event beside the chain's: same name, transaction, log index and arguments.
-function compareEvents(chainEvents, backendEvents) {
+// (The backend also keeps the committee's events of the loan: only LoanBook's are compared.)
+function compareEvents(chainEvents, backendAll, bookEvents) {
   const problems = [];
+  const backendEvents = backendAll.filter((e) => bookEvents.has(e.event));
   const byKey = new Map(backendEvents.map((e) => [`${e.tx_hash.toLowerCase()}:${e.log_index}`, e]));
   for (const event of chainEvents) {
     const key = `${event.tx_hash.toLowerCase()}:${event.log_index}`;
@@ -70,8 +72,13 @@ async function audit(event) {
     const at = BigInt(Math.floor(new Date(`${$("#asof").value}T23:59:59Z`).getTime() / 1000));
     const book = { address: cfg.loan_book.address, abi: cfg.loan_book.abi };
     const logs = await client.getLogs({ address: book.address, fromBlock: BigInt(cfg.loan_book.block), toBlock: "latest" });
+    // A loan's events are those whose first indexed topic is `loan_id` (the others are admin events).
+    const loanEvents = book.abi.filter((item) => item.type === "event" && item.inputs[0]?.name === "loan_id" && item.inputs[0].indexed);
+    const bookEvents = new Set(loanEvents.map((item) => item.name));
+    const loanTopics = new Set(loanEvents.map((item) => toEventSelector(item)));
     const perLoan = new Map();
     for (const log of logs) {
+      if (!loanTopics.has(log.topics[0])) continue;
       const id = log.topics[1];
       if (!perLoan.has(id)) perLoan.set(id, []);
       perLoan.get(id).push(log);
@@ -97,7 +104,7 @@ async function audit(event) {
       const chainEvents = loanLogs.map((log) => ({ ...decoded(book.abi, log), tx_hash: log.transactionHash, log_index: log.logIndex }));
       const backendId = backend.get(loanId.toLowerCase());
       const theirs = backendId ? await api(token, "GET", `/v1/loans/${backendId}`) : null;
-      const problems = theirs ? compareEvents(chainEvents, theirs.transactions || []) : [];
+      const problems = theirs ? compareEvents(chainEvents, theirs.transactions || [], bookEvents) : [];
       rows.push({
         loanId,
         backendId: theirs?.id ?? "",
@@ -107,6 +114,8 @@ async function audit(event) {
         dpd: dpd.toString(),
         events: loanLogs.length,
         chainOk: head.toLowerCase() === onChainHead.toLowerCase(),
+        head,
+        onChainHead,
         backendState: theirs?.chain_state ?? (token ? "not in backend" : "no token"),
         problems,
       });
@@ -137,7 +146,7 @@ function render() {
           r.due,
           r.dpd,
           String(r.events),
-          el("strong", { class: r.chainOk ? "ok" : "bad", "data-chain": r.chainOk ? "ok" : "mismatch" }, r.chainOk ? "recomputed = on chain" : "MISMATCH"),
+          el("strong", { class: r.chainOk ? "ok" : "bad", "data-chain": r.chainOk ? "ok" : "mismatch" }, r.chainOk ? "recomputed = on chain" : `MISMATCH: recomputed ${r.head}, LoanBook.event_chain ${r.onChainHead}`),
           el("span", { class: stateMismatch ? "bad" : "", "data-backend-state": stateMismatch ? "mismatch" : "ok" }, r.backendState),
           r.problems.length
             ? el("ul", { class: "bad", "data-backend": "mismatch", "data-loan": r.backendId }, r.problems.map((p) => el("li", {}, p)))

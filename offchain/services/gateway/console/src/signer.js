@@ -156,7 +156,7 @@ async function review(loanId) {
       ),
       el("p", { id: "digest" }, "Digest to compare on your hardware wallet: ", el("code", {}, localDigest)),
       el("h3", {}, "Agreement (as the gateway stores it)"),
-      el("pre", { id: "agreement", tabindex: "0" }, JSON.stringify(agreement, null, 2)),
+      el("pre", { id: "agreement", tabindex: "0" }, JSON.stringify(shown(agreement, doc.payout.account_masked), null, 2)),
     );
     const button = el("button", { type: "button", id: "sign", disabled: !allOk }, "Sign approval with wallet");
     panel.append(button);
@@ -176,6 +176,9 @@ async function review(loanId) {
 }
 
 // Wallets take the typed data as JSON: numbers where exact (agreements keep amounts below 2**53).
+// The agreement as shown: the account number masked (the hash above is over the stored document).
+const shown = (agreement, masked) => ({ ...agreement, payout: { ...agreement.payout, account_number: masked } });
+
 const jsonSafe = (typed) =>
   JSON.stringify(typed, (_k, v) => (typeof v === "bigint" ? (v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString()) : v));
 
