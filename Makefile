@@ -57,6 +57,7 @@ test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-offchain
 	$(MAKE) --no-print-directory test-stack
 	$(MAKE) --no-print-directory test-system
+	$(MAKE) --no-print-directory test-browser
 
 .PHONY: test-contracts
 test-contracts: compile ## ape tests of the contracts against Anvil (compiled from clean)

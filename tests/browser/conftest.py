@@ -97,6 +97,14 @@ class Console:
     def open(self, path: str) -> Any:
         response = self.page.goto(self.gateway + path)
         assert response is not None and response.status == 200
+        policy = response.headers["content-security-policy"]
+        for directive in (
+            "default-src 'self'",
+            "script-src 'self';",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in policy, policy
         return response
 
     def wait(self, selector: str, timeout_ms: int = 30_000) -> Any:

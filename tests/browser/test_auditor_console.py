@@ -36,6 +36,8 @@ async def tamper_events(stack: Stack, loan_id: str) -> int:
 def test_the_auditor_flags_a_tampered_backend_copy_of_the_events(browser: Any, stack: Stack) -> None:
     honest = stack.approved_loan(f"console-audit-honest-{time.time_ns()}")
     tampered = stack.approved_loan(f"console-audit-tampered-{time.time_ns()}")
+    for loan_id in (honest, tampered):  # disbursed: the backend's state settled too
+        stack.loan_in(loan_id, "ACTIVE", within_s=120)
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(asyncio.run, tamper_events(stack, tampered)).result() == 1
     for viewport in ("desktop", "phone"):

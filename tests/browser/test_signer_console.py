@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import Console
+from eth_account.messages import encode_typed_data
 from system_support import Stack, until
 
 pytestmark = pytest.mark.stack
@@ -110,6 +111,10 @@ def test_two_signers_take_a_loan_to_approved(browser: Any, stack: Stack) -> None
             console.wait("#result")
             assert f"{index + 1} of {required}" in page.locator("#result").inner_text()
             assert len(console.signed) == 1
+            # what a hardware wallet shows for typed data: the domain hash and the message hash
+            signable = encode_typed_data(full_message=json.loads(console.signed[0]))
+            assert page.locator("#domain-hash").inner_text() == "0x" + signable.header.hex()
+            assert page.locator("#message-hash").inner_text() == "0x" + signable.body.hex()
             if index == required - 1:
                 console.wait("#executed", 60_000)
                 assert "APPROVED" in page.locator("#executed").inner_text()

@@ -71,7 +71,9 @@ async function audit(event) {
     const client = createPublicClient({ transport: http(rpc) });
     const at = BigInt(Math.floor(new Date(`${$("#asof").value}T23:59:59Z`).getTime() / 1000));
     const book = { address: cfg.loan_book.address, abi: cfg.loan_book.abi };
-    const logs = await client.getLogs({ address: book.address, fromBlock: BigInt(cfg.loan_book.block), toBlock: "latest" });
+    // Every read pinned to one block: a loan moving meanwhile cannot make logs and views disagree.
+    const block = await client.getBlockNumber();
+    const logs = await client.getLogs({ address: book.address, fromBlock: BigInt(cfg.loan_book.block), toBlock: block });
     // A loan's events are those whose first indexed topic is `loan_id` (the others are admin events).
     const loanEvents = book.abi.filter((item) => item.type === "event" && item.inputs[0]?.name === "loan_id" && item.inputs[0].indexed);
     const bookEvents = new Set(loanEvents.map((item) => item.name));
@@ -92,7 +94,7 @@ async function audit(event) {
     let done = 0;
     for (const [loanId, loanLogs] of perLoan) {
       loanLogs.sort((a, b) => (a.blockNumber === b.blockNumber ? a.logIndex - b.logIndex : Number(a.blockNumber - b.blockNumber)));
-      const read = (functionName, args) => client.readContract({ ...book, functionName, args });
+      const read = (functionName, args) => client.readContract({ ...book, functionName, args, blockNumber: block });
       const [state, outstanding, due, dpd, onChainHead] = await Promise.all([
         read("loan_state", [loanId]),
         read("outstanding", [loanId]),
@@ -124,7 +126,7 @@ async function audit(event) {
     }
     render();
     const bad = rows.filter((r) => !r.chainOk || r.problems.length || (r.backendState !== r.state && token)).length;
-    status(`${rows.length} loan(s) read from the chain; ${bad} with a mismatch.`, bad ? "error" : "info");
+    status(`${rows.length} loan(s) read from the chain at block ${block}; ${bad} with a mismatch.`, bad ? "error" : "info");
     $("#csv").disabled = rows.length === 0;
   } catch (error) {
     status(String(error.message), "error");

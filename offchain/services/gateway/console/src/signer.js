@@ -1,5 +1,5 @@
 // Signer console: check what is signed against the chain itself, then sign with an EIP-1193 wallet.
-import { getAddress, hashTypedData } from "viem";
+import { getAddress, hashDomain, hashStruct, hashTypedData } from "viem";
 import { $, api, busy, chainClient, config, el, status, table, tokenBox } from "./common.js";
 import { payoutRefOf, termsHashOf } from "./canonical.js";
 
@@ -154,7 +154,14 @@ async function review(loanId) {
           el("strong", { class: c.ok ? "ok" : "bad", "data-check": c.ok ? "ok" : "mismatch" }, c.ok ? "match" : "MISMATCH"),
         ]),
       ),
-      el("p", { id: "digest" }, "Digest to compare on your hardware wallet: ", el("code", {}, localDigest)),
+      el("h3", {}, "Compare on your hardware wallet"),
+      el(
+        "dl",
+        { class: "facts", id: "hashes" },
+        el("dt", {}, "Domain hash"), el("dd", { id: "domain-hash" }, el("code", {}, hashDomain({ domain: typedData.domain, types: typedData.types }))),
+        el("dt", {}, "Message hash"), el("dd", { id: "message-hash" }, el("code", {}, hashStruct({ data: typedData.message, primaryType: "ApproveDisbursement", types: typedData.types }))),
+        el("dt", {}, "EIP-712 digest"), el("dd", { id: "digest" }, el("code", {}, localDigest)),
+      ),
       el("h3", {}, "Agreement (as the gateway stores it)"),
       el("pre", { id: "agreement", tabindex: "0" }, JSON.stringify(shown(agreement, doc.payout.account_masked), null, 2)),
     );
