@@ -144,3 +144,32 @@ def test_an_agreement_altered_on_the_server_is_refused(browser: Any, stack: Stac
         assert console.errors() == []
     finally:
         console.close()
+
+
+def test_a_governance_proposal_is_decoded_and_confirmed_from_the_wallet(browser: Any, stack: Stack) -> None:
+    loan_id = pending_loan(stack, f"console-governance-{time.time_ns()}")
+    chain_loan_id = stack.loan(loan_id)["chain_loan_id"]
+    reason = int.from_bytes(b"console-test".ljust(32, b"\0"), "big")
+    expires = stack.head_timestamp() + 86_400
+    propose = stack.committee.encode_abi(
+        "propose", args=[6, "0x" + "00" * 20, bytes.fromhex(chain_loan_id[2:]), reason, expires]
+    )
+    stack.transact(stack.signer_keys[0], stack.deployment.committee_address, propose)
+    proposal = stack.committee.functions.proposal_count().call()
+    console = Console(browser, stack, key=stack.signer_keys[1])
+    try:
+        sign_in(console)
+        shown = console.wait(f'[data-proposal="{proposal}"]')
+        assert shown.inner_text() == f'Cancel loan {chain_loan_id} (reason "console-test")'
+        assert stack.committee.functions.confirmations(proposal).call() == 1
+        console.page.get_by_role("button", name=f"Confirm #{proposal}").click()
+        until(
+            lambda: "confirm mined" in console.page.locator("#status").inner_text(), what="the confirmation"
+        )
+        assert stack.committee.functions.confirmations(proposal).call() == 2
+        assert console.page.get_by_role("button", name=f"Execute #{proposal}").is_enabled()
+        console.screenshot("signer-governance-1280")
+        assert console.errors() == []
+    finally:
+        console.close()
+    assert stack.loan(loan_id)["chain_state"] == "PENDING"  # confirmed, not executed

@@ -1,5 +1,5 @@
 // Signer console: check what is signed against the chain itself, then sign with an EIP-1193 wallet.
-import { getAddress, hashDomain, hashStruct, hashTypedData } from "viem";
+import { encodeFunctionData, getAddress, hashDomain, hashStruct, hashTypedData, hexToBigInt, hexToString, trim } from "viem";
 import { $, api, busy, chainClient, config, el, status, table, tokenBox } from "./common.js";
 import { payoutRefOf, termsHashOf } from "./canonical.js";
 
@@ -236,6 +236,98 @@ async function watchApproved(loanId) {
   }
 }
 
+
+// -- governance: the committee's proposals, decoded ------------------------------------------------
+
+const ACTIONS = {
+  1: (p) => `Add signer ${p.target}; threshold becomes ${p.value}`,
+  2: (p) => `Remove signer ${p.target}; threshold becomes ${p.value}`,
+  3: (p) => `Set the approval threshold to ${p.value}`,
+  4: (p) => `Large-loan tier: ${p.value} approvals for a principal of at least ${hexToBigInt(p.arg)} (minor units)`,
+  5: (p) => `Write off loan ${p.arg}`,
+  6: (p) => `Cancel loan ${p.arg} (reason ${reason(p.value)})`,
+  7: () => "Pause LoanBook (no new loans, approvals or disbursements)",
+  8: () => "Unpause LoanBook",
+  9: (p) => `Grant role ${p.arg} on LoanBook to ${p.target}`,
+  10: (p) => `Revoke role ${p.arg} on LoanBook from ${p.target}`,
+};
+
+function reason(value) {
+  const hex = `0x${BigInt(value).toString(16).padStart(64, "0")}`;
+  try {
+    const text = hexToString(trim(hex, { dir: "right" }));
+    return /^[\x20-\x7e]+$/.test(text) ? `"${text}"` : hex;
+  } catch {
+    return hex;
+  }
+}
+
+export const describeProposal = (p) => (ACTIONS[p.action] ?? (() => `unknown action ${p.action}`))(p);
+
+async function sendFromWallet(functionName, args) {
+  if (!account) await connectWallet();
+  const cfg = await config();
+  const data = encodeFunctionData({ abi: cfg.committee.abi, functionName, args });
+  busy(true);
+  status(`Waiting for the wallet to send ${functionName}…`);
+  try {
+    const hash = await window.ethereum.request({ method: "eth_sendTransaction", params: [{ from: account, to: cfg.committee.address, data }] });
+    const client = await chainClient();
+    await client.waitForTransactionReceipt({ hash });
+    status(`${functionName} mined in ${hash}.`);
+    await loadProposals();
+  } catch (error) {
+    status(String(error.message), "error");
+  } finally {
+    busy(false);
+  }
+}
+
+async function loadProposals() {
+  const box = $("#proposals");
+  try {
+    const cfg = await config();
+    const client = await chainClient();
+    const committee = { address: cfg.committee.address, abi: cfg.committee.abi };
+    const block = await client.getBlockNumber();
+    const read = (functionName, args = []) => client.readContract({ ...committee, functionName, args, blockNumber: block });
+    const [count, epoch, threshold, head] = await Promise.all([read("proposal_count"), read("epoch"), read("threshold"), client.getBlock({ blockNumber: block })]);
+    const ids = [];
+    for (let id = count; id >= 1n && ids.length < 20; id -= 1n) ids.push(id);
+    const proposals = await Promise.all(ids.map(async (id) => ({ id, ...(await read("proposals", [id])), confirmed: await read("confirmations", [id]) })));
+    box.replaceChildren(
+      el("p", {}, `Committee epoch ${epoch}, threshold ${threshold}, ${count} proposal(s).`),
+      proposals.length
+        ? table(
+            ["#", "What it changes", "Confirmations", "Epoch", "Expires", "State", ""],
+            proposals.map((p) => {
+              const open = !p.executed && p.epoch === epoch && p.expires_at >= head.timestamp;
+              return [
+                String(p.id),
+                el("span", { "data-proposal": String(p.id) }, describeProposal(p)),
+                `${p.confirmed} of ${threshold}`,
+                String(p.epoch),
+                new Date(Number(p.expires_at) * 1000).toISOString(),
+                p.executed ? "executed" : open ? "open" : "stale",
+                open
+                  ? el(
+                      "span",
+                      {},
+                      el("button", { type: "button", "data-confirm": String(p.id), onclick: () => sendFromWallet("confirm", [p.id]) }, `Confirm #${p.id}`),
+                      el("button", { type: "button", "data-execute": String(p.id), disabled: p.confirmed < threshold, onclick: () => sendFromWallet("execute", [p.id]) }, `Execute #${p.id}`),
+                    )
+                  : "",
+              ];
+            }),
+          )
+        : el("p", {}, "No proposals."),
+    );
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "bad" }, String(error.message)));
+  }
+}
+
 $("#connect").addEventListener("click", () => connectWallet().catch((e) => status(String(e.message), "error")));
 document.addEventListener("identity", loadLoans);
 loadLoans();
+loadProposals();
