@@ -17,6 +17,7 @@ from offchain.platform import auth
 from offchain.platform.access import public
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
+from offchain.services.gateway.routes import COMMON_ERRORS, LOAN_NOT_FOUND
 from offchain.services.gateway.usecases import not_found
 
 HERE = Path(__file__).parent
@@ -113,6 +114,7 @@ def mask(account_number: str) -> str:
 
 @router.get(
     "/api/loans/{loan_id}/agreement",
+    responses={**LOAN_NOT_FOUND, **COMMON_ERRORS},
     summary="The loan's canonical agreement document as stored, with the payout account masked",
 )
 async def agreement(loan_id: uuid.UUID, principal: ReadLoans, db: DatabaseDep) -> JSONResponse:
