@@ -28,15 +28,26 @@ async function action(label, run) {
   }
 }
 
+// HealthStatus (the seed's shape): status, checkedAt, smeServices and caasServices by name.
 async function loadHealth() {
   try {
     const health = await call("GET", "/v1/health");
-    const components = Object.entries(health.components || health.checks || {});
+    const good = (value) => ["healthy", "ok", "ready"].includes(String(value));
+    const components = [
+      ...Object.entries(health.smeServices || {}).map(([name, c]) => [`SME ${name}`, c]),
+      ...Object.entries(health.caasServices || {}).map(([name, c]) => [name, c]),
+    ];
     section("#health", [
-      el("p", {}, "Overall: ", el("strong", { id: "overall", class: health.status === "ok" ? "ok" : "bad" }, String(health.status))),
-      components.length
-        ? table(["Component", "Status", "Detail"], components.map(([name, c]) => [name, String(c.status ?? c), c.detail ? JSON.stringify(c.detail) : ""]))
-        : el("pre", { tabindex: "0" }, JSON.stringify(health, null, 2)),
+      el("p", {}, "Overall: ", el("strong", { id: "overall", class: good(health.status) ? "ok" : "bad" }, String(health.status)), ` (checked ${health.checkedAt ?? ""})`),
+      table(
+        ["Component", "Status", "Latency (ms)", "Detail"],
+        components.map(([name, c]) => [
+          name,
+          el("span", { class: good(c?.status ?? c) ? "ok" : "bad" }, String(c?.status ?? c)),
+          c?.latency_ms ?? "",
+          c?.detail ? JSON.stringify(c.detail) : "",
+        ]),
+      ),
     ]);
   } catch (error) {
     failed("#health", error);
@@ -133,7 +144,7 @@ async function loadDeadLetters() {
 async function loadAudit() {
   try {
     const entries = (await call("GET", "/v1/audit/log?limit=20")).data;
-    section("#audit", table(["When", "Actor", "Action", "Subject"], entries.map((e) => [e.at ?? e.created_at ?? "", e.actor, e.action, `${e.subject_type} ${e.subject_id}`])));
+    section("#audit", table(["When", "Actor", "Action", "Subject"], entries.map((e) => [e.occurred_at, e.actor, e.action, `${e.subject_type} ${e.subject_id}`])));
   } catch (error) {
     failed("#audit", error);
   }
