@@ -27,8 +27,18 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The consoles' browser bundle (viem + the pages' ES modules), built once into static files.
+CONSOLE := offchain/services/gateway/console
+$(CONSOLE)/static/signer.js: node_modules/.installed $(CONSOLE)/build.mjs $(wildcard $(CONSOLE)/src/*)
+	node $(CONSOLE)/build.mjs
+
+# Debian's Chromium for the browser tests (Playwright's own browser download is not reachable).
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium)
+
 .PHONY: setup
-setup: $(VENV)/.installed node_modules/.installed ## install Python deps (.venv) and Anvil (node_modules)
+setup: $(VENV)/.installed node_modules/.installed $(CONSOLE)/static/signer.js ## install Python deps (.venv) and Anvil (node_modules)
 
 # Always from clean: ape's incremental compile once reused stale bytecode after sources were
 # edited and restored (a clean checkout over an old .build then deployed the wrong code).
@@ -47,6 +57,7 @@ test: setup ## set up, then run every test suite
 	$(MAKE) --no-print-directory test-offchain
 	$(MAKE) --no-print-directory test-stack
 	$(MAKE) --no-print-directory test-system
+	$(MAKE) --no-print-directory test-browser
 
 .PHONY: test-contracts
 test-contracts: compile ## ape tests of the contracts against Anvil (compiled from clean)
@@ -70,6 +81,10 @@ test-stack: setup ## `caas up` end to end in a scratch dir (embedded default; ne
 .PHONY: test-system
 test-system: setup ## system tests: `caas demo`, default + write-off, payout retry on a fresh stack (ports 8000-8010)
 	$(OFFCHAIN_PYTEST) tests/system -m stack -s
+
+.PHONY: test-browser
+test-browser: setup chromium ## the consoles in Debian's Chromium (Playwright) against `caas up` (ports 8000-8010)
+	$(OFFCHAIN_PYTEST) tests/browser -m stack -s
 
 .PHONY: gas
 gas: setup ## gas table of the contracts (docs/BENCHMARKS.md)

@@ -315,6 +315,7 @@ def ready_summary(options: StackOptions, settings: Settings, env: dict[str, str]
     rows = [
         ("partner API", f"{gateway}/v1   (OpenAPI: {gateway}/docs)"),
         ("health", f"http://{host}:8010/v1/health"),
+        ("consoles", f"{gateway}/console/signer  /console/auditor  /console/operator"),
         ("chain", env["CHAIN_RPC_URL"]),
     ]
     try:

@@ -15,7 +15,7 @@ from offchain.platform.settings import Settings, get_settings
 from offchain.services.analytics import routes as analytics_routes
 from offchain.services.collections import routes as collections_routes
 from offchain.services.disbursement.routes import router as payout_routes
-from offchain.services.gateway import operations, paystack_webhooks, sme_events
+from offchain.services.gateway import console, operations, paystack_webhooks, sme_events
 from offchain.services.gateway.committee import routes as committee_routes
 from offchain.services.gateway.routes import router
 from offchain.services.health import gateway_proxy as health
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.paystack_metrics = paystack_webhooks.PaystackWebhookMetrics(app.state.metrics.registry)
     health.install(app)  # GET /v1/health: health:8010's HealthStatus (detail for operators)
+    console.install(app)  # /console: signer, auditor and operator pages (docs/CONSOLES.md)
     return app

@@ -24,6 +24,8 @@ def public(reason: str) -> AccessRule:
 TX_CALLERS = AccessRule.service(frozenset({"gateway", "disbursement", "repayment", "collections"}))
 
 # The spec: every (method, path) any service serves, and who may call it.
+CONSOLE_PAGE = public("a static page with no data: every API it calls authenticates the caller itself")
+
 RULES: dict[tuple[str, str], AccessRule] = {
     # partner API (gateway)
     ("GET", "/v1/loans/{loan_id}"): P(A.LOAN_READ),
@@ -38,6 +40,15 @@ RULES: dict[tuple[str, str], AccessRule] = {
     ("POST", "/v1/offers/{offer_id}/accept"): P(A.APPLICATION_CREATE),
     ("GET", "/v1/loans/{loan_id}/approval-request"): P(A.LOAN_READ),
     ("POST", "/v1/loans/{loan_id}/approvals"): P(A.APPLICATION_APPROVE),
+    # consoles (gateway /console, docs/CONSOLES.md): static pages and the public chain config;
+    # the signer's agreement needs what approval-request needs
+    ("GET", "/console"): CONSOLE_PAGE,
+    ("GET", "/console/"): CONSOLE_PAGE,
+    ("GET", "/console/signer"): CONSOLE_PAGE,
+    ("GET", "/console/auditor"): CONSOLE_PAGE,
+    ("GET", "/console/operator"): CONSOLE_PAGE,
+    ("GET", "/console/api/config"): public("public chain configuration: the RPC URL and contract addresses"),
+    ("GET", "/console/api/loans/{loan_id}/agreement"): P(A.LOAN_READ),
     ("POST", "/v1/events/sme"): public("signed by the SME platform (x-sme-signature over the body)"),
     ("POST", "/v1/webhooks/paystack"): public(
         "signed by Paystack (x-paystack-signature, HMAC-SHA512 of the body)"
