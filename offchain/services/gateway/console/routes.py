@@ -11,13 +11,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from offchain.chain.client import chain_of
 from offchain.persistence.credit import Origination
 from offchain.persistence.models import Loan
 from offchain.platform import auth
 from offchain.platform.access import public
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
-from offchain.services.gateway.routes import COMMON_ERRORS, LOAN_NOT_FOUND
+from offchain.platform.partner_errors import COMMON_ERRORS, LOAN_NOT_FOUND
 from offchain.services.gateway.usecases import not_found
 
 HERE = Path(__file__).parent
@@ -86,12 +87,10 @@ async def operator_page() -> HTMLResponse:
 
 @router.get("/api/config", dependencies=[Depends(_config)], summary="The chain the consoles read")
 async def config(request: Request) -> dict[str, Any]:
-    from offchain.chain.contracts import Deployment
-
     settings = request.app.state.settings
     out: dict[str, Any] = {"rpc_url": browser_rpc_url(request)}
     if settings.chain.deployment_file:
-        deployment = Deployment.load(settings.chain.deployment_file)
+        deployment = chain_of(request.app.state.resources).deployment  # loaded once per app
         out.update(
             chain_id=deployment.chain_id,
             loan_book={
