@@ -15,10 +15,13 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 from indexer_support import Chain as IndexerChain
 from indexer_support import assert_same_tables, index_once, module_chain, new_database
@@ -31,9 +34,19 @@ from offchain.chain.indexer import ChainIndexer
 from offchain.chain.jsonrpc import JsonRpc, RpcError, RpcUnavailable, hex_int
 from offchain.chain.sender import SenderWorker
 from offchain.chain.workload import active_loans, ref
+from offchain.platform.app import AppResources
 from offchain.platform.db import Database
 from offchain.platform.devkeys import dev_roles
-from offchain.platform.settings import DatabaseSettings, IndexerSettings, SenderSettings
+from offchain.platform.problems import install_problem_handlers
+from offchain.platform.settings import (
+    ChainSettings,
+    DatabaseSettings,
+    IndexerSettings,
+    SenderSettings,
+    Settings,
+)
+from offchain.services.health.status import platform_health
+from offchain.services.registry import SERVICES
 
 MIXED = ["hang", "slow", "429", "500", "502", "503", "drop", "drop_after"]
 
@@ -191,3 +204,67 @@ async def test_indexer_through_faults_and_a_lagging_head__no_gap__equals_a_fresh
     tables = assert_same_tables(url, fresh)
     repaid = [row for row in tables["caas_chain_events"] if row[8] == "RepaymentRecorded"]
     assert len(repaid) == 80
+
+
+@pytest.mark.asyncio
+async def test_health__degraded_while_one_rpc_url_is_down__healthy_again_after(
+    settings: Settings, proxies: Callable[..., RpcFaultProxy]
+) -> None:
+    a, b = proxies(), proxies()
+    # a loaded machine may answer slowly: only the endpoints may decide here
+    base = settings.model_copy(
+        update={
+            "chain": ChainSettings(rpc_urls=[a.url, b.url]),
+            "services": settings.services.model_copy(update={"slow_probe_ms": 30_000}),
+        }
+    )
+
+    async def blockchain() -> dict[str, Any]:
+        resources = AppResources.open(SERVICES["health"], base)
+        try:
+            return (await platform_health(resources))["dependencies"]["blockchain"]
+        finally:
+            await resources.close()
+
+    assert (await blockchain())["status"] == "healthy"
+    b.always = "502"  # the second endpoint down: services use the first, health says so
+    second_down = await blockchain()
+    assert second_down["status"] == "degraded"
+    assert second_down["detail"] == f"1/2 RPC endpoints up; down: {b.url} (HTTPStatusError)"
+    b.heal()
+    a.always = "drop"  # the primary down: the services fail over to the second
+    primary_down = await blockchain()
+    assert primary_down["status"] == "degraded", primary_down
+    assert primary_down["detail"].startswith("1/2 RPC endpoints up; down: " + a.url)
+    b.always = "drop"  # both down: down
+    assert (await blockchain())["status"] == "down"
+    a.heal()
+    b.heal()
+    assert (await blockchain())["status"] == "healthy"
+
+
+def test_a_route_reading_the_chain__503_with_retry_after_while_no_node_answers(
+    proxies: Callable[..., RpcFaultProxy],
+) -> None:
+    proxy = proxies(hang_s=2.0)
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/head")
+    async def head() -> dict[str, int]:
+        rpc = JsonRpc(proxy.url, timeout_s=1.0)
+        try:
+            return {"head": hex_int(await rpc.call("eth_blockNumber"))}
+        finally:
+            await rpc.aclose()
+
+    client = TestClient(app, raise_server_exceptions=False)
+    for fault in ["502", "drop", "hang", "429"]:
+        proxy.always = fault
+        proxy.retry_after = 30  # longer than the client waits
+        answer = client.get("/head")
+        assert answer.status_code == 503, (fault, answer.text)
+        assert answer.headers["retry-after"] == "5"
+        assert "chain" in answer.json()["detail"]
+    proxy.heal()
+    assert client.get("/head").status_code == 200
