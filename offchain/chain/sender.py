@@ -1404,7 +1404,7 @@ async def run_senders(
     if not settings.chain.rpc_url:
         raise ValueError("CHAIN_RPC_URL is not set")
     rpc = JsonRpc(
-        settings.chain.rpc_url,
+        settings.chain.endpoints,  # CHAIN_RPC_URLS failover
         timeout_s=settings.chain.rpc_timeout_s,
         batch_size=settings.sender.rpc_batch_size,
     )
