@@ -13,7 +13,8 @@ The stack runs on each chain of CHAINS (`CAAS_SYSTEM_CHAINS=anvil,hardhat` narro
 
 - `anvil`: the embedded Anvil on automine, indexer depth 0, as `make run` (every journey);
 - `hardhat`: Hardhat Network (npm `hardhat`, its own EVM; hardhat.config.js) with a block every
-  2 s and indexer depth 2, passed to `caas up` as CHAIN_RPC_URL (journeys marked `all_chains`);
+  2 s and indexer depth 2, passed to `caas up` as CHAIN_RPC_URL (journeys marked `all_chains`:
+  demo, default + write-off, payout retry);
 - `anvil-1s`: the embedded Anvil with `--block-time 1` and depth 2 (journeys marked `all_chains`).
 
 Tests that move the chain's clock (`@pytest.mark.time_travel`) run last: approval deadlines
