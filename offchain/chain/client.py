@@ -50,7 +50,7 @@ class ChainClient:
         if not self.settings.rpc_url:
             raise ChainNotConfigured("CHAIN_RPC_URL is not set")
         if self._rpc is None:
-            self._rpc = JsonRpc(self.settings.rpc_url, timeout_s=self.settings.rpc_timeout_s)
+            self._rpc = JsonRpc(self.settings.endpoints, timeout_s=self.settings.rpc_timeout_s)  # failover
         return self._rpc
 
     async def aclose(self) -> None:

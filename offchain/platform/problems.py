@@ -202,6 +202,8 @@ def _dependency_down(exc: BaseException) -> str | None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+    from offchain.chain.jsonrpc import RpcUnavailable
+
     # the plain asyncpg connections of the hot reads (Database.fetch_one) raise the driver's own errors
     driver_lost = (
         asyncpg.PostgresConnectionError,
@@ -220,6 +222,8 @@ def _dependency_down(exc: BaseException) -> str | None:
             isinstance(current, DBAPIError) and current.connection_invalidated
         ):
             return "database"
+        if isinstance(current, RpcUnavailable):  # no chain node answered (offchain.chain.jsonrpc)
+            return "chain"
         if isinstance(current, (ConnectionRefusedError, ConnectionResetError)) or (
             isinstance(current, OSError) and current.errno in (111, 104, 110)
         ):

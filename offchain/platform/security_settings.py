@@ -84,6 +84,7 @@ def unsafe_in_production(settings: Any) -> list[str]:
     if settings.indexer.confirmations < 1:
         problems.append(
             "INDEXER__CONFIRMATIONS=0: money would move on events of blocks that can still be reorged"
+            " (set a depth of at least 1, e.g. 2 on Hardhat/Anvil, 12+ on a public L2; docs/CHAINS.md)"
         )
     if settings.outbound.allow_loopback:
         problems.append("OUTBOUND_ALLOW_LOOPBACK=true: partner URLs could reach this host")

@@ -110,6 +110,16 @@ class RedisSettings(_Group):
 
 class ChainSettings(_Group):
     rpc_url: OptionalStr = Field(default=None, validation_alias=_flat("rpc_url", "CHAIN_RPC_URL"))
+    # Several endpoints of one chain, tried in order with failover (offchain.chain.jsonrpc):
+    # `CHAIN_RPC_URLS=https://a,https://b`. CHAIN_RPC_URL, when set, is the first of them;
+    # when only the list is set, CHAIN_RPC_URL becomes its first entry.
+    rpc_urls: list[str] = Field(default_factory=list, validation_alias=_flat("rpc_urls", "CHAIN_RPC_URLS"))
+    # What makes a block final for this network: `depth` (INDEXER__CONFIRMATIONS blocks behind
+    # the head; every EVM), or the node's `safe` / `finalized` block tag (post-merge Ethereum,
+    # OP-stack L2s such as Base). See docs/CHAINS.md.
+    finality: Literal["depth", "safe", "finalized"] = Field(
+        default="depth", validation_alias=_flat("finality", "CHAIN_FINALITY")
+    )
     deployment_file: Path | None = Field(
         default=None, validation_alias=_flat("deployment_file", "DEPLOYMENT_FILE")
     )
@@ -127,12 +137,33 @@ class ChainSettings(_Group):
     def _blank_path(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
-    @field_validator("signer_keys", mode="before")
+    @field_validator("signer_keys", "rpc_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("finality", mode="before")
+    @classmethod
+    def _finality_name(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_endpoint_list(self) -> ChainSettings:
+        for url in self.rpc_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"CHAIN_RPC_URLS: {url!r} is not an http(s) URL")
+        if self.rpc_url and self.rpc_url not in self.rpc_urls and self.rpc_urls:
+            self.rpc_urls = [self.rpc_url, *self.rpc_urls]
+        elif not self.rpc_url and self.rpc_urls:
+            self.rpc_url = self.rpc_urls[0]
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every configured RPC URL, the primary first (empty: no chain configured)."""
+        return self.rpc_urls or ([self.rpc_url] if self.rpc_url else [])
 
 
 class SenderSettings(_Group):

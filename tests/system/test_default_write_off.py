@@ -12,7 +12,7 @@ from system_support import DAY, Stack, lagos_date, until
 
 from offchain.domain.loan_book import LoanState
 
-pytestmark = [pytest.mark.stack, pytest.mark.time_travel]
+pytestmark = [pytest.mark.stack, pytest.mark.time_travel, pytest.mark.all_chains]
 HOUR = 3_600
 
 

@@ -12,7 +12,7 @@ from system_support import Stack
 
 from offchain.domain.loan_book import LoanState
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.all_chains]
 
 TX = re.compile(r"^\s+tx (0x[0-9a-f]{64})$", re.MULTILINE)
 DONE = re.compile(r"^done in [\d.]+s: loan ([0-9a-f-]{36}) is REPAID on chain", re.MULTILINE)

@@ -9,7 +9,7 @@ from system_support import Stack, until
 
 from offchain.domain import money_movement
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.all_chains]
 
 
 def test_payout__fails_then_succeeds_on_retry__same_reference_one_disbursement(stack: Stack) -> None:

@@ -38,7 +38,7 @@ async def run_indexer(
     own_db = db is None
     database = db or Database.from_settings(settings.database, application_name="caas-indexer")
     rpc = JsonRpc(
-        settings.chain.rpc_url,
+        settings.chain.endpoints or [settings.chain.rpc_url or ""],  # CHAIN_RPC_URLS failover
         timeout_s=settings.chain.rpc_timeout_s,
         batch_size=settings.indexer.rpc_batch_size,
     )

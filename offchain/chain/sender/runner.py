@@ -76,7 +76,7 @@ async def run_senders(
     if not settings.chain.rpc_url:
         raise ValueError("CHAIN_RPC_URL is not set")
     rpc = JsonRpc(
-        settings.chain.rpc_url,
+        settings.chain.endpoints,  # CHAIN_RPC_URLS failover
         timeout_s=settings.chain.rpc_timeout_s,
         batch_size=settings.sender.rpc_batch_size,
     )
@@ -100,7 +100,7 @@ async def _main(until_idle: bool, within_s: float) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         if until_idle:
-            rpc = JsonRpc(settings.chain.rpc_url or "", timeout_s=settings.chain.rpc_timeout_s)
+            rpc = JsonRpc(settings.chain.endpoints, timeout_s=settings.chain.rpc_timeout_s)
             try:
                 for worker in build_workers(db, rpc, settings):
                     await worker.drain(within_s=within_s)

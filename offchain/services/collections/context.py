@@ -67,7 +67,7 @@ class Collections:
                 title="Chain not configured",
                 detail="CHAIN_RPC_URL and DEPLOYMENT_FILE are needed for a close of business",
             )
-        rpc = JsonRpc(settings.chain.rpc_url, timeout_s=settings.chain.rpc_timeout_s)
+        rpc = JsonRpc(settings.chain.endpoints, timeout_s=settings.chain.rpc_timeout_s)  # failover
         keys = sending_keys(settings)
         return cls(
             db=db,

@@ -18,6 +18,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from offchain.chain.jsonrpc import JsonRpc
 from offchain.domain import health as rules
 from offchain.eventbus.messages import StreamNames
 from offchain.platform.app import AppResources
@@ -73,6 +74,20 @@ def _deployment_chain_id(resources: AppResources) -> int | None:
     return resources.extras["chain_id"]
 
 
+async def _failover_endpoints(settings: Any, primary: ProbeResult, probe_s: float) -> ProbeResult:
+    """CHAIN_RPC_URLS: `degraded` while any endpoint is down (the service fails over meanwhile)."""
+    rpc = JsonRpc(settings.chain.endpoints, timeout_s=probe_s)
+    try:
+        states = await rpc.probe(timeout_s=probe_s)
+    finally:
+        await rpc.aclose()
+    down = [f"{s['endpoint']} ({s['detail']})" for s in states if not s["up"]]
+    if not down or len(down) == len(states):
+        return primary
+    detail = f"{len(states) - len(down)}/{len(states)} RPC endpoints up; down: {', '.join(down)}"
+    return ProbeResult("degraded", primary.latency_ms, detail)
+
+
 async def _chain_and_database(
     resources: AppResources, metrics: HealthMetrics | None
 ) -> tuple[ProbeResult, dict[str, ProbeResult]]:
@@ -96,12 +111,16 @@ async def _chain_and_database(
         blockchain = NOT_CONFIGURED
     elif isinstance(head, _Failed):
         blockchain = ProbeResult("down", chain_latency, head.detail)
+        if len(settings.chain.endpoints) > 1:  # the services fail over to the others meanwhile
+            blockchain = await _failover_endpoints(settings, blockchain, timeout)
     else:
         max_age = settings.health.max_head_age_s
         judged = rules.judge_head(number=head.number, age_s=head.age_s, max_age_s=max_age)
         if judged.status == "healthy" and chain_latency and chain_latency > settings.services.slow_probe_ms:
             judged = rules.Verdict("degraded", f"slow ({chain_latency} ms); {judged.detail}")
         blockchain = _verdict(judged, chain_latency)
+        if blockchain.status == "healthy" and len(settings.chain.endpoints) > 1:
+            blockchain = await _failover_endpoints(settings, blockchain, timeout)
         if metrics is not None:
             metrics.head_block.set(head.number)
             metrics.head_age.set(max(0.0, head.age_s))

@@ -240,7 +240,7 @@ async def run_reconciliation(
     chain = resources.settings.chain
     rpc = (
         JsonRpc(
-            chain.rpc_url,
+            chain.endpoints,  # CHAIN_RPC_URLS failover
             timeout_s=chain.rpc_timeout_s,
             batch_size=resources.settings.ledger.reconcile_rpc_batch,
         )

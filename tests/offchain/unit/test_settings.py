@@ -13,6 +13,8 @@ FLAT_NAMES = (
     "DATABASE_URL",
     "REDIS_URL",
     "CHAIN_RPC_URL",
+    "CHAIN_RPC_URLS",
+    "CHAIN_FINALITY",
     "DEPLOYMENT_FILE",
     "PAYSTACK_SECRET_KEY",
     "SME_EVENTS_SECRET",
@@ -174,3 +176,34 @@ def test_production_refuses_unsafe_trust_settings(
     assert named in str(caught.value)
     if value and name == "SERVICE_KEY":
         assert value not in str(caught.value)  # names the setting, never echoes the key
+
+
+def test_chain_rpc_urls_list_and_primary(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CHAIN_RPC_URLS", "https://a.example/rpc, https://b.example/rpc,,")
+    chain = Settings().chain
+    assert chain.rpc_urls == ["https://a.example/rpc", "https://b.example/rpc"]
+    assert chain.rpc_url == "https://a.example/rpc"  # consumers of the single URL get the first
+    assert chain.endpoints == chain.rpc_urls
+    clean_env.setenv("CHAIN_RPC_URL", "http://primary:8545")
+    assert Settings().chain.endpoints == [
+        "http://primary:8545",
+        "https://a.example/rpc",
+        "https://b.example/rpc",
+    ]
+    clean_env.delenv("CHAIN_RPC_URLS")
+    assert Settings().chain.endpoints == ["http://primary:8545"]
+    clean_env.setenv("CHAIN_RPC_URLS", "node-without-scheme:8545")
+    with pytest.raises(ValidationError, match="not an http"):
+        Settings()
+
+
+@pytest.mark.parametrize("value", ["depth", "safe", "Finalized"])
+def test_chain_finality_names(clean_env: pytest.MonkeyPatch, value: str) -> None:
+    clean_env.setenv("CHAIN_FINALITY", value)
+    assert Settings().chain.finality == value.lower()
+
+
+def test_chain_finality_refuses_unknown_names(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("CHAIN_FINALITY", "latest")
+    with pytest.raises(ValidationError, match="finality"):
+        Settings()
