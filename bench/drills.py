@@ -63,6 +63,7 @@ from stack import (
     stack,
     wait_recorded,
 )
+from eventually import eventually  # tests/support is on sys.path through `stack`
 
 from offchain.chain.contracts import sign_approval
 from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
@@ -141,14 +142,7 @@ class Journey(threading.Thread):
             time.sleep(0.5)
 
     def _until(self, what: str, check: Any) -> Any:
-        deadline = time.monotonic() + STEP_S
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what} (phase {self.phase})")
-            time.sleep(0.3)
+        return eventually(check, what=f"{what} (phase {self.phase})", within_s=STEP_S, every=0.3)
 
     def _loan(self) -> dict[str, Any]:
         return self._call(self.api, "GET", f"/v1/loans/{self.loan_id}", (200,))

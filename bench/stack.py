@@ -25,7 +25,7 @@ import psycopg2
 from eth_utils import keccak
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "system")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support"), str(ROOT / "tests" / "system")]
 
 from system_support import Stack  # noqa: E402
 

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from http_receiver import Receiver, receiver
 from sqlalchemy import func, select, update
+from eventually import eventually_async
 
 from offchain.eventbus import StreamNames, publish, replay, run_relay
 from offchain.eventbus.messages import Event
@@ -117,14 +118,8 @@ def partner() -> uuid.UUID:
 
 
 async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    """Webhook deliveries are quick: a short default wait, polled often."""
+    return await eventually_async(check, what=what, within_s=within, every=0.05)
 
 
 async def create_endpoint(http, partner, url: str, event_types=("*",), **extra) -> dict:
