@@ -48,7 +48,9 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
+from eventually import eventually
 from load import Tally, Traffic, count_applications, setup_loans
 from report import write_section
 from stack import (
@@ -63,7 +65,6 @@ from stack import (
     stack,
     wait_recorded,
 )
-from eventually import eventually  # tests/support is on sys.path through `stack`
 
 from offchain.chain.contracts import sign_approval
 from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
