@@ -7,15 +7,14 @@ database, Redis and Anvil with freshly deployed contracts; the SME platform is t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from eventually import eventually_async
+from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 
 from offchain.chain.contracts import sign_approval
 from offchain.chain.deployment import deploy
@@ -204,12 +203,22 @@ async def test_sme_kyc_verified__pre_assessment_notifies_the_platform_once(
             ignored = await post(unknown, sign(unknown, SME_SECRET))
             assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
 
-            async def notified():
+            async def notified(user: str = "bright-bakery-ltd"):
                 listed = (await sme.get("/simulate/sme/notifications")).json()
                 items = listed if isinstance(listed, list) else listed.get("notifications", [])
-                return [n for n in items if "bright-bakery-ltd" in str(n)]
+                return [n for n in items if user in str(n)]
 
             notes = await eventually_async(notified, within_s=30)
-            await asyncio.sleep(1.0)  # a duplicate would have arrived by now
+            # a later event on the same stream, for another SME, notified: a duplicate would be before it
+            marker = encode_event(
+                "sme.kyc.verified",
+                {"user_id": "acme-trading-ltd", "kyc_status": "verified"},
+                event_id=f"evt-{uuid.uuid4()}",
+                created_at="2026-11-27T12:00:01Z",
+            )
+            assert (await post(marker, sign(marker, SME_SECRET))).status_code == 202
+            await eventually_async(
+                lambda: notified("acme-trading-ltd"), what="the marker SME notified", within_s=30
+            )
             assert len(await notified()) == 1, notes
             assert "credit.available" in str(notes[0])
