@@ -13,12 +13,12 @@ import json
 import uuid
 
 import pytest
+from eventually import eventually_async
 from identities import operator_headers
 from journey_support import approved_loan, loan_state
 from money_support import _charge, _partner_headers, running_stack
 from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select, text
-from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
@@ -308,7 +308,27 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
 
         review = await eventually_async(in_review, within_s=60)
         assert "shared_payout_account" in review["last_error"], review
-        await asyncio.sleep(1.0)
+        # a payout to the borrower's SME wallet goes through the SME platform, not Paystack; paid
+        # after the held one went to review, it shows the payout worker has moved on past it
+        wallet_loan = await approved_loan(
+            client,
+            headers,
+            external_id="payout-wallet",
+            payout={"method": "wallet", "account_number": "7012345678", "bank_code": "999"},
+        )
+        await loan_state(client, headers, wallet_loan["loan_id"], "ACTIVE", within_s=120)
+        wallet_payout = (await client.get(f"/v1/payouts/{wallet_loan['loan_id']}", headers=headers)).json()
+        assert (wallet_payout["rail"], wallet_payout["status"], wallet_payout["attempt"]) == (
+            "sme",
+            "succeeded",
+            1,
+        )
+        sent = (await sim.get(f"/sme/wallet/transfers/{wallet_payout['reference']}")).json()
+        assert (sent["wallet_id"], sent["amount"], sent["status"]) == (
+            "7012345678",
+            wallet_payout["amount"]["value"],
+            "successful",
+        )
         assert (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()[
             "status"
         ] == "review"
@@ -336,27 +356,6 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
         )
         actions = {e["action"] for e in (await client.get("/v1/audit/log", headers=headers)).json()["data"]}
         assert {"offer.accept", "loan.approval", "payout.release"} <= actions, actions
-
-        # a payout to the borrower's SME wallet goes through the SME platform, not Paystack
-        wallet_loan = await approved_loan(
-            client,
-            headers,
-            external_id="payout-wallet",
-            payout={"method": "wallet", "account_number": "7012345678", "bank_code": "999"},
-        )
-        await loan_state(client, headers, wallet_loan["loan_id"], "ACTIVE", within_s=120)
-        wallet_payout = (await client.get(f"/v1/payouts/{wallet_loan['loan_id']}", headers=headers)).json()
-        assert (wallet_payout["rail"], wallet_payout["status"], wallet_payout["attempt"]) == (
-            "sme",
-            "succeeded",
-            1,
-        )
-        sent = (await sim.get(f"/sme/wallet/transfers/{wallet_payout['reference']}")).json()
-        assert (sent["wallet_id"], sent["amount"], sent["status"]) == (
-            "7012345678",
-            wallet_payout["amount"]["value"],
-            "successful",
-        )
 
         # an integration with OTP on: the transfer waits until the business enters the OTP
         assert (await sim.post("/simulate/scenario", json={"transfer": {"otp": True}})).status_code == 200
