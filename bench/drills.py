@@ -48,7 +48,9 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
+from eventually import eventually
 from load import Tally, Traffic, count_applications, setup_loans
 from report import write_section
 from stack import (
@@ -141,14 +143,7 @@ class Journey(threading.Thread):
             time.sleep(0.5)
 
     def _until(self, what: str, check: Any) -> Any:
-        deadline = time.monotonic() + STEP_S
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what} (phase {self.phase})")
-            time.sleep(0.3)
+        return eventually(check, what=f"{what} (phase {self.phase})", within_s=STEP_S, every=0.3)
 
     def _loan(self) -> dict[str, Any]:
         return self._call(self.api, "GET", f"/v1/loans/{self.loan_id}", (200,))

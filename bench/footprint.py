@@ -14,10 +14,7 @@ the stack really takes from the machine. The target server has 1 CPU and 4 GB fo
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +25,9 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+import launcher  # tests/support: the one `caas up` launcher
 from report import write_section
-
-from offchain.platform.devstack import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = range(8000, 8011)
@@ -39,9 +36,7 @@ MiB = 1024**2
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return launcher.free_port()
 
 
 def _port_busy(port: int) -> bool:
@@ -99,60 +94,31 @@ def _measure(root: psutil.Process, state_dir: Path) -> dict[str, tuple[int, int,
     return {name: (row[0], row[1], row[2]) for name, row in sorted(rows.items())}
 
 
-def _wait_live(process: subprocess.Popen[bytes], within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    with httpx.Client(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"caas up exited with {process.returncode}")
-            try:
-                answers = [client.get(f"http://127.0.0.1:{port}/health/live") for port in PORTS]
-                if all(answer.status_code == 200 for answer in answers):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    raise RuntimeError(f"stack not live within {within_s}s")
-
-
 def run(mode: str, *, settle_s: float) -> Measure:
     processes = mode == "processes"
     with tempfile.TemporaryDirectory(prefix="caas-footprint-") as scratch:
         state_dir = Path(scratch) / "state"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("DATABASE_URL", "REDIS_URL", "CHAIN_RPC_URL", "DEPLOYMENT_FILE", "SIMULATOR_URL")
-        }
-        command = [
-            sys.executable, "-m", "offchain.cli", "up",
+        up = launcher.start(
+            Path(scratch),
             "--state-dir", str(state_dir),
             "--deployment-file", str(Path(scratch) / "deployments" / "local.json"),
-            "--anvil-port", str(_free_port()),
             "--simulator-port", str(_free_port()),
-        ] + (["--processes"] if processes else [])  # fmt: skip
-        started = time.monotonic()
-        with (Path(scratch) / "up.log").open("wb") as log:
-            up = subprocess.Popen(
-                command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            *(["--processes"] if processes else []),
+            strip=("DATABASE_URL", "REDIS_URL", "CHAIN_RPC_URL", "DEPLOYMENT_FILE", "SIMULATOR_URL"),
+            state_dir=state_dir,
+            log=Path(scratch) / "up.log",
+        )  # fmt: skip
         try:
-            _wait_live(up, within_s=240)
-            startup = time.monotonic() - started
+            startup = up.wait_ready(240, ports=PORTS, probe="/health/live")
             # health:8010 answers services and operators: the stack's dev operator token
-            token = read_env_file(state_dir / "dev.env")["DEMO_OPERATOR_TOKEN"]
+            token = up.dev_env["DEMO_OPERATOR_TOKEN"]
             with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
                 for _ in range(3):  # every service probed, the health monitor has run
                     client.get("http://127.0.0.1:8010/v1/health").raise_for_status()
             time.sleep(settle_s)
-            rows = _measure(psutil.Process(up.pid), state_dir)
+            rows = _measure(psutil.Process(up.process.pid), state_dir)
         finally:
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait(10)
+            up.stop(90)
     return Measure(mode, startup, rows)
 
 

@@ -259,9 +259,9 @@ def approved_loan(client: Any, external_id: str, *, sme_user_id: str, amount: in
         body = client.get(f"/v1/applications/{created['id']}")
         return body if body["status"] not in ("submitted", "underwriting") else None
 
-    from system_support import until
+    from eventually import eventually
 
-    application = until(decided, what="the decision")
+    application = eventually(decided, what="the decision")
     assert application["status"] == "offered", application
     # and its own payout account: one account receiving several borrowers' payouts is held too
     serial = f"{int(uuid.uuid4().hex[:8], 16) % 10**9:09d}"

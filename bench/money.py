@@ -43,7 +43,7 @@ import psycopg2
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "offchain" / "integration")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support"), str(ROOT / "tests" / "offchain" / "integration")]
 
 from http_receiver import receiver  # noqa: E402
 from journey_support import approved_loan, chain_settings, loan_state  # noqa: E402

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,32 +24,15 @@ import psycopg2
 from eth_utils import keccak
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "system")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support"), str(ROOT / "tests" / "system")]
 
+import launcher  # noqa: E402  (tests/support: the one `caas up` launcher)
+from eventually import EventuallyTimeout, eventually  # noqa: E402
 from system_support import Stack  # noqa: E402
 
 from offchain.platform.devstack import read_env_file  # noqa: E402
-from offchain.platform.embedded import port_is_free  # noqa: E402
-from offchain.services.registry import SERVICES  # noqa: E402
 
-PORTS = [spec.port for spec in SERVICES.values()]
-SIMULATOR_PORT = 8100
-# A developer's shell may point `caas up` away from its embedded default; the scripts want that default.
-STRIPPED = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CHAIN_RPC_URL",
-    "DEPLOYMENT_FILE",
-    "SIGNER_KEYS",
-    "SENDER_PRIVATE_KEY",
-    "CAAS_ENV",
-    "PAYSTACK_SECRET_KEY",
-    "SME_EVENTS_SECRET",
-    "JWT_SECRET",
-    "SIMULATOR_URL",
-    "GATEWAY_URL",
-    "DEMO_PARTNER_TOKEN",
-)
+PORTS, SIMULATOR_PORT = launcher.PORTS, launcher.SIMULATOR_PORT
 # Same clock settings as the system tests: retries of a failed payout after 1 s, and no daily
 # close of business on the wall clock (nothing here moves business dates).
 STACK_SETTINGS = {
@@ -62,14 +44,6 @@ STACK_SETTINGS = {
 # ~6 s) is for tests. Outage drills need the real provider's patience, approximated: 40 attempts,
 # at most 5 s apart (~3 minutes).
 PATIENT_WEBHOOKS = {"webhook_attempts": 40, "webhook_backoff_s": 0.5, "webhook_max_backoff_s": 5.0}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def payment_ref(reference: str) -> str:
@@ -129,23 +103,25 @@ class Running:
 
 def ready(ports: list[int], within_s: float, process: subprocess.Popen[bytes] | None = None) -> list[int]:
     """Wait for /health/ready on each port; returns those still not ready at the deadline."""
-    deadline = time.monotonic() + within_s
     pending = list(ports)
     with httpx.Client(timeout=2) as client:
-        while pending and time.monotonic() < deadline:
+
+        def still_pending() -> list[int]:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"caas up exited with {process.returncode}")
-            still = []
-            for port in pending:
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/health/ready").status_code != 200:
-                        still.append(port)
-                except httpx.HTTPError:
-                    still.append(port)
-            pending = still
-            if pending:
-                time.sleep(0.3)
+            pending[:] = [port for port in pending if not _ready(client, port)]
+            return pending
+
+        with contextlib.suppress(EventuallyTimeout):
+            eventually(still_pending, what="ready", within_s=within_s, every=0.3, accept=lambda p: not p)
     return pending
+
+
+def _ready(client: httpx.Client, port: int) -> bool:
+    try:
+        return client.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def pg_ctl(args: list[str], data: Path) -> None:
@@ -155,15 +131,6 @@ def pg_ctl(args: list[str], data: Path) -> None:
     run_pg_ctl(args, pgdata=data, user="pgserver" if os.geteuid() == 0 else None, timeout=60)
 
 
-def _processes_under(directory: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if str(directory) in " ".join(proc.info["cmdline"] or []) and proc.pid != os.getpid():
-                found.append(proc)
-    return found
-
-
 @contextlib.contextmanager
 def stack(*, env_file: str | None = None, processes: bool = False, keep: bool = False) -> Iterator[Running]:
     """Attach to the stack of `env_file`, or start `caas up` in a scratch directory and stop it after."""
@@ -171,41 +138,24 @@ def stack(*, env_file: str | None = None, processes: bool = False, keep: bool = 
         path = Path(env_file).resolve()
         yield Running(cwd=path.parent.parent, dev_env=read_env_file(path), process=None, log=None)
         return
-    busy = [port for port in [*PORTS, SIMULATOR_PORT] if not port_is_free("127.0.0.1", port)]
+    busy = launcher.busy_ports()
     if busy:
         raise SystemExit(f"ports {busy} are in use: stop the other stack, or pass --env <its .caas/dev.env>")
     cwd = Path(tempfile.mkdtemp(prefix="caas-bench-"))
-    env = {k: v for k, v in os.environ.items() if k not in STRIPPED} | STACK_SETTINGS
-    log = cwd / "caas-up.log"
-    command = [sys.executable, "-m", "offchain.cli", "up", "--anvil-port", str(free_port())]
-    if processes:
-        command.append("--processes")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    up = launcher.start(
+        cwd, *(["--processes"] if processes else []), env_overrides=STACK_SETTINGS, log=cwd / "caas-up.log"
     )
     try:
-        late = ready([*PORTS, SIMULATOR_PORT], 300, process)
-        if late:
-            raise RuntimeError(f"not ready after 300 s: {late}; see {log}")
-        print(f"stack up in {time.monotonic() - started:.0f} s ({cwd}, processes={processes})", flush=True)
-        running = Running(cwd=cwd, dev_env=read_env_file(cwd / ".caas" / "dev.env"), process=process, log=log)
-        yield running
+        ready_s = up.wait_ready(300)  # launcher.LaunchError (a RuntimeError) with the log's tail if not
+        print(f"stack up in {ready_s:.0f} s ({cwd}, processes={processes})", flush=True)
+        yield Running(cwd=cwd, dev_env=up.dev_env, process=up.process, log=up.log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        time.sleep(0.5)
+        up.stop(90)
         # a PostgreSQL restarted by a drill is not the one pgserver's cleanup knows: stop it too
         if (cwd / ".caas" / "pg" / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 pg_ctl(["-w", "-m", "fast", "stop"], cwd / ".caas" / "pg")
-        for proc in _processes_under(cwd):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        up.reap()
         if not keep:
             import shutil
 

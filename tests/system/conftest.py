@@ -28,41 +28,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
+import launcher
 import pytest
+from eventually import eventually
 from system_support import Stack
 
-from offchain.platform.devstack import read_env_file
-from offchain.platform.embedded import port_is_free
-from offchain.services.registry import SERVICES
-
-PORTS = [spec.port for spec in SERVICES.values()]
-SIMULATOR_PORT = 8100
-# What a developer's shell may carry that would point `caas up` away from its embedded default.
-STRIPPED = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CHAIN_RPC_URL",
-    "DEPLOYMENT_FILE",
-    "SIGNER_KEYS",
-    "SENDER_PRIVATE_KEY",
-    "CAAS_ENV",
-    "PAYSTACK_SECRET_KEY",
-    "SME_EVENTS_SECRET",
-    "JWT_SECRET",
-    "SIMULATOR_URL",
-    "GATEWAY_URL",
-    "DEMO_PARTNER_TOKEN",
-)
 TEST_SETTINGS = {"MONEY__PAYOUT_RETRY_BASE_S": "1", "COLLECTIONS__SCHEDULE_ENABLED": "false"}
 START_TIMEOUT_S = 300
 REPO = Path(__file__).resolve().parents[2]
@@ -116,46 +92,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _processes_under(directory: Path) -> list[psutil.Process]:
-    """Anything still running from the scratch directory (postgres, redis-server, anvil, caas)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-        except psutil.Error:
-            continue
-        if str(directory) in cmdline and proc.pid != os.getpid():
-            found.append(proc)
-    return found
-
-
-def _wait_ready(process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = [*PORTS, SIMULATOR_PORT]
-    with httpx.Client(timeout=2) as client:
-        while pending:
-            if process.poll() is not None:
-                pytest.fail(f"caas up exited ({process.returncode}):\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready after {timeout}s: {pending}\n{log.read_text()[-4000:]}")
-            still = []
-            for port in pending:
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/health/ready").status_code != 200:
-                        still.append(port)
-                except httpx.HTTPError:
-                    still.append(port)
-            pending = still
-            if pending:
-                time.sleep(0.3)
-
-
 def _start_hardhat(cwd: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
     """`npx hardhat node` (hardhat.config.js: 2 s interval mining, the dev mnemonic)."""
     log = (cwd / "hardhat.log").open("wb")
@@ -167,61 +103,54 @@ def _start_hardhat(cwd: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.post(
-                url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=2
-            )
-            return process, url
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"hardhat node did not start:\n{(cwd / 'hardhat.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"hardhat node exited:\n{(cwd / 'hardhat.log').read_text()[-2000:]}")
+        payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+        return httpx.post(url, json=payload, timeout=2).status_code == 200
+
+    eventually(
+        answers,
+        what="hardhat node answering eth_chainId",
+        within_s=60,
+        every=0.3,
+        retry_on=(httpx.HTTPError,),
+    )
+    return process, url
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, stack_chain: str) -> Iterator[Stack]:
-    busy = [port for port in [*PORTS, SIMULATOR_PORT] if not port_is_free("127.0.0.1", port)]
+    busy = launcher.busy_ports()
     if busy:
         pytest.fail(f"ports {busy} are in use: stop the other stack (`caas up`) before the system tests")
     option = CHAINS[stack_chain]
     cwd = tmp_path_factory.mktemp(f"system-{option.name}")
-    anvil_port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in STRIPPED} | TEST_SETTINGS | option.settings
+    anvil_port = launcher.free_port()
+    overrides = TEST_SETTINGS | option.settings
     hardhat: subprocess.Popen[bytes] | None = None
     if option.hardhat:
-        hardhat, env["CHAIN_RPC_URL"] = _start_hardhat(cwd, anvil_port)
-    log = cwd / "caas-up.log"
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "offchain.cli", "up", "--anvil-port", str(anvil_port), *option.up_args],
-        cwd=cwd,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        hardhat, overrides["CHAIN_RPC_URL"] = _start_hardhat(cwd, anvil_port)
+    up = launcher.start(
+        cwd, *option.up_args, anvil_port=anvil_port, env_overrides=overrides, log=cwd / "caas-up.log"
     )
     stack = None
     try:
-        _wait_ready(process, log, START_TIMEOUT_S)
-        print(f"\nsystem stack on {option.name} ready in {time.monotonic() - started:.1f}s ({cwd})")
-        stack = Stack.connect(cwd=cwd, env=env, dev_env=read_env_file(cwd / ".caas" / "dev.env"), log=log)
+        try:
+            ready_s = up.wait_ready(START_TIMEOUT_S)
+        except launcher.LaunchError as error:
+            pytest.fail(str(error))
+        print(f"\nsystem stack on {option.name} ready in {ready_s:.1f}s ({cwd})")
+        stack = Stack.connect(cwd=cwd, env=up.env, dev_env=up.dev_env, log=up.log)
         yield stack
     finally:
         if stack is not None:
             stack.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        up.stop()
         if hardhat is not None:
             os.killpg(hardhat.pid, signal.SIGTERM)
             hardhat.wait(30)
-        time.sleep(0.5)  # postmaster's last children exit just after pg_ctl returns
-        for proc in _processes_under(cwd):
-            proc.kill()
-        busy = [port for port in [*PORTS, SIMULATOR_PORT, anvil_port] if not port_is_free("127.0.0.1", port)]
+        up.reap()
+        busy = launcher.busy_ports([*launcher.PORTS, launcher.SIMULATOR_PORT, up.anvil_port])
         assert busy == [], f"ports still bound after the stack stopped: {busy}"

@@ -6,8 +6,6 @@ the test's process but clients.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from eth_account import Account
+from eventually import eventually
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment, sign_approval
@@ -25,17 +24,6 @@ from offchain.domain.loan_book import LoanState
 T = TypeVar("T")
 LAGOS = ZoneInfo("Africa/Lagos")  # the lender's business timezone (COLLECTIONS__TIMEZONE default)
 DAY = 86_400
-
-
-def until(check: Callable[[], T | None], *, within_s: float = 90.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-        time.sleep(0.25)
 
 
 @dataclass
@@ -101,7 +89,7 @@ class Stack:
             loan = self.loan(loan_id)
             return loan if loan["chain_state"] == state else None
 
-        return until(check, within_s=within_s, what=f"loan {loan_id} {state} in the backend")
+        return eventually(check, within_s=within_s, what=f"loan {loan_id} {state} in the backend")
 
     def events(self, loan_id: str, name: str) -> list[dict[str, Any]]:
         return [tx for tx in self.loan(loan_id)["transactions"] if tx["event"] == name]
@@ -125,7 +113,7 @@ class Stack:
             body = self.get(f"/v1/applications/{created['id']}")
             return body if body["status"] not in ("submitted", "underwriting") else None
 
-        application = until(decided, what="the decision")
+        application = eventually(decided, what="the decision")
         assert application["status"] == "offered", application
         accepted = self.post(
             f"/v1/offers/{application['offers'][0]['id']}/accept",

@@ -22,7 +22,8 @@ import httpx
 import jwt
 import pytest
 from eth_utils import keccak
-from system_support import Stack, until
+from eventually import eventually
+from system_support import Stack
 
 from offchain.chain.contracts import sign_approval
 from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
@@ -113,7 +114,7 @@ def test_internal_ports__nothing_acts_without_a_service_identity(
     )
     assert charged.status_code == 201, charged.text
     genuine_ref = keccak(text=f"paystack:{genuine}")
-    until(
+    eventually(
         lambda: stack.book.functions.is_payment_recorded(genuine_ref).call(),
         what="the genuine repayment after the attacks",
     )
@@ -165,7 +166,7 @@ def test_partners_reach_neither_operator_functions_nor_each_others_money(
         page = stack.get("/v1/payments", params={"status": "unmatched", "limit": 200}, headers=stack.operator)
         return next((p for p in page["data"] if p["reference"] == reference), None)
 
-    payment = until(in_suspense, what="the charge in suspense")
+    payment = eventually(in_suspense, what="the charge in suspense")
     thief = uuid.uuid4()
     listed = stack.api.get(
         "/v1/payments", params={"status": "unmatched", "limit": 200}, headers=_partner(stack, thief)
@@ -337,7 +338,7 @@ def _pending_loan(stack: Stack, external_id: str) -> str:
         },
         expect=201,
     )
-    application = until(
+    application = eventually(
         lambda: (
             (body := stack.get(f"/v1/applications/{created['id']}"))["status"]
             not in ("submitted", "underwriting")
@@ -393,7 +394,7 @@ def test_approvals_and_early_money__nothing_wedges_nothing_strands(stack: Stack)
     _problem(stack.api.get(f"/v1/loans/{loan_id}/approval-request"), 409)
 
     payment_ref = "0x" + keccak(text=f"paystack:{early}").hex()
-    recorded = until(
+    recorded = eventually(
         lambda: stack.events(loan_id, "RepaymentRecorded") or None,
         within_s=90,
         what="the money paid at PENDING applied once the loan is ACTIVE",

@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from system_support import DAY, Stack, lagos_date, until
+from eventually import eventually
+from system_support import DAY, Stack, lagos_date
 
 from offchain.domain.loan_book import LoanState
 
@@ -53,7 +54,7 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     assert "missed" in history()
     # past the grace period: past due, and a late fee within the cap
     assert stack.book.functions.days_past_due(raw_id, stack.head_timestamp()).call() >= 1
-    until(lambda: stack.events(loan_id, "LateFeeAssessed"), what="LateFeeAssessed")
+    eventually(lambda: stack.events(loan_id, "LateFeeAssessed"), what="LateFeeAssessed")
 
     # every business date on to one day short of the threshold (catch-up covers 31 at most)
     for days in range(30, threshold - 1, 30):
@@ -66,7 +67,7 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
     # at the threshold: the close of business sends mark_default
     close_business_days_until(first_due + threshold * DAY + HOUR)
     assert "mark_default" in history()
-    until(lambda: stack.chain_state(chain_loan_id) is LoanState.DEFAULTED, what="DEFAULTED on chain")
+    eventually(lambda: stack.chain_state(chain_loan_id) is LoanState.DEFAULTED, what="DEFAULTED on chain")
     stack.loan_in(loan_id, "DEFAULTED")
     (defaulted,) = stack.events(loan_id, "LoanDefaulted")
 
@@ -110,7 +111,7 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
         json={"amount": recovery, "currency": "NGN", "loan_id": loan_id, "reference": f"recovery-{loan_id}"},
     )
     assert charged.status_code == 201, charged.text
-    until(lambda: stack.events(loan_id, "RepaymentRecorded") or None, what="recovery recorded on chain")
+    eventually(lambda: stack.events(loan_id, "RepaymentRecorded") or None, what="recovery recorded on chain")
     assert stack.book.functions.outstanding(raw_id).call() == outstanding - recovery
     assert stack.chain_state(chain_loan_id) is LoanState.WRITTEN_OFF
     # the ledger's routes through the gateway, the one published port: the partner's statement,
@@ -123,7 +124,7 @@ def test_missed_payments__default_at_threshold__committee_writes_off(stack: Stac
         recovered = [e for e in statement["entries"] if e["posting_id"].startswith("recovery:")]
         return statement if receivable and receivable[0]["balance"] == 0 and recovered else None
 
-    until(receivable_cleared, what="the recovery booked against credit losses")
+    eventually(receivable_cleared, what="the recovery booked against credit losses")
     run = ledger.post("/v1/ledger/reconciliation/runs", headers=stack.operator)
     assert run.status_code == 201, run.text
     about_loan = [m for m in run.json()["mismatches"] if chain_loan_id.lower() in str(m["subject"]).lower()]

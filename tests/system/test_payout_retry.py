@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from system_support import Stack, until
+from eventually import eventually
+from system_support import Stack
 
 from offchain.domain import money_movement
 
@@ -26,7 +27,7 @@ def test_payout__fails_then_succeeds_on_retry__same_reference_one_disbursement(s
         payout = stack.get(f"/v1/payouts/{loan_id}")
         return payout if payout["status"] == "succeeded" and payout["recorded_on_chain"] else None
 
-    payout = until(succeeded, what="the payout to succeed")
+    payout = eventually(succeeded, what="the payout to succeed")
     reference = payout["reference"]
     assert payout["attempt"] == 2, payout
     assert payout["amount"]["value"] == loan["principal"]["value"]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from system_support import Stack, until
+from eventually import eventually
+from system_support import Stack
 
 pytestmark = pytest.mark.stack
 SAMPLES = Path(__file__).resolve().parents[1] / "offchain" / "fixtures" / "paystack"
@@ -62,7 +63,7 @@ def test_documented_samples_replayed_on_caas_up__recorded_once_at_the_borrowers_
         found = [p for p in page["data"] if p["reference"] == paid["reference"]]
         return found[0] if found and found[0]["status"] == "recorded" else None
 
-    payment = until(recorded, what="the sample's payment recorded on chain")
+    payment = eventually(recorded, what="the sample's payment recorded on chain")
     assert payment["amount"]["value"] == 30050 and payment["applied"]["value"] == 30050
     assert (payment["provider_fee"]["value"], payment["payer_fee"]["value"]) == (10283, 10283)
     assert stack.book.functions.is_payment_recorded(bytes.fromhex(payment["payment_ref"][2:])).call()
@@ -76,12 +77,12 @@ def test_documented_samples_replayed_on_caas_up__recorded_once_at_the_borrowers_
         found = [p for p in page["data"] if p["reference"] == charge["data"]["reference"]]
         return found[0] if found else None
 
-    assert until(suspended, what="the metadata-0 sample in suspense")["amount"]["value"] == 10000
+    assert eventually(suspended, what="the metadata-0 sample in suspense")["amount"]["value"] == 10000
 
     def not_confirmed() -> dict[str, Any] | None:
         page = stack.get("/v1/payment-notices", headers=stack.operator)
         found = [n for n in page["data"] if n["reference"] == "never-heard-of-system"]
         return found[0] if found else None
 
-    notice = until(not_confirmed, what="the unknown charge listed as not confirmed")
+    notice = eventually(not_confirmed, what="the unknown charge listed as not confirmed")
     assert (notice["status"], notice["reason"], notice["notices"]) == ("not_confirmed", "not_found", 1)

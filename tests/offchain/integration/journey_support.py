@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from simulator_support import PAYSTACK_SECRET, SME_SECRET
+from eventually import eventually_async
 
 from offchain.chain.contracts import sign_approval
 from offchain.chain.deployment import deploy
@@ -20,17 +19,6 @@ from offchain.platform.settings import Settings
 
 def valid_nuban(bank_code: str = "058", serial: str = "012345678") -> str:
     return serial + str(nuban_check_digit(bank_code, serial))
-
-
-async def until(check, *, within_s: float = 60.0, every: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 def chain_settings(
@@ -67,7 +55,7 @@ async def loan_state(client: httpx.AsyncClient, headers: dict[str, str], loan_id
         loan = (await client.get(f"/v1/loans/{loan_id}", headers=headers)).json()
         return loan if loan.get("chain_state") == state else None
 
-    return await until(check, **kw)
+    return await eventually_async(check, **kw)
 
 
 async def pending_loan(
@@ -100,7 +88,7 @@ async def pending_loan(
         body = (await client.get(f"/v1/applications/{application_id}", headers=headers)).json()
         return body if body["status"] not in ("submitted", "underwriting") else None
 
-    application = await until(decided)
+    application = await eventually_async(decided)
     assert application["status"] == "offered", application
     offer = application["offers"][0]
     accepted = await client.post(

@@ -6,7 +6,6 @@ lives for a whole test module while every test keeps its own loop.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from eventually import eventually_async
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -87,12 +87,14 @@ class Receiver:
             return [r for r in self.requests if r.path == path]
 
     async def wait_for(self, path: str, count: int, timeout_s: float = 5.0) -> list[Received]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.on(path)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{path}: {len(self.on(path))} of {count} requests after {timeout_s}s")
-            await asyncio.sleep(0.01)
-        return self.on(path)
+        return await eventually_async(
+            lambda: self.on(path),
+            what=f"{count} requests to {path}",
+            within_s=timeout_s,
+            every=0.01,
+            accept=lambda received: len(received) >= count,
+            describe=lambda received: f"{len(received)} of {count}",
+        )
 
 
 def simulator_config(receiver_url: str) -> SimulatorConfig:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from eventually import eventually_async
 from offline_deployment import OFFLINE_DEPLOYMENT
 from sqlalchemy import select, text, update
 
@@ -133,6 +134,20 @@ async def _settle(db: Database, *loan_ids: uuid.UUID) -> int:
     async with db.worker_session() as session:
         return await early_money.settle_loan_events(
             session, [_chain_id(loan_id) for loan_id in loan_ids], deployment=DEPLOYMENT
+        )
+
+
+async def _lock_waiters(db: Database) -> int:
+    """Sessions of this test's database waiting for a lock (a row, table or advisory lock).
+
+    pg_locks, not pg_stat_activity's wait_event: the latter is hidden from a role not the waiter's.
+    """
+    async with db.worker_session() as session:
+        return await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN"
+                " (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+            )
         )
 
 
@@ -320,7 +335,8 @@ async def test_intake_racing_the_activation__applied_exactly_once(db: Database) 
         await intake_in.wait()
         await _becomes_active(db, loan)  # the indexer does not take the loan lock
         settling = asyncio.create_task(_settle(db, loan))
-        await asyncio.sleep(0.2)
+        # PostgreSQL shows the handler's session waiting on a lock: it got as far as intake's lock
+        await eventually_async(lambda: _lock_waiters(db), what="the handler waiting on a lock", every=0.02)
         assert not settling.done()  # waiting for intake's lock
         release.set()
         await task

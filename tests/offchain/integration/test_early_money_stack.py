@@ -15,9 +15,10 @@ import asyncio
 
 import pytest
 from identities import operator_headers
-from journey_support import approve, loan_state, pending_loan, until
+from journey_support import approve, loan_state, pending_loan
 from money_support import _charge, _partner_headers, running_stack
 from sqlalchemy import select, text
+from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain import allowlist
@@ -48,13 +49,12 @@ async def _statuses(db: Database, *references: str) -> dict[str, str]:
 
 
 async def _until_statuses(db: Database, expected: dict[str, str], within_s: float = 90) -> None:
-    async def reached():  # type: ignore[no-untyped-def]
-        return await _statuses(db, *expected) == expected
-
-    try:
-        await until(reached, within_s=within_s)
-    except AssertionError:
-        raise AssertionError(f"{await _statuses(db, *expected)} != {expected}") from None
+    await eventually_async(
+        lambda: _statuses(db, *expected),
+        what=f"payment statuses {expected}",
+        within_s=within_s,
+        accept=lambda statuses: statuses == expected,
+    )
 
 
 async def test_a_charge_at_every_state__ledger_chain_rail_agree(
@@ -77,7 +77,7 @@ async def test_a_charge_at_every_state__ledger_chain_rail_agree(
                 payout = (await client.get(f"/v1/payouts/{a_id}", headers=headers)).json()
                 return payout if payout.get("provider_status") == "otp" else None
 
-            await until(awaiting_otp, within_s=60)
+            await eventually_async(awaiting_otp, within_s=60)
             await sim.delete("/simulate/scenario")
             # delivered twice by the rail: one payment
             await sim.post(
@@ -116,7 +116,7 @@ async def test_a_charge_at_every_state__ledger_chain_rail_agree(
             async def active_on_chain():  # type: ignore[no-untyped-def]
                 return book.functions.loan_state(chain_a).call() == ACTIVE
 
-            await until(active_on_chain, within_s=90, every=0.05)
+            await eventually_async(active_on_chain, within_s=90, every=0.05)
             await asyncio.gather(
                 _charge(sim, amount=20_000_00, loan_id=a_id, reference="early-a-transition-1"),
                 _charge(sim, amount=20_000_00, loan_id=a_id, reference="early-a-transition-2"),

@@ -9,7 +9,6 @@ disbursement and repayment running against a fresh database, Redis and Anvil (mo
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from journey_support import valid_nuban
 from money_support import _partner_headers, running_stack
+from eventually import eventually_async
 
 from offchain.chain.contracts import sign_approval
 from offchain.platform.devkeys import dev_roles
@@ -53,16 +53,6 @@ def _generate(spec: Path, into: Path) -> Any:
 def _unload() -> None:
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
         del sys.modules[name]
-
-
-async def _until(check, within_s: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_generated_client_drives_the_journey_and_reads_a_422(
@@ -138,7 +128,7 @@ async def _journey(settings: Settings, base_url: str) -> None:
             found = await get_application.asyncio(application_id=submitted.parsed.id, client=partner)
             return found if found.status.value not in ("submitted", "underwriting") else None
 
-        decided = await _until(offered)
+        decided = await eventually_async(offered)
         assert decided.status.value == "offered", decided
         offer = decided.offers[0]
         assert offer.total_due.value > offer.amount.value and offer.schedule
@@ -160,7 +150,7 @@ async def _journey(settings: Settings, base_url: str) -> None:
             loan = await get_loan.asyncio(loan_id=loan_id, client=partner)
             return loan if loan.chain_state == "PENDING" else None
 
-        await _until(pending)
+        await eventually_async(pending)
         request = await approval_request.asyncio(loan_id=loan_id, client=partner)
         assert isinstance(request, ApprovalRequestOut) and request.required >= 1
         typed_data = request.typed_data.to_dict()

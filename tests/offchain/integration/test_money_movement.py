@@ -13,8 +13,9 @@ import json
 import uuid
 
 import pytest
+from eventually import eventually_async
 from identities import operator_headers
-from journey_support import approved_loan, loan_state, until
+from journey_support import approved_loan, loan_state
 from money_support import _charge, _partner_headers, running_stack
 from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select, text
@@ -132,7 +133,9 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                 return sorted(statuses) == ["recorded"] * len(references)
 
         db = Database.from_settings(settings.database)
-        await until(lambda: recorded("money-rp-1", "money-rp-2", "money-va-1", "money-sme-1"), within_s=90)
+        await eventually_async(
+            lambda: recorded("money-rp-1", "money-rp-2", "money-va-1", "money-sme-1"), within_s=90
+        )
 
         # -- repayment 5: more than is left; the excess is the borrower's credit
         rest = total_due - 2 * first - 1_000_00 - 2_000_00
@@ -151,7 +154,7 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                     )
                 return rows if rows and all(r.status == "recorded" for r in rows) and len(rows) == 5 else None
 
-            rows = await until(settled, within_s=60)
+            rows = await eventually_async(settled, within_s=60)
             assert [(r.provider_reference, r.applied, r.excess, r.match_method) for r in rows] == [
                 ("money-rp-1", first, 0, "metadata"),
                 ("money-rp-2", first, 0, "metadata"),
@@ -212,7 +215,7 @@ async def test_payout_repayments_ledger_reconciles(money_settings: Settings, fre
                     )
                 return found if "credit.loan.repaid" in found else None
 
-            events = await until(partner_events, within_s=30)
+            events = await eventually_async(partner_events, within_s=30)
             assert events["credit.disbursement.completed"] == 1
             assert events["credit.repayment.received"] == 5
             assert events["credit.loan.repaid"] == 1
@@ -288,7 +291,7 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
                 settled = outcome["status"] == "succeeded" and outcome["attempt"] == 2
                 return outcome if settled and not outcome["receivable_pending"] else None
 
-            outcomes[name] = await until(paid, within_s=60)
+            outcomes[name] = await eventually_async(paid, within_s=60)
             transfers = (await sim.get("/simulate/transfers")).json()
             mine = [t for t in transfers if t["reference"] == outcomes[name]["reference"]]
             assert [t["status"] for t in mine] == ["success"], (name, mine)
@@ -303,9 +306,29 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
             payout = (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()
             return payout if payout.get("status") == "review" else None
 
-        review = await until(in_review, within_s=60)
+        review = await eventually_async(in_review, within_s=60)
         assert "shared_payout_account" in review["last_error"], review
-        await asyncio.sleep(1.0)
+        # a payout to the borrower's SME wallet goes through the SME platform, not Paystack; paid
+        # after the held one went to review, it shows the payout worker has moved on past it
+        wallet_loan = await approved_loan(
+            client,
+            headers,
+            external_id="payout-wallet",
+            payout={"method": "wallet", "account_number": "7012345678", "bank_code": "999"},
+        )
+        await loan_state(client, headers, wallet_loan["loan_id"], "ACTIVE", within_s=120)
+        wallet_payout = (await client.get(f"/v1/payouts/{wallet_loan['loan_id']}", headers=headers)).json()
+        assert (wallet_payout["rail"], wallet_payout["status"], wallet_payout["attempt"]) == (
+            "sme",
+            "succeeded",
+            1,
+        )
+        sent = (await sim.get(f"/sme/wallet/transfers/{wallet_payout['reference']}")).json()
+        assert (sent["wallet_id"], sent["amount"], sent["status"]) == (
+            "7012345678",
+            wallet_payout["amount"]["value"],
+            "successful",
+        )
         assert (await client.get(f"/v1/payouts/{held['loan_id']}", headers=headers)).json()[
             "status"
         ] == "review"
@@ -334,27 +357,6 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
         actions = {e["action"] for e in (await client.get("/v1/audit/log", headers=headers)).json()["data"]}
         assert {"offer.accept", "loan.approval", "payout.release"} <= actions, actions
 
-        # a payout to the borrower's SME wallet goes through the SME platform, not Paystack
-        wallet_loan = await approved_loan(
-            client,
-            headers,
-            external_id="payout-wallet",
-            payout={"method": "wallet", "account_number": "7012345678", "bank_code": "999"},
-        )
-        await loan_state(client, headers, wallet_loan["loan_id"], "ACTIVE", within_s=120)
-        wallet_payout = (await client.get(f"/v1/payouts/{wallet_loan['loan_id']}", headers=headers)).json()
-        assert (wallet_payout["rail"], wallet_payout["status"], wallet_payout["attempt"]) == (
-            "sme",
-            "succeeded",
-            1,
-        )
-        sent = (await sim.get(f"/sme/wallet/transfers/{wallet_payout['reference']}")).json()
-        assert (sent["wallet_id"], sent["amount"], sent["status"]) == (
-            "7012345678",
-            wallet_payout["amount"]["value"],
-            "successful",
-        )
-
         # an integration with OTP on: the transfer waits until the business enters the OTP
         assert (await sim.post("/simulate/scenario", json={"transfer": {"otp": True}})).status_code == 200
         otp_loan = await approved_loan(client, headers, external_id="payout-otp", account_serial="098765432")
@@ -363,7 +365,7 @@ async def test_failed_then_retried_and_reversals_in_either_order(money_settings:
             payout = (await client.get(f"/v1/payouts/{otp_loan['loan_id']}", headers=headers)).json()
             return payout if payout.get("provider_status") == "otp" else None
 
-        await until(awaiting_otp, within_s=60)
+        await eventually_async(awaiting_otp, within_s=60)
         wrong = await client.post(
             f"/v1/payouts/{otp_loan['loan_id']}/finalize", json={"otp": "000000"}, headers=operator
         )

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
+from eventually import eventually_async
 from http_receiver import receiver
 
 from offchain.eventbus import publish, run_relay
@@ -202,13 +203,14 @@ async def notification(db: Database, notification_id: str) -> BorrowerNotificati
 
 
 async def settled(db: Database, notification_id: str, within: float = 20.0) -> BorrowerNotification:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        row = await notification(db, notification_id)
-        if row is not None and row.status in ("sent", "rejected"):
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"notification {notification_id} not settled: {row and row.status}")
+    return await eventually_async(
+        lambda: notification(db, notification_id),
+        what=f"notification {notification_id} settled",
+        within_s=within,
+        every=0.05,
+        accept=lambda row: row is not None and row.status in ("sent", "rejected"),
+        describe=lambda row: repr(row and row.status),
+    )
 
 
 def due_data(**extra) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from eventually import eventually_async
 from http_receiver import Receiver, receiver
 from sqlalchemy import func, select, update
 
@@ -117,14 +118,8 @@ def partner() -> uuid.UUID:
 
 
 async def until(check: Callable[[], Awaitable[Any]], within: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    """Webhook deliveries are quick: a short default wait, polled often."""
+    return await eventually_async(check, what=what, within_s=within, every=0.05)
 
 
 async def create_endpoint(http, partner, url: str, event_types=("*",), **extra) -> dict:
@@ -202,6 +197,34 @@ async def _async(value):
     return value
 
 
+def _requests_for(receiver_: Receiver, path: str, event_id: uuid.UUID) -> list:
+    return [r for r in receiver_.to(path) if r.headers["Caas-Event-Id"] == str(event_id)]
+
+
+async def _deliveries_to(db: Database, endpoint_id: str) -> int:
+    async with db.worker_session() as session:
+        return await session.scalar(
+            select(func.count()).where(WebhookDelivery.endpoint_id == uuid.UUID(endpoint_id))
+        )
+
+
+async def _intake_settled(redis, names: StreamNames, db: Database, partner: uuid.UUID) -> bool:
+    """The webhook intake has read and acknowledged all of the stream, and no delivery is pending."""
+    stream = names.topic("credit.loan.repaid")
+    last = (await redis.xinfo_stream(stream))["last-generated-id"]
+    groups = {g["name"]: g for g in await redis.xinfo_groups(stream)}
+    intake = groups.get("notifications.webhooks")  # offchain.services.notifications.intake.GROUP
+    if intake is None or intake["last-delivered-id"] != last or intake["pending"] != 0:
+        return False
+    async with db.worker_session() as session:
+        pending = await session.scalar(
+            select(func.count()).where(
+                WebhookDelivery.partner_id == partner, WebhookDelivery.status == "pending"
+            )
+        )
+    return pending == 0
+
+
 async def _delivered(http, partner, event_id) -> bool:
     response = await http.get(f"/v1/events/{event_id}", headers=token(partner))
     deliveries = response.json()["deliveries"]
@@ -214,8 +237,8 @@ async def test_delivery__only_subscribed_types_are_sent(service, db, partner, en
     repaid = await emit(db, partner, "credit.loan.repaid", loan_id="a")
     defaulted = await emit(db, partner, "credit.loan.defaulted", loan_id="b")
     await until(lambda: _async(endpoint_receiver.to(path)))
+    # stored in the same transaction as its deliveries (none): nothing can ever send it
     await until(lambda: event_for_outbox(db, repaid), what="the unsubscribed event stored")
-    await asyncio.sleep(0.3)
     received = endpoint_receiver.to(path)
     assert [r.json()["type"] for r in received] == ["credit.loan.defaulted"]
     assert (await event_for_outbox(db, defaulted)) is not None
@@ -258,8 +281,15 @@ async def test_dead_endpoint__dead_lettered_at_the_end_of_the_window(service, db
     # it kept trying for most of the window, and never past its end
     assert WINDOW_S * 0.5 <= span <= WINDOW_S + 0.5
     assert delivery["last_status_code"] == 500 and delivery["next_attempt_at"] is None
-    await asyncio.sleep(0.5)
-    assert len(endpoint_receiver.to(path)) == len(received)  # nothing after the dead letter
+    # a later event's first attempt at the same endpoint: the worker has claimed since the dead letter
+    marker_outbox = await emit(db, partner, loan_id="marker")
+    marker = await until(lambda: event_for_outbox(db, marker_outbox), what="the marker event stored")
+    await until(
+        lambda: _async(_requests_for(endpoint_receiver, path, marker.id)), what="the marker's attempt"
+    )
+    assert len(_requests_for(endpoint_receiver, path, event.id)) == len(
+        received
+    )  # nothing after the dead letter
     metrics = (await service.get("/metrics")).text
     assert "caas_webhook_deliveries_dead_lettered_total" in metrics
     assert 'caas_webhook_delivery_attempts_total{outcome="http_error"}' in metrics
@@ -287,7 +317,10 @@ async def test_replay__resends_to_every_subscribed_endpoint_or_to_one(
     )
     assert only.status_code == 202
     await until(lambda: _async(len(endpoint_receiver.to(first)) == 3))
-    await asyncio.sleep(0.3)
+    # the replay's delivery recorded and none left pending: nothing more is on its way to `second`
+    await until(
+        lambda: _delivered(service, partner, str(event.id)), what="no delivery pending after the replay"
+    )
     assert len(endpoint_receiver.to(second)) == 2
     ids = {r.headers["Caas-Event-Id"] for r in endpoint_receiver.to(first) + endpoint_receiver.to(second)}
     assert ids == {str(event.id)}
@@ -345,7 +378,9 @@ async def test_duplicate_outbox_delivery__one_event_one_delivery_per_endpoint(
             created_at=row.created_at.isoformat(),
         )
         assert await store_event(session, duplicate) == 0
-    await asyncio.sleep(1.0)
+    await until(
+        lambda: _intake_settled(redis, names, db, partner), what="the intake past the replayed copies"
+    )
     async with db.worker_session() as session:
         stored = await session.scalar(select(func.count()).where(WebhookEvent.outbox_id == outbox_id))
         deliveries = await session.scalar(select(func.count()).where(WebhookDelivery.event_id == event.id))
@@ -370,7 +405,9 @@ async def test_a_burst_read_at_once__each_event_stored_and_delivered_once(
     names = StreamNames(tuned.events.stream_prefix)
     await replay(db, redis, names, first_id=ids[3], last_id=ids[5])  # some of them twice
     await until(lambda: _async(len(endpoint_receiver.to(path)) >= 30))
-    await asyncio.sleep(1.0)
+    await until(
+        lambda: _intake_settled(redis, names, db, partner), what="the intake past the replayed copies"
+    )
     async with db.worker_session() as session:
         stored = (
             await session.execute(
@@ -470,7 +507,9 @@ async def test_isolation__another_partner_cannot_see_change_or_replay(
         f"/v1/events/{event.id}/replay", json={"endpoint_id": own["id"]}, headers=token(stranger)
     )
     assert aimed.status_code == 404
-    await asyncio.sleep(0.3)
+    # the partner's delivery recorded, none pending, none ever queued for the stranger's endpoint
+    await until(lambda: _delivered(service, partner, str(event.id)), what="the partner's delivery recorded")
+    assert await _deliveries_to(db, own["id"]) == 0
     assert len(endpoint_receiver.to(path)) == 1 and endpoint_receiver.to("/ok/stranger") == []
 
 
@@ -552,7 +591,10 @@ async def test_delete_endpoint__cancels_its_pending_deliveries(service, db, part
         deleted = await service.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=token(partner))
         assert deleted.status_code == 204
         tried = len(rec.to("/down/x"))
-        await asyncio.sleep(0.6)
+        # a later event to another endpoint arrives: the worker has claimed since the delete
+        await create_endpoint(service, partner, rec.url + "/ok/marker")
+        await emit(db, partner, loan_id="marker")
+        await until(lambda: _async(rec.to("/ok/marker")), what="the marker delivered")
         assert len(rec.to("/down/x")) <= tried + 1  # at most the one in flight at the moment of delete
         [delivery] = (await service.get(f"/v1/events/{event.id}", headers=token(partner))).json()[
             "deliveries"

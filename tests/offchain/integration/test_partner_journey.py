@@ -7,14 +7,13 @@ database, Redis and Anvil with freshly deployed contracts; the SME platform is t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from eventually import eventually_async
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 
 from offchain.chain.contracts import sign_approval
@@ -65,17 +64,6 @@ def _valid_nuban(bank_code: str = "058", serial: str = "012345678") -> str:
     return serial + str(nuban_check_digit(bank_code, serial))
 
 
-async def _until(check, *, within_s: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
-
-
 async def test_application_to_onchain_approved_loan(journey_settings: Settings, free_port):
     from offchain.rails.simulator.app import create_app as simulator_app
     from offchain.rails.simulator.config import SimulatorConfig
@@ -117,7 +105,7 @@ async def test_application_to_onchain_approved_loan(journey_settings: Settings, 
                 body = (await client.get(f"/v1/applications/{application_id}", headers=headers)).json()
                 return body if body["status"] not in ("submitted", "underwriting") else None
 
-            application = await _until(decided)
+            application = await eventually_async(decided)
             assert application["status"] == "offered", application
             assert application["decision"]["reasons"] is not None
             offer = application["offers"][0]
@@ -142,7 +130,7 @@ async def test_application_to_onchain_approved_loan(journey_settings: Settings, 
                     loan = (await client.get(f"/v1/loans/{loan_id}", headers=headers)).json()
                     return loan if loan.get("chain_state") == state else None
 
-                return await _until(check)
+                return await eventually_async(check)
 
             await on_chain("PENDING")
             request = (await client.get(f"/v1/loans/{loan_id}/approval-request", headers=headers)).json()
@@ -215,12 +203,22 @@ async def test_sme_kyc_verified__pre_assessment_notifies_the_platform_once(
             ignored = await post(unknown, sign(unknown, SME_SECRET))
             assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
 
-            async def notified():
+            async def notified(user: str = "bright-bakery-ltd"):
                 listed = (await sme.get("/simulate/sme/notifications")).json()
                 items = listed if isinstance(listed, list) else listed.get("notifications", [])
-                return [n for n in items if "bright-bakery-ltd" in str(n)]
+                return [n for n in items if user in str(n)]
 
-            notes = await _until(notified, within_s=30)
-            await asyncio.sleep(1.0)  # a duplicate would have arrived by now
+            notes = await eventually_async(notified, within_s=30)
+            # a later event on the same stream, for another SME, notified: a duplicate would be before it
+            marker = encode_event(
+                "sme.kyc.verified",
+                {"user_id": "acme-trading-ltd", "kyc_status": "verified"},
+                event_id=f"evt-{uuid.uuid4()}",
+                created_at="2026-11-27T12:00:01Z",
+            )
+            assert (await post(marker, sign(marker, SME_SECRET))).status_code == 202
+            await eventually_async(
+                lambda: notified("acme-trading-ltd"), what="the marker SME notified", within_s=30
+            )
             assert len(await notified()) == 1, notes
             assert "credit.available" in str(notes[0])

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from identities import operator_headers
-from journey_support import approved_loan, loan_state, until
+from journey_support import approved_loan, loan_state
 from money_support import _partner_headers, running_stack
 from paystack_samples import body, sample
 from redis.asyncio import Redis
 from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select
+from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
@@ -110,7 +111,7 @@ async def test_documented_samples_replayed_signed__recorded_once_at_the_right_am
                 done = [r.status for r in rows] == ["recorded", "unmatched", "recorded"]
                 return rows if done else None
 
-            rows = await until(settled, within_s=90)
+            rows = await eventually_async(settled, within_s=90)
             assert [
                 (r.provider_reference, r.amount, r.applied, r.provider_fee, r.payer_fee) for r in rows
             ] == [
@@ -145,7 +146,7 @@ async def test_documented_samples_replayed_signed__recorded_once_at_the_right_am
                 page = (await client.get("/v1/payment-notices", headers=operator)).json()
                 return page["data"] or None
 
-            [notice] = await until(listed, within_s=30)
+            [notice] = await eventually_async(listed, within_s=30)
             assert (notice["reference"], notice["reason"], notice["notices"]) == (
                 "never-heard-of-0001",
                 "not_found",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from eth_utils import keccak
+from eventually import eventually_async
 from fastapi.testclient import TestClient
 from identities import service_headers
 from sqlalchemy import select
@@ -375,13 +376,7 @@ async def test_kill_between_broadcast_and_commit__exactly_one_effect(
 
 
 async def _wait_for(check: Callable[[], Any], *, within_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    return await eventually_async(check, within_s=within_s, every=0.05)
 
 
 @pytest.mark.asyncio

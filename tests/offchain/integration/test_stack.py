@@ -10,57 +10,24 @@ ready, checks /v1/health, stops it with SIGINT, and proves nothing is left behin
 
 from __future__ import annotations
 
-import os
-import pty
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import launcher
 import psutil
 import pytest
 
 from offchain.platform.devstack import DEV_ENV_KEYS, read_env_file
-from offchain.platform.embedded import port_is_free
 from offchain.services.registry import SERVICES
 
 pytestmark = pytest.mark.stack
 
-PORTS = [spec.port for spec in SERVICES.values()]
-STRIPPED = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CHAIN_RPC_URL",
-    "DEPLOYMENT_FILE",
-    "SIGNER_KEYS",
-    "SENDER_PRIVATE_KEY",
-    "CAAS_ENV",
-    "PAYSTACK_SECRET_KEY",
-    "SME_EVENTS_SECRET",
-    "JWT_SECRET",
-)
-
-
-@dataclass
-class Run:
-    process: subprocess.Popen[bytes]
-    started: float
-    log: Path
-
-
-def _processes_under(directory: Path) -> list[psutil.Process]:
-    """Anything still running from the scratch directory (postgres, redis-server, anvil, caas)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(directory) in cmdline and proc.pid != os.getpid():
-            found.append(proc)
-    return found
+PORTS = launcher.PORTS
+# the terminal test wants the log format `caas up` picks by itself
+STRIPPED = (*launcher.STRIPPED, "LOG_FORMAT", "LOG_LEVEL")
+Run = launcher.Launched
 
 
 @dataclass
@@ -70,96 +37,39 @@ class Scratch:
     runs: list[Run]
 
     def start(self, *extra: str, tty: bool = False) -> Run:
-        run = _start(self.cwd, self.anvil_port, *extra, tty=tty)
+        run = launcher.start(self.cwd, *extra, anvil_port=self.anvil_port, strip=STRIPPED, tty=tty)
         self.runs.append(run)
         return run
 
 
 @pytest.fixture
 def scratch(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Scratch]:
-    busy = [port for port in PORTS if not port_is_free("127.0.0.1", port)]
+    busy = launcher.busy_ports(PORTS)
     if busy:
         pytest.fail(f"ports {busy} are in use: stop the other stack before running -m stack")
     state = Scratch(tmp_path, free_port(), [])
     yield state
     # only does something when a test failed half-way
     for run in state.runs:
-        if run.process.poll() is None:
-            run.process.send_signal(signal.SIGINT)
-            try:
-                run.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(run.process.pid, signal.SIGKILL)
-    for proc in _processes_under(tmp_path):
+        run.stop()
+    for proc in launcher.processes_under(tmp_path):
         proc.kill()
 
 
-def _start(cwd: Path, anvil_port: int, *extra: str, tty: bool = False) -> Run:
-    env = {k: v for k, v in os.environ.items() if k not in (*STRIPPED, "LOG_FORMAT", "LOG_LEVEL")}
-    log = cwd / f"caas-up-{time.monotonic_ns()}.log"
-    command = [sys.executable, "-m", "offchain.cli", "up", "--anvil-port", str(anvil_port), *extra]
-    if not tty:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        return Run(process, time.monotonic(), log)
-    # as a person at a terminal runs it: stdout and stderr are a pseudo-terminal, copied to the log
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=terminal, stderr=terminal, start_new_session=True
-    )
-    os.close(terminal)
-
-    def copy() -> None:
-        with log.open("wb") as sink:
-            while True:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # the terminal closed: every writer exited
-                    break
-                if not chunk:
-                    break
-                sink.write(chunk)
-                sink.flush()
-        os.close(controller)
-
-    threading.Thread(target=copy, daemon=True).start()
-    return Run(process, time.monotonic(), log)
-
-
 def _wait_ready(run: Run, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2) as client:
-        pending = list(PORTS)
-        while pending:
-            if run.process.poll() is not None:
-                pytest.fail(f"caas up exited ({run.process.returncode}):\n{run.log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready after {timeout}s: {pending}\n{run.log.read_text()[-4000:]}")
-            still = []
-            for port in pending:
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/health/ready").status_code != 200:
-                        still.append(port)
-                except httpx.HTTPError:
-                    still.append(port)
-            pending = still
-            if pending:
-                time.sleep(0.2)
-    return time.monotonic() - run.started
+    try:
+        return run.wait_ready(timeout, ports=PORTS)
+    except launcher.LaunchError as error:
+        pytest.fail(str(error))
 
 
 def _stop(run: Run, cwd: Path, anvil_port: int) -> None:
-    run.process.send_signal(signal.SIGINT)
-    try:
-        code = run.process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.process.pid, signal.SIGKILL)
+    code = run.stop(60)
+    if code is None:
         pytest.fail("caas up did not stop within 60 s of SIGINT")
-    assert code == 0, run.log.read_text()[-4000:]
-    time.sleep(0.5)  # postmaster's last children exit just after pg_ctl returns
-    assert _processes_under(cwd) == [], "processes left behind"
-    busy = [port for port in [*PORTS, anvil_port] if not port_is_free("127.0.0.1", port)]
+    assert code == 0, run.log_tail()
+    assert run.leftovers() == [], "processes left behind"
+    busy = launcher.busy_ports([*PORTS, anvil_port])
     assert busy == [], f"ports still bound: {busy}"
 
 
