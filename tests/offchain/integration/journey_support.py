@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from simulator_support import PAYSTACK_SECRET, SME_SECRET
 from eventually import eventually_async
+from simulator_support import PAYSTACK_SECRET, SME_SECRET
 
 from offchain.chain.contracts import sign_approval
 from offchain.chain.deployment import deploy

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eventually import eventually_async
 from identities import operator_headers
 from journey_support import approve, loan_state, pending_loan
 from money_support import _charge, _partner_headers, running_stack
 from sqlalchemy import select, text
-from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain import allowlist

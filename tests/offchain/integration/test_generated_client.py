@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from eventually import eventually_async
 from journey_support import valid_nuban
 from money_support import _partner_headers, running_stack
-from eventually import eventually_async
 
 from offchain.chain.contracts import sign_approval
 from offchain.platform.devkeys import dev_roles

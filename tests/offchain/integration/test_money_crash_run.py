@@ -30,11 +30,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from eventually import eventually_async
 from identities import operator_headers
 from journey_support import approved_loan, chain_settings, loan_state
 from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread
 from sqlalchemy import select, text
-from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from eventually import eventually_async
 from identities import operator_headers
 from journey_support import approved_loan, loan_state
 from money_support import _partner_headers, running_stack
@@ -18,7 +19,6 @@ from paystack_samples import body, sample
 from redis.asyncio import Redis
 from simulator_support import PAYSTACK_SECRET
 from sqlalchemy import select
-from eventually import eventually_async
 from web3 import Web3
 
 from offchain.chain.contracts import Deployment
