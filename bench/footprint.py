@@ -30,7 +30,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_section
 
-from offchain.platform.devstack import read_env_file
+from offchain.stack.devstack import read_env_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = range(8000, 8011)

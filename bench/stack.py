@@ -29,9 +29,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "system")]
 
 from system_support import Stack  # noqa: E402
 
-from offchain.platform.devstack import read_env_file  # noqa: E402
-from offchain.platform.embedded import port_is_free  # noqa: E402
 from offchain.services.registry import SERVICES  # noqa: E402
+from offchain.stack.devstack import read_env_file  # noqa: E402
+from offchain.stack.embedded import port_is_free  # noqa: E402
 
 PORTS = [spec.port for spec in SERVICES.values()]
 SIMULATOR_PORT = 8100

@@ -57,7 +57,7 @@ class DemoConfig:
     @classmethod
     def from_env(cls, dev_env: Path, **overrides: Any) -> DemoConfig:
         """The environment first, then `dev_env` for what it does not set."""
-        from offchain.platform.devstack import read_env_file
+        from offchain.stack.devstack import read_env_file
 
         values = read_env_file(dev_env) if dev_env.is_file() else {}
         values.update({k: v for k, v in os.environ.items() if v.strip()})

@@ -290,10 +290,10 @@ def install_identities(app: FastAPI, settings: Settings, known_services: Collect
     """Every service verifies tokens the same way: partner and operator JWTs of the SME auth
     service (HS256 secret, RS256 via JWKS), service tokens for this service, the partner rate
     limiter and the failed-authentication limiter (both in Redis, when there is one)."""
-    from offchain.rails.sme.auth import JwksClient
+    from offchain.platform.jwks import JwksClient
 
     if known_services is None:
-        from offchain.services.registry import SERVICES
+        from offchain.platform.service_map import SERVICES
 
         known_services = SERVICES
     app.state.jwt_verifier = JwtVerifier(

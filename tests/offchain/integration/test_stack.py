@@ -25,9 +25,9 @@ import httpx
 import psutil
 import pytest
 
-from offchain.platform.devstack import DEV_ENV_KEYS, read_env_file
-from offchain.platform.embedded import port_is_free
 from offchain.services.registry import SERVICES
+from offchain.stack.devstack import DEV_ENV_KEYS, read_env_file
+from offchain.stack.embedded import port_is_free
 
 pytestmark = pytest.mark.stack
 
