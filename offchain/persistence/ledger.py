@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.domain.ledger import (
     Posting,
+    PostingStatus,
     parse_account,
     reversal_of,
 )
@@ -182,7 +183,7 @@ def _metadata(posting: Posting) -> str:
 
 
 async def _write(
-    session: AsyncSession, postings: Sequence[Posting], *, status: str, reverses: str | None = None
+    session: AsyncSession, postings: Sequence[Posting], *, status: PostingStatus, reverses: str | None = None
 ) -> list[bool]:
     ids = [posting.posting_id for posting in postings]
     if len(set(ids)) != len(ids):
@@ -238,7 +239,7 @@ async def _write(
 
 
 async def _check_replay(
-    session: AsyncSession, posting: Posting, *, status: str, reverses: str | None
+    session: AsyncSession, posting: Posting, *, status: PostingStatus, reverses: str | None
 ) -> None:
     """`posting` was not inserted: fine if it is a replay of what exists, LedgerConflict if not."""
     # ON CONFLICT DO NOTHING waited for any concurrent writer of this id to commit or roll back,
@@ -251,18 +252,21 @@ async def _check_replay(
         raise LedgerConflict(f"posting {posting.posting_id} exists with different legs")
     if existing.reverses != reverses:
         raise LedgerConflict(f"posting {posting.posting_id} exists and reverses {existing.reverses!r}")
-    replayable = {"posted": ("posted",), "pending": ("pending", "posted")}[status]
+    replayable = {
+        PostingStatus.POSTED: (PostingStatus.POSTED,),
+        PostingStatus.PENDING: (PostingStatus.PENDING, PostingStatus.POSTED),
+    }[status]
     if existing.status not in replayable:
         raise LedgerConflict(
             f"posting {posting.posting_id} exists as {existing.status}; "
             + ("a voided hold is final, hold again under a new posting id"
-               if existing.status == "voided" else "post it with post_pending")
+               if existing.status == PostingStatus.VOIDED else "post it with post_pending")
         )  # fmt: skip
 
 
 async def post(session: AsyncSession, posting: Posting) -> bool:
     """Record `posting` as posted. True if created; False if this exact posting is already posted."""
-    return (await _write(session, [posting], status="posted"))[0]
+    return (await _write(session, [posting], status=PostingStatus.POSTED))[0]
 
 
 async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> list[bool]:
@@ -271,7 +275,7 @@ async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> list[
     One result per posting, in order. A LedgerConflict on any of them is raised after the batch
     was written; the caller's transaction should then roll back, as for any failed unit of work.
     """
-    return await _write(session, postings, status="posted")
+    return await _write(session, postings, status=PostingStatus.POSTED)
 
 
 async def hold(session: AsyncSession, posting: Posting) -> bool:
@@ -280,12 +284,12 @@ async def hold(session: AsyncSession, posting: Posting) -> bool:
     False when the same posting is already held or was since posted (a retried hold);
     LedgerConflict when it was voided: a new attempt needs a new posting id.
     """
-    return (await _write(session, [posting], status="pending"))[0]
+    return (await _write(session, [posting], status=PostingStatus.PENDING))[0]
 
 
 async def hold_many(session: AsyncSession, postings: Sequence[Posting]) -> list[bool]:
     """`hold` for a batch in one statement (a batch of payments taken in); one result per posting."""
-    return await _write(session, postings, status="pending")
+    return await _write(session, postings, status=PostingStatus.PENDING)
 
 
 _TRANSITION = text(
@@ -300,7 +304,7 @@ RETURNING seq
 )
 
 
-async def _settle(session: AsyncSession, posting_id: str, to: str) -> bool:
+async def _settle(session: AsyncSession, posting_id: str, to: PostingStatus) -> bool:
     moved = await session.execute(_TRANSITION, {"posting_id": posting_id, "status": to})
     if moved.scalar_one_or_none() is not None:
         return True
@@ -328,7 +332,7 @@ RETURNING posting_id
 )
 
 
-async def _settle_many(session: AsyncSession, posting_ids: Sequence[str], to: str) -> list[bool]:
+async def _settle_many(session: AsyncSession, posting_ids: Sequence[str], to: PostingStatus) -> list[bool]:
     if len(set(posting_ids)) != len(posting_ids):
         raise ValueError("a batch names the same posting id twice")
     if not posting_ids:
@@ -360,17 +364,17 @@ async def _settle_many(session: AsyncSession, posting_ids: Sequence[str], to: st
 
 async def post_pending_many(session: AsyncSession, posting_ids: Sequence[str]) -> list[bool]:
     """`post_pending` for a batch in one statement; one result per posting id, in order."""
-    return await _settle_many(session, posting_ids, "posted")
+    return await _settle_many(session, posting_ids, PostingStatus.POSTED)
 
 
 async def post_pending(session: AsyncSession, posting_id: str) -> bool:
     """pending -> posted. False if already posted; PostingStateError if voided."""
-    return await _settle(session, posting_id, "posted")
+    return await _settle(session, posting_id, PostingStatus.POSTED)
 
 
 async def void_pending(session: AsyncSession, posting_id: str) -> bool:
     """pending -> voided. False if already voided; PostingStateError if posted (reverse it)."""
-    return await _settle(session, posting_id, "voided")
+    return await _settle(session, posting_id, PostingStatus.VOIDED)
 
 
 async def reverse(session: AsyncSession, posting_id: str, *, reversal_id: str, description: str) -> bool:
@@ -378,11 +382,11 @@ async def reverse(session: AsyncSession, posting_id: str, *, reversal_id: str, d
     original = await get_posting(session, posting_id)
     if original is None:
         raise PostingNotFound(f"no posting {posting_id}")
-    if original.status != "posted":
+    if original.status != PostingStatus.POSTED:
         raise PostingStateError(
             f"posting {posting_id} is {original.status}; only posted postings are reversed (void a hold)"
         )
     if original.reversed_by is not None and original.reversed_by != reversal_id:
         raise LedgerConflict(f"posting {posting_id} is already reversed by {original.reversed_by}")
     reversal = reversal_of(original.posting, posting_id=reversal_id, description=description)
-    return (await _write(session, [reversal], status="posted", reverses=posting_id))[0]
+    return (await _write(session, [reversal], status=PostingStatus.POSTED, reverses=posting_id))[0]

@@ -27,9 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from offchain.domain.ledger import (
-    AccountKind,
-)
+from offchain.domain.ledger import AccountKind, PostingStatus
 from offchain.persistence.base import Base, created_at
 from offchain.persistence.models import PARTNER_SCOPED
 
@@ -38,7 +36,7 @@ from offchain.persistence.models import PARTNER_SCOPED
 PARTNER_SCOPED.update({"caas_ledger_accounts": "partner_id"})
 
 SLOTS = 16
-STATUSES = ("pending", "posted", "voided")
+STATUSES = tuple(status.value for status in PostingStatus)
 SIDES = ("debit", "credit")
 ACCOUNT_CODE = String(200)
 POSTING_ID = String(200)
