@@ -110,9 +110,11 @@ drills: setup ## fault drills on `caas up --processes`: kill -9 each service, Po
 	python bench/drills.py --write
 
 .PHONY: lint
-lint: setup ## ruff check and ruff format --check
+lint: setup ## ruff check, ruff format --check, mypy and the import rules (docs/ARCHITECTURE.md); < 1 min
 	ruff check offchain scripts tests bench
 	ruff format --check offchain scripts tests bench
+	mypy offchain
+	lint-imports
 
 .PHONY: clean
 clean: ## remove build output and local state (keeps .venv and node_modules)

@@ -4,7 +4,7 @@
    acceptance -> two EIP-712 signatures -> payout -> three charges, the first webhook delivered
    twice -> REPAID) while light background traffic (bench/load.py's mix) runs too; at the point of
    the journey where that service has work in flight it gets `kill -9`. `caas up --processes`
-   restarts a crashed child by itself (offchain/platform/runner.ProcessSupervisor, with backoff);
+   restarts a crashed child by itself (offchain/stack/runner.ProcessSupervisor, with backoff);
    the drill records how long until the new process answered /health/ready. The journey's client
    retries as a partner would (same Idempotency-Key, the provider re-delivering its webhook).
 2. Dependencies: PostgreSQL (pg_ctl stop -m fast, then start), Redis (SIGTERM, then the same

@@ -48,8 +48,8 @@ from offchain.chain.workload import Workload, active_loans, ref
 from offchain.persistence.migrate import upgrade
 from offchain.platform.db import Database
 from offchain.platform.devkeys import dev_roles
-from offchain.platform.embedded import anvil_executable, rpc_call
 from offchain.platform.settings import DatabaseSettings, IndexerSettings
+from offchain.stack.embedded import anvil_executable, rpc_call
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("CAAS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

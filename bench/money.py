@@ -52,7 +52,6 @@ from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread  # noqa:
 
 from offchain.platform import auth  # noqa: E402
 from offchain.platform.db import Database  # noqa: E402
-from offchain.platform.embedded import anvil_executable, rpc_call  # noqa: E402
 from offchain.rails.simulator.app import create_app as simulator_app  # noqa: E402
 from offchain.rails.simulator.config import SimulatorConfig  # noqa: E402
 from offchain.services.disbursement.app import create_app as disbursement_app  # noqa: E402
@@ -61,6 +60,7 @@ from offchain.services.notifications.app import create_app as notifications_app 
 from offchain.services.orchestration.app import create_app as orchestration_app  # noqa: E402
 from offchain.services.repayment.app import create_app as repayment_app  # noqa: E402
 from offchain.services.underwriting.app import create_app as underwriting_app  # noqa: E402
+from offchain.stack.embedded import anvil_executable, rpc_call  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"

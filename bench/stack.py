@@ -30,7 +30,7 @@ import launcher  # noqa: E402  (tests/support: the one `caas up` launcher)
 from eventually import EventuallyTimeout, eventually  # noqa: E402
 from system_support import Stack  # noqa: E402
 
-from offchain.platform.devstack import read_env_file  # noqa: E402
+from offchain.stack.devstack import read_env_file  # noqa: E402
 
 PORTS, SIMULATOR_PORT = launcher.PORTS, launcher.SIMULATOR_PORT
 # Same clock settings as the system tests: retries of a failed payout after 1 s, and no daily

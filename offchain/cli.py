@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from offchain.platform.runner import InProcessServers
+    from offchain.stack.runner import InProcessServers
 
 STATE_DIR = Path(".caas")
 
@@ -41,7 +41,7 @@ def _run(coro: object) -> int:
 
 
 def _load_dev_env(state_dir: Path) -> None:
-    from offchain.platform.devstack import load_env_file_defaults
+    from offchain.stack.devstack import load_env_file_defaults
 
     load_env_file_defaults(state_dir / "dev.env")
 
@@ -90,9 +90,9 @@ def up(
     simulator_port: int,
 ) -> None:
     """Start the whole stack; embedded PostgreSQL/Redis/Anvil for whichever URL is not set."""
-    from offchain.platform.devstack import StackOptions, run_stack
     from offchain.platform.logging import configure_logging
     from offchain.platform.settings import Settings
+    from offchain.stack.devstack import StackOptions, run_stack
 
     if Settings().log.format == "console":
         # people at a terminal get one screen of URLs, then warnings and errors; the per-request
@@ -146,7 +146,7 @@ def served_app() -> Any:
     """uvicorn's app factory in each worker process of `caas serve --workers N`."""
     from offchain.platform.logging import configure_logging
     from offchain.platform.settings import get_settings
-    from offchain.services.registry import create_app
+    from offchain.stack.composition import create_app
 
     settings = get_settings()
     configure_logging(settings.log.level, settings.log.format)
@@ -180,9 +180,10 @@ def _serve_workers(name: str, host: str | None, port: int | None, workers: int) 
 async def _serve_one(name: str, host: str | None, port: int | None) -> int:
     import signal
 
-    from offchain.platform.runner import InProcessServers, NamedApp
     from offchain.platform.settings import get_settings
-    from offchain.services.registry import SERVICES, create_app
+    from offchain.services.registry import SERVICES
+    from offchain.stack.composition import create_app
+    from offchain.stack.runner import InProcessServers, NamedApp
 
     settings = get_settings()
     servers = InProcessServers(
@@ -252,10 +253,10 @@ def simulator(
 ) -> None:
     """Serve the SME platform + Paystack simulator (development and tests; outside the port map)."""
     from offchain.platform.logging import configure_logging
-    from offchain.platform.runner import InProcessServers, NamedApp
     from offchain.platform.settings import get_settings
     from offchain.rails.simulator.app import create_app
     from offchain.rails.simulator.config import SimulatorConfig
+    from offchain.stack.runner import InProcessServers, NamedApp
 
     _load_dev_env(state_dir)
     settings = get_settings()

@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_dev_env() -> None:
-    from offchain.platform.devstack import load_env_file_defaults
+    from offchain.stack.devstack import load_env_file_defaults
 
     for directory in (Path.cwd(), REPO_ROOT):
         load_env_file_defaults(directory / ".caas" / "dev.env")

@@ -18,7 +18,7 @@ DEV_ENV = Path(".caas/dev.env")
 
 def _dev_env() -> None:
     """Commands run beside `caas up` pick up its settings; explicit environment wins."""
-    from offchain.platform.devstack import load_env_file_defaults
+    from offchain.stack.devstack import load_env_file_defaults
 
     load_env_file_defaults(DEV_ENV)
 
@@ -44,10 +44,10 @@ def token(
     (--service NAME). Partner and operator tokens are signed with JWT_SECRET as the SME auth
     service would sign them; service tokens with SERVICE_KEY (see docs/SECURITY.md)."""
     from offchain.platform.auth import OPERATOR_PERMISSIONS, issue_operator_token
-    from offchain.platform.devstack import DEV_PARTNER_ID
     from offchain.platform.service_auth import issue_service_token
     from offchain.platform.settings import Settings
     from offchain.services.registry import SERVICES
+    from offchain.stack.devstack import DEV_PARTNER_ID
 
     _dev_env()
     settings = Settings()
@@ -143,8 +143,8 @@ def deploy(network: str, threshold: int, if_missing: bool) -> None:
     """Deploy and wire the contracts to CHAIN_RPC_URL (keys from DEPLOYER_KEY / settings)."""
     from offchain.chain.deployment import deploy as deploy_contracts
     from offchain.platform.devkeys import dev_roles
-    from offchain.platform.devstack import deployment_is_live
     from offchain.platform.settings import Settings
+    from offchain.stack.devstack import deployment_is_live
 
     _dev_env()
     settings = Settings()

@@ -73,6 +73,9 @@ class RpcError(Exception):
 class RpcUnavailable(RpcError):
     """No endpoint answered (connection refused or dropped, timeout, 5xx, 429): the node is away."""
 
+    # read by offchain.platform.problems: a 503 naming the chain, not a 500
+    unreachable_dependency = "chain"
+
     def __init__(self, message: str, *, method: str = "", retry_after_s: float | None = None) -> None:
         super().__init__(None, message, method=method)
         self.retry_after_s = retry_after_s

@@ -48,6 +48,14 @@ class Side(StrEnum):
         return Side.CREDIT if self is Side.DEBIT else Side.DEBIT
 
 
+class PostingStatus(StrEnum):
+    """A posting's life: pending (a hold) -> posted | voided; or posted at once."""
+
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+
+
 class UnbalancedPosting(ValueError):
     """Debits and credits differ in some currency, or a leg is malformed."""
 

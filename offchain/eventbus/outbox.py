@@ -51,7 +51,7 @@ async def publish(
     if request_id:
         merged.setdefault("request_id", request_id)
     inject_context(merged)  # traceparent: the consumer's span continues this trace
-    values = {"topic": topic, "key": key, "payload": payload, "headers": merged}
+    values: dict[str, Any] = {"topic": topic, "key": key, "payload": payload, "headers": merged}
     if partner_id is None:
         statement = _PUBLISH_IN_SCOPE
     else:

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from offchain.domain.collections import PromiseStatus
 from offchain.persistence.base import AddressHex, Base, Bytes32Hex, Uint256, created_at, updated_at
 from offchain.persistence.models import PARTNER_SCOPED
 
@@ -44,7 +45,7 @@ PARTNER_SCOPED.update(
 )
 
 COB_STATUSES = ("running", "completed")
-PROMISE_STATUSES = ("open", "kept", "broken")
+PROMISE_STATUSES = tuple(status.value for status in PromiseStatus)
 PROPOSAL_STATUSES = ("awaiting_signers", "submitted")
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from offchain.domain.applications import ApplicationStatus, OfferStatus
 from offchain.persistence.base import (
     AddressHex,
     Base,
@@ -49,8 +50,8 @@ PARTNER_SCOPED.update(
     }
 )
 
-APPLICATION_STATUSES = ("submitted", "underwriting", "offered", "declined", "accepted", "referred")
-OFFER_STATUSES = ("open", "accepted", "expired", "withdrawn")
+APPLICATION_STATUSES = tuple(status.value for status in ApplicationStatus)
+OFFER_STATUSES = tuple(status.value for status in OfferStatus)
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -80,7 +81,7 @@ class Application(Base):
     currency: Mapped[str] = mapped_column(String(3))
     tenor_months: Mapped[int] = mapped_column(SmallInteger)
     purpose: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(32), server_default="submitted")
+    status: Mapped[str] = mapped_column(String(32), server_default=ApplicationStatus.SUBMITTED.value)
     # score, risk_rating, pd, reasons, model_version, max_amount: the underwriting decision
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = created_at()
@@ -102,7 +103,7 @@ class Offer(Base):
     total_due: Mapped[int] = mapped_column(Uint256)
     # the whole quote as priced: fees, frequency, installments, EAR, schedule
     terms: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(32), server_default="open")
+    status: Mapped[str] = mapped_column(String(32), server_default=OfferStatus.OPEN.value)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()

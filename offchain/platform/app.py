@@ -23,7 +23,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from offchain.chain.client import ChainClient
 from offchain.platform import openapi_client
 from offchain.platform.access import access_guard, check_rules, probe
 from offchain.platform.api_description import install_api_description
@@ -67,7 +66,9 @@ class AppResources:
     db: Database | None = None
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # for services to hang their own on
-    chain: ChainClient | None = None  # the deployment (loaded once) and the JSON-RPC client
+    # the app's offchain.chain.client.ChainClient (the deployment, loaded once, and the JSON-RPC
+    # client), made on first use by chain_of: the platform sits below the chain layer
+    chain: Any = None
 
     @classmethod
     def open(cls, spec: ServiceSpec, settings: Settings) -> AppResources:
@@ -85,7 +86,6 @@ class AppResources:
             redis=create_redis(settings.redis, client_name=application_name)
             if spec.uses_redis and settings.redis.url
             else None,
-            chain=ChainClient(settings.chain),
         )
 
     async def readiness(self) -> dict[str, ProbeResult]:
@@ -303,10 +303,10 @@ def install_identities(app: FastAPI, settings: Settings, known_services: Collect
     """Every service verifies tokens the same way: partner and operator JWTs of the SME auth
     service (HS256 secret, RS256 via JWKS), service tokens for this service, the partner rate
     limiter and the failed-authentication limiter (both in Redis, when there is one)."""
-    from offchain.rails.sme.auth import JwksClient
+    from offchain.platform.jwks import JwksClient
 
     if known_services is None:
-        from offchain.services.registry import SERVICES
+        from offchain.platform.service_map import SERVICES
 
         known_services = SERVICES
     app.state.jwt_verifier = JwtVerifier(

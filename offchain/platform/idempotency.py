@@ -22,12 +22,12 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import bindparam, delete, func, null, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,7 +71,7 @@ def _claim_statement() -> Any:
     Built once with bind parameters: SQLAlchemy then reuses its cache key and compiled form,
     which for an INSERT built with literal values per request cost more than the round trip.
     """
-    table = IdempotencyKey.__table__
+    table = cast(Table, IdempotencyKey.__table__)
     claim = insert(table).values(
         partner_id=bindparam("partner_id"),
         key=bindparam("key"),
@@ -311,7 +311,7 @@ async def _answer(request: Request, handler: Callable[[], Awaitable[tuple[int, A
 
 
 def _problem_answer(request: Request, problem: Problem) -> tuple[int, Any]:
-    return problem.status, json.loads(render_problem(request, problem).body)
+    return problem.status, json.loads(bytes(render_problem(request, problem).body))
 
 
 def _media(status: int) -> str:

@@ -165,7 +165,7 @@ class OutboundPolicy:
             )
         except (OSError, TimeoutError) as error:
             raise _Unresolved(f"{host} does not resolve: {type(error).__name__}") from None
-        addresses = _addresses(info[4][0] for info in infos)
+        addresses = _addresses(str(info[4][0]) for info in infos)
         if not addresses:
             raise _Unresolved(f"{host} resolves to no address")
         for address in addresses:

@@ -202,8 +202,6 @@ def _dependency_down(exc: BaseException) -> str | None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-    from offchain.chain.jsonrpc import RpcUnavailable
-
     # the plain asyncpg connections of the hot reads (Database.fetch_one) raise the driver's own errors
     driver_lost = (
         asyncpg.PostgresConnectionError,
@@ -222,7 +220,9 @@ def _dependency_down(exc: BaseException) -> str | None:
             isinstance(current, DBAPIError) and current.connection_invalidated
         ):
             return "database"
-        if isinstance(current, RpcUnavailable):  # no chain node answered (offchain.chain.jsonrpc)
+        # no chain node answered: offchain.chain.jsonrpc.RpcUnavailable names itself (the platform
+        # sits below the chain layer and does not import it)
+        if getattr(current, "unreachable_dependency", None) == "chain":
             return "chain"
         if isinstance(current, (ConnectionRefusedError, ConnectionResetError)) or (
             isinstance(current, OSError) and current.errno in (111, 104, 110)

@@ -151,7 +151,7 @@ def consumer_span(
     """A CONSUMER span for handling one event, child of the span that published it; the
     event's request id is bound for the handler's log lines."""
     parent = propagate.extract(headers)
-    attributes = {
+    attributes: dict[str, str | int] = {
         "messaging.system": "redis",
         "messaging.operation.type": "process",
         "messaging.destination.name": topic,

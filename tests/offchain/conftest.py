@@ -32,9 +32,9 @@ from sqlalchemy.engine import make_url
 
 from offchain.persistence.migrate import upgrade
 from offchain.platform.db import Database
-from offchain.platform.embedded import anvil_executable, rpc_call
 from offchain.platform.redis import create_redis
 from offchain.platform.settings import Settings
+from offchain.stack.embedded import anvil_executable, rpc_call
 
 PG_URL = os.environ.get("CAAS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

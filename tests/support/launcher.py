@@ -28,9 +28,9 @@ import httpx
 import psutil
 from eventually import EventuallyTimeout, eventually
 
-from offchain.platform.devstack import read_env_file
-from offchain.platform.embedded import port_is_free
 from offchain.services.registry import SERVICES
+from offchain.stack.devstack import read_env_file
+from offchain.stack.embedded import port_is_free
 
 PORTS = [spec.port for spec in SERVICES.values()]
 SIMULATOR_PORT = 8100

@@ -48,13 +48,9 @@ from fastapi.responses import JSONResponse
 from offchain.platform.logging import get_logger
 from offchain.rails.simulator.config import SimulatorConfig
 from offchain.rails.simulator.delivery import Dispatcher, FaultRule
-from offchain.rails.simulator.paystack import (
-    PaystackApiError,
-    PaystackSim,
-    paystack_router,
-    rule_view,
-    transfer_rule,
-)
+from offchain.rails.simulator.paystack import PaystackSim
+from offchain.rails.simulator.paystack_common import PaystackApiError
+from offchain.rails.simulator.paystack_routes import paystack_router, rule_view, transfer_rule
 from offchain.rails.simulator.sme import SmeSim, sme_router
 
 log = get_logger(__name__)

@@ -126,7 +126,7 @@ async def _undelivered(redis: Redis, stream: str, group: dict[str, Any], *, cap:
         return int(lag)
     # Redis 6: count entries after the group's last delivered id, up to the cap
     entries = await redis.xrange(stream, min=f"({group['last-delivered-id']}", max="+", count=cap + 1)
-    return len(entries)
+    return len(entries or [])
 
 
 async def read_stream_signals(

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from offchain.domain import ledger as accounts
 from offchain.domain import money_movement as mm
@@ -34,6 +35,7 @@ from offchain.rails.sme.payments import (
     SmePaymentsUnavailable,
     SmeWalletClient,
 )
+from offchain.services.ledger.reconciliation import ReconContext
 
 # statuses in which the money is ours to account for (a reversed payment went back)
 HELD = (
@@ -68,7 +70,7 @@ class RailCheck:
     max_items: int = 500
     concurrency: int = 8
 
-    async def __call__(self, context) -> list[Mismatch]:  # type: ignore[no-untyped-def]
+    async def __call__(self, context: ReconContext) -> list[Mismatch]:
         found: list[Mismatch] = []
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)) as http:
             paystack = PaystackClient.from_settings(self.rails, http=http)
@@ -109,7 +111,7 @@ class RailCheck:
             )
         return found + [m for m in results if m is not None]
 
-    async def _cash_accounts(self, session) -> list[Mismatch]:  # type: ignore[no-untyped-def]
+    async def _cash_accounts(self, session: AsyncSession) -> list[Mismatch]:
         found = []
         # clearing holds what the rail settles: the payments we hold, plus what payers paid on
         # top of them, less the rail's fees (posted at intake for every payment, held or not)

@@ -4,6 +4,8 @@ POST /v1/bank-statements/analyze, GET /v1/models/current, and the application pi
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 
 from offchain.domain.offers.pricing import PricingPolicy
@@ -30,11 +32,11 @@ def create_app(
     config = policy or PolicyConfig()
     prices = pricing or PricingPolicy()
 
-    async def applications(resources: AppResources, stop) -> None:  # type: ignore[no-untyped-def]
+    async def applications(resources: AppResources, stop: asyncio.Event) -> None:
         resources.extras.update(scorecard=scorecard, policy=config, pricing=prices)
         await run_application_worker(resources, stop)
 
-    async def pre_assessments(resources: AppResources, stop) -> None:  # type: ignore[no-untyped-def]
+    async def pre_assessments(resources: AppResources, stop: asyncio.Event) -> None:
         resources.extras.update(scorecard=scorecard, policy=config, pricing=prices)
         await run_kyc_verified_worker(resources, stop)
 

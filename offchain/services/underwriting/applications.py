@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from offchain.domain.applications import ApplicationStatus
 from offchain.domain.loan_book import LoanState
 from offchain.domain.money import Money
 from offchain.domain.offers.pricing import Affordability, PricingPolicy, quote
@@ -115,9 +116,9 @@ async def decide_application(
     application = (
         await session.execute(select(Application).where(Application.id == application_id).with_for_update())
     ).scalar_one_or_none()
-    if application is None or application.status != "submitted":
+    if application is None or application.status != ApplicationStatus.SUBMITTED:
         return
-    application.status = "underwriting"
+    application.status = ApplicationStatus.UNDERWRITING
     claims = payload.get("partner_claims") or {}
     decision = await assess_applicant(
         kyc_client=kyc_client,
@@ -175,11 +176,11 @@ async def decide_application(
     application.decision = _decision_json(decision)
     application.decided_at = now
     if offers:
-        application.status, topic = "offered", "credit.application.approved"
+        application.status, topic = ApplicationStatus.OFFERED, "credit.application.approved"
     elif decision.status == DecisionStatus.REFER:
-        application.status, topic = "referred", "credit.application.referred"
+        application.status, topic = ApplicationStatus.REFERRED, "credit.application.referred"
     else:
-        application.status, topic = "declined", "credit.application.declined"
+        application.status, topic = ApplicationStatus.DECLINED, "credit.application.declined"
     await session.flush()
     await publish(
         session,

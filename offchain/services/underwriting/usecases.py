@@ -134,7 +134,7 @@ def assess(
         currency=application.currency,
         requested_amount=application.amount,
         max_amount=max_amount,
-        approved_amount=min(application.amount, max_amount) if status == "approved" else 0,
+        approved_amount=min(application.amount, max_amount) if status == DecisionStatus.APPROVED else 0,
         max_monthly_installment=max_installment,
         tenor_months=application.tenor_months,
         reasons=reasons,

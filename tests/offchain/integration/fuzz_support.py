@@ -19,7 +19,7 @@ from identities import service_headers as service_token_headers
 from offchain.platform import auth
 from offchain.platform.access import AccessRule, Kind, routes_with_rules
 from offchain.platform.settings import Settings
-from offchain.services.registry import create_app
+from offchain.stack.composition import create_app
 
 # examples per operation (the coverage phase's own cases come on top); CI keeps the default
 EXAMPLES = int(os.environ.get("CAAS_FUZZ_EXAMPLES", "12"))

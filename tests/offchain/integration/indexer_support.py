@@ -23,8 +23,8 @@ from offchain.chain.workload import Workload
 from offchain.persistence.migrate import upgrade
 from offchain.platform.db import Database
 from offchain.platform.devkeys import dev_roles
-from offchain.platform.embedded import anvil_executable, rpc_call
 from offchain.platform.settings import DatabaseSettings, IndexerSettings
+from offchain.stack.embedded import anvil_executable, rpc_call
 
 # test chains: default after 30 days past due, so the workload reaches defaults quickly
 DEFAULT_AFTER_DAYS = 30

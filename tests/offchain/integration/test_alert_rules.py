@@ -20,7 +20,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from offchain.platform.settings import Settings
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
 
 pytestmark = pytest.mark.asyncio
 RULES = Path(__file__).resolve().parents[3] / "ops" / "prometheus" / "alerts.yml"

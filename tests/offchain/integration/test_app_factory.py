@@ -171,7 +171,8 @@ def test_errors_are_problem_json(settings: Settings) -> None:
 
 
 def test_every_service_of_the_port_map_builds(settings: Settings) -> None:
-    from offchain.services.registry import SERVICES, create_app
+    from offchain.services.registry import SERVICES
+    from offchain.stack.composition import create_app
 
     ports = sorted(spec.port for spec in SERVICES.values())
     assert ports == list(range(8000, 8011))

@@ -14,9 +14,10 @@ import pytest
 from fuzz_support import credentials
 from identities import operator_headers, service_headers
 
-from offchain.platform.runner import InProcessServers, NamedApp
 from offchain.platform.settings import Settings
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
+from offchain.stack.runner import InProcessServers, NamedApp
 
 pytestmark = pytest.mark.asyncio
 CLOSED = "http://127.0.0.1:1"

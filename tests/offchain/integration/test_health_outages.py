@@ -41,13 +41,14 @@ from offchain.persistence.migrate import upgrade
 from offchain.platform.app import AppResources
 from offchain.platform.db import Database
 from offchain.platform.devkeys import dev_roles
-from offchain.platform.embedded import anvil_executable, rpc_call
-from offchain.platform.runner import InProcessServers, NamedApp
 from offchain.platform.settings import Settings
 from offchain.rails.simulator.app import create_app as create_simulator
 from offchain.rails.simulator.config import SimulatorConfig
 from offchain.services.health.status import platform_health
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
+from offchain.stack.embedded import anvil_executable, rpc_call
+from offchain.stack.runner import InProcessServers, NamedApp
 
 pytestmark = pytest.mark.asyncio
 TOPIC = "ops.drill"

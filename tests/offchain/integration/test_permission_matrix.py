@@ -30,7 +30,8 @@ from offchain.persistence.migrate import upgrade
 from offchain.platform import auth
 from offchain.platform.access import AccessRule, Kind, routes_with_rules
 from offchain.platform.settings import Settings
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
 
 PARTNER_A, PARTNER_B = uuid.uuid4(), uuid.uuid4()
 

@@ -35,7 +35,8 @@ from simulator_support import PAYSTACK_SECRET, SME_SECRET, ServerThread, free_po
 from offchain.platform.settings import Settings
 from offchain.rails.simulator.app import create_app as simulator_app
 from offchain.rails.simulator.config import SimulatorConfig
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
 HEALTH_PORT = free_port()

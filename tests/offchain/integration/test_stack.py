@@ -19,8 +19,8 @@ import launcher
 import psutil
 import pytest
 
-from offchain.platform.devstack import DEV_ENV_KEYS, read_env_file
 from offchain.services.registry import SERVICES
+from offchain.stack.devstack import DEV_ENV_KEYS, read_env_file
 
 pytestmark = pytest.mark.stack
 

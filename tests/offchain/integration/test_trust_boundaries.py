@@ -32,9 +32,10 @@ from offchain.persistence.money import Payment
 from offchain.platform import auth
 from offchain.platform.access import Kind, routes_with_rules
 from offchain.platform.db import Database
-from offchain.platform.runner import InProcessServers, NamedApp
 from offchain.platform.settings import Settings
-from offchain.services.registry import SERVICES, create_app
+from offchain.services.registry import SERVICES
+from offchain.stack.composition import create_app
+from offchain.stack.runner import InProcessServers, NamedApp
 
 MIB = 1024 * 1024
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from offchain.cli import main
 from offchain.demo import REQUIRED_KEYS, DemoConfig, DemoError, money, valid_nuban
 from offchain.domain.offers.agreement import is_valid_nuban
-from offchain.platform.devstack import write_env_file
+from offchain.stack.devstack import write_env_file
 
 
 @pytest.fixture

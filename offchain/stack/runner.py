@@ -24,8 +24,8 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from offchain.platform.embedded import die_with_parent
 from offchain.platform.logging import get_logger
+from offchain.stack.embedded import die_with_parent
 
 log = get_logger(__name__)
 

@@ -23,7 +23,9 @@ from typing import Any
 import httpx
 
 from offchain.platform.devkeys import dev_roles
-from offchain.platform.embedded import (
+from offchain.platform.logging import configure_logging, get_logger
+from offchain.platform.settings import Settings
+from offchain.stack.embedded import (
     EmbeddedAnvil,
     EmbeddedError,
     EmbeddedPostgres,
@@ -31,8 +33,6 @@ from offchain.platform.embedded import (
     port_is_free,
     rpc_call,
 )
-from offchain.platform.logging import configure_logging, get_logger
-from offchain.platform.settings import Settings
 
 log = get_logger(__name__)
 
@@ -341,13 +341,14 @@ def _say(message: str) -> None:
 
 async def run_stack(options: StackOptions) -> int:
     """The body of `caas up`; returns the process exit code."""
-    from offchain.platform.runner import (
+    from offchain.services.registry import SERVICES
+    from offchain.stack.composition import create_app
+    from offchain.stack.runner import (
         InProcessServers,
         NamedApp,
         PortInUseError,
         ProcessSupervisor,
     )
-    from offchain.services.registry import SERVICES, create_app
 
     started = time.monotonic()
     loop = asyncio.get_running_loop()
