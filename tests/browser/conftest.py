@@ -24,11 +24,20 @@ sys.path.insert(0, str(SYSTEM))
 _spec = importlib.util.spec_from_file_location("system_conftest", SYSTEM / "conftest.py")
 assert _spec is not None and _spec.loader is not None
 system_conftest = importlib.util.module_from_spec(_spec)
+sys.modules["system_conftest"] = system_conftest  # its dataclasses look their module up
 _spec.loader.exec_module(system_conftest)
 
 from system_support import Stack  # noqa: E402
 
 stack = system_conftest.stack  # the session's `caas up`
+
+
+@pytest.fixture(scope="session")
+def stack_chain() -> str:
+    """The consoles run on the embedded Anvil (the system tests parametrize this fixture)."""
+    return "anvil"
+
+
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from conftest import Console
-from system_support import Stack, until
+from eventually import eventually
+from system_support import Stack
 
 from offchain.chain.contracts import sign_approval
 from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
@@ -31,7 +32,7 @@ def loan_paid_to_a_shared_account(stack: Stack, external_id: str) -> str:
         },
         expect=201,
     )
-    application = until(
+    application = eventually(
         lambda: (
             (a := stack.get(f"/v1/applications/{created['id']}"))["status"]
             not in ("submitted", "underwriting")
@@ -57,7 +58,7 @@ def loan_paid_to_a_shared_account(stack: Stack, external_id: str) -> str:
     for key in stack.signer_keys[: request["required"]]:
         signer, signature = sign_approval(request["typed_data"], key)
         stack.post(f"/v1/loans/{loan_id}/approvals", {"signer": signer, "signature": "0x" + signature.hex()})
-    until(  # 404 until the disbursement service has made the payout
+    eventually(  # 404 until the disbursement service has made the payout
         lambda: (
             (r := stack.api.get(f"/v1/payouts/{loan_id}", headers=stack.operator)).status_code == 200
             and r.json()["status"] == "review"
@@ -82,7 +83,7 @@ def test_an_operator_releases_a_held_payout_and_matches_unmatched_money(browser:
         page = stack.get("/v1/payments", params={"status": "unmatched", "limit": 200}, headers=stack.operator)
         return next((p for p in page["data"] if p["reference"] == reference), None)
 
-    payment = until(unmatched, what="the charge in suspense")
+    payment = eventually(unmatched, what="the charge in suspense")
 
     console = Console(browser, stack)
     try:
@@ -99,12 +100,12 @@ def test_an_operator_releases_a_held_payout_and_matches_unmatched_money(browser:
         page.set_viewport_size({"width": 1280, "height": 900})
 
         page.locator(f'[data-release="{held}"]').click()
-        until(lambda: "done" in page.locator("#status").inner_text(), what="the release")
+        eventually(lambda: "done" in page.locator("#status").inner_text(), what="the release")
         stack.loan_in(held, "ACTIVE", within_s=120)
 
         page.get_by_label(f"Loan id for {reference}").fill(target)
         page.get_by_label(f"Loan id for {reference}").press("Enter")  # the keyboard submits the match
-        until(
+        eventually(
             lambda: (
                 "done" in page.locator("#status").inner_text()
                 and "Match" in page.locator("#status").inner_text()

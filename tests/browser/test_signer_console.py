@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from conftest import Console
 from eth_account.messages import encode_typed_data
-from system_support import Stack, until
+from eventually import eventually
+from system_support import Stack
 
 pytestmark = pytest.mark.stack
 
@@ -33,7 +34,7 @@ def pending_loan(stack: Stack, external_id: str) -> str:
         },
         expect=201,
     )
-    application = until(
+    application = eventually(
         lambda: (
             (a := stack.get(f"/v1/applications/{created['id']}"))["status"]
             not in ("submitted", "underwriting")
@@ -163,7 +164,7 @@ def test_a_governance_proposal_is_decoded_and_confirmed_from_the_wallet(browser:
         assert shown.inner_text() == f'Cancel loan {chain_loan_id} (reason "console-test")'
         assert stack.committee.functions.confirmations(proposal).call() == 1
         console.page.get_by_role("button", name=f"Confirm #{proposal}").click()
-        until(
+        eventually(
             lambda: "confirm mined" in console.page.locator("#status").inner_text(), what="the confirmation"
         )
         assert stack.committee.functions.confirmations(proposal).call() == 2
