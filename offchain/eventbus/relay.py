@@ -14,6 +14,7 @@ from offchain.persistence.models import OutboxMessage
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import EventBusSettings
+from offchain.platform.stopping import wait_or_stop
 
 log = get_logger(__name__)
 
@@ -138,7 +139,4 @@ async def run_relay(db: Database, redis: Redis, settings: EventBusSettings, stop
             continue
         # bounded backoff while PostgreSQL or Redis is away
         delay = settings.relay_idle_s if not failures else min(0.5 * 2**failures, 10.0)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+        await wait_or_stop(stop, delay)

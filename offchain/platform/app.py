@@ -48,6 +48,7 @@ from offchain.platform.redis import create_redis
 from offchain.platform.service import Dependency, ServiceSpec
 from offchain.platform.service_auth import ServiceVerifier
 from offchain.platform.settings import Settings, get_settings
+from offchain.platform.stopping import wait_or_stop
 from offchain.platform.tracing import REQUEST_ID_HOOKS, instrument_app, untraced_requests
 
 log = get_logger(__name__)
@@ -140,10 +141,7 @@ async def _supervise(name: str, task: BackgroundTask, res: AppResources, stop: a
             raise
         except Exception:
             log.exception("background.crashed", task=name, restart_in_s=delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, delay)
             delay = min(delay * 2, 60.0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,11 +38,12 @@ from offchain.chain.jsonrpc import JsonRpc, RpcError
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import IndexerSettings
+from offchain.platform.stopping import wait_or_stop
 
 log = get_logger("offchain.chain.indexer")
 
 
-class IndexerBase:
+class IndexerBase(ABC):
     def __init__(
         self,
         *,
@@ -65,22 +67,23 @@ class IndexerBase:
 
     # -- the steps a subclass provides ------------------------------------------------------------
 
+    @abstractmethod
     async def find_range(self) -> Batch | BatchResult:
         """The next batch, or the result of a step with nothing to index (caught up, repaired)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def fetch_logs(self, batch: Batch) -> list[Any] | None:
         """The batch's elements; None when the node refused the range (retried smaller)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def process_batch(
         self, session: AsyncSession, logs: Sequence[Any], batch: Batch, result: BatchResult
     ) -> None:
         """Everything a batch writes but the checkpoint, in the caller's (single) transaction."""
-        raise NotImplementedError
 
     async def after_batch(self, batch: Batch, result: BatchResult, *, logs: int) -> None:
-        """After the commit: tune the range, catch-up work."""
+        """After the commit: tune the range, catch-up work (a hook; nothing by default)."""
+        return None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -114,10 +117,10 @@ class IndexerBase:
                     log.warning(
                         "indexer.batch_failed", error=repr(exc)[:500], attempt=failures, retry_in_s=delay
                     )
-                    await _sleep(stop, delay)
+                    await wait_or_stop(stop, delay)
                     continue
                 if result.caught_up:
-                    await _sleep(stop, self.settings.poll_interval_s)
+                    await wait_or_stop(stop, self.settings.poll_interval_s)
 
     async def catch_up(
         self, *, max_batches: int | None = None, stop: asyncio.Event | None = None
@@ -172,7 +175,7 @@ class IndexerBase:
                     log.info("indexer.waiting_for_lock", chain_id=self.chain_id, holder=holder)
                     waiting = True
                 if stop is not None:
-                    await _sleep(stop, self.settings.lock_poll_s)
+                    await wait_or_stop(stop, self.settings.lock_poll_s)
                     if stop.is_set():
                         break
                 else:
@@ -263,13 +266,6 @@ class IndexerBase:
             self.metrics.lag_seconds.set(0)
         elif timestamp is not None:
             self.metrics.lag_seconds.set(max(0.0, time.time() - timestamp))
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 async def _lock_holder(conn: AsyncConnection, key: str) -> str:

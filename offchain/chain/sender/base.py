@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import uuid
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +52,6 @@ class ChainView:
 def _already_seen(error: RpcError) -> bool:
     message = error.message.lower()
     return any(marker in message for marker in _ALREADY_SEEN)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep unless stopped; True when `stop` is set."""
-    with suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    return stop.is_set()
 
 
 def _raise_first_error(results: Sequence[Any]) -> None:

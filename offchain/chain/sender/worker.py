@@ -12,12 +12,13 @@ from eth_utils import keccak
 from sqlalchemy import func, or_, select
 
 from offchain.chain.jsonrpc import RpcError, hex_int
-from offchain.chain.sender.base import _OPEN_COLUMNS, ChainView, _raise_first_error, _sleep, log
+from offchain.chain.sender.base import _OPEN_COLUMNS, ChainView, _raise_first_error, log
 from offchain.chain.sender.bump import BumpRound
 from offchain.chain.sender.intents import OPEN, UNFINISHED
 from offchain.chain.sender.intents import TX_INTENTS as _t
 from offchain.chain.sender.send import SendRound
 from offchain.chain.sender.settle import SettleRound
+from offchain.platform.stopping import wait_or_stop
 
 
 def advisory_lock_key(chain_id: int, address: str) -> int:
@@ -53,14 +54,14 @@ class SenderWorker(SettleRound, BumpRound, SendRound):
                 except RpcError as exc:  # node unreachable or misbehaving: back off, keep the lock
                     delay = min(max(delay * 2, 0.5), 30.0)
                     log.warning("sender.rpc_failed", error=str(exc)[:500], retry_in_s=delay)
-                    await _sleep(stop, delay)
+                    await wait_or_stop(stop, delay)
                     continue
                 delay = self.settings.idle_poll_s
                 if worked:
                     continue
                 if until_idle and await self._is_idle():
                     return
-                await _sleep(stop, delay)
+                await wait_or_stop(stop, delay)
         log.info("sender.stopped", address=self.address)
 
     @asynccontextmanager
@@ -77,7 +78,7 @@ class SenderWorker(SettleRound, BumpRound, SendRound):
                 if not announced:
                     log.info("sender.standby", address=self.address, reason="another worker holds the key")
                     announced = True
-                if await _sleep(stop, 1.0):
+                if await wait_or_stop(stop, 1.0):
                     yield False
                     return
             self._lock_conn = conn

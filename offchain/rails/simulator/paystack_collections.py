@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from offchain.rails.paystack import webhooks
@@ -33,8 +34,7 @@ class PaystackCollections:
     accounts: dict[str, dict[str, Any]]
     balances: dict[str, int]
 
-    def _id(self) -> int:
-        raise NotImplementedError
+    _id: Callable[[], int]  # PaystackSim's id counter
 
     # -- customers and dedicated accounts -----------------------------------------------------
 

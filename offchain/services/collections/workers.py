@@ -7,7 +7,6 @@ loan already settled for a date is skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import func, select
@@ -17,6 +16,7 @@ from offchain.persistence.collections import CobRun
 from offchain.platform.app import AppResources
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Environment, Settings
+from offchain.platform.stopping import wait_or_stop
 from offchain.services.collections import cob
 from offchain.services.collections.context import Collections
 
@@ -49,7 +49,6 @@ async def daily_cob(resources: AppResources, stop: asyncio.Event) -> None:
                 )
             if last is None or last < until:
                 await cob.catch_up(collections, until)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.collections.poll_s)
+            await wait_or_stop(stop, settings.collections.poll_s)
     finally:
         await collections.aclose()

@@ -20,6 +20,7 @@ from offchain.eventbus.service import run_consumer
 from offchain.platform.app import AppResources
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
+from offchain.platform.stopping import wait_or_stop
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmeWalletClient
 from offchain.services.disbursement import chain_events, payouts
@@ -86,10 +87,7 @@ async def payout_worker(resources: AppResources, stop: asyncio.Event) -> None:
                 log.exception("payouts.round_failed")
                 busy = False
             if not busy:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=ctx.settings.worker_poll_s)
-                except TimeoutError:
-                    pass
+                await wait_or_stop(stop, ctx.settings.worker_poll_s)
 
 
 async def run_round(db: Database, ctx: payouts.PayoutContext) -> bool:

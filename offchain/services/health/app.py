@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from offchain.platform.app import AppResources, create_service_app
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Settings
+from offchain.platform.stopping import wait_or_stop
 from offchain.services.health.metrics import HealthMetrics
 from offchain.services.health.routes import router
 from offchain.services.health.status import platform_health
@@ -34,10 +35,7 @@ async def monitor(resources: AppResources, stop: asyncio.Event, *, metrics: Heal
             }
             log.info("health.changed", status=report["status"], previous=previous, unhealthy=unhealthy)
             previous = report["status"]
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=resources.settings.health.monitor_interval_s)
-        except TimeoutError:
-            pass
+        await wait_or_stop(stop, resources.settings.health.monitor_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

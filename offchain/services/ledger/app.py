@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from offchain.platform.app import AppResources, BackgroundTask, create_service_app
 from offchain.platform.logging import get_logger
 from offchain.platform.settings import Environment, Settings, get_settings
+from offchain.platform.stopping import wait_or_stop
 from offchain.services.ledger import usecases
 from offchain.services.ledger.routes import router
 from offchain.services.registry import SERVICES
@@ -26,10 +27,7 @@ def reconciliation_job(metrics: dict[str, usecases.LedgerMetrics]) -> Background
             )
             if report is None:
                 log.info("ledger.reconciliation.skipped", reason="another replica is running one")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, interval)
 
     return job
 

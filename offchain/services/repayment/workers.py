@@ -34,6 +34,7 @@ from offchain.eventbus.service import run_consumer
 from offchain.platform.app import AppResources
 from offchain.platform.db import Database
 from offchain.platform.logging import get_logger
+from offchain.platform.stopping import wait_or_stop
 from offchain.platform.tracing import consumer_span, inject_context
 from offchain.rails.paystack.client import PaystackClient
 from offchain.rails.sme.payments import SmePaymentsClient
@@ -326,7 +327,4 @@ async def held_sweeper(resources: AppResources, stop: asyncio.Event) -> None:
                     deployment=deployment,
                     max_held=timedelta(days=resources.settings.money.held_max_days),
                 )
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=every)
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, every)
