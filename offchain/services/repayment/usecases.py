@@ -139,6 +139,7 @@ async def match_payment(
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        before = payment_view(row)
         if row.status == "review" and target is not None:
             if row.partner_id is not None and row.partner_id != loan.partner_id:
                 # review money was paid for one of that partner's loans: it stays that partner's
@@ -149,7 +150,6 @@ async def match_payment(
                     detail="money under review moves only to another loan of the same partner",
                     errors=[{"field": "loan_id", "reason": "a loan of another partner"}],
                 )
-            before = payment_view(row)
             try:
                 await early_money.match_reviewed(session, row, target, deployment=deployment)
             except ValueError as refusal:
@@ -160,18 +160,7 @@ async def match_payment(
                     detail=str(refusal),
                     errors=[{"field": "loan_id", "reason": str(refusal)}],
                 ) from refusal
-            await record_action(
-                session,
-                actor=auth.actor_name(actor),
-                action="payment.match",
-                subject_type="payment",
-                subject_id=payment_id,
-                partner_id=loan.partner_id,
-                before=before,
-                after=payment_view(row),
-            )
-            return payment_view(row)
-        if row.status != "unmatched":
+        elif row.status != "unmatched":
             raise Problem(
                 409,
                 "urn:caas:problem:payment-not-in-suspense",
@@ -179,8 +168,8 @@ async def match_payment(
                 detail=f"the payment is {row.status}",
                 errors=[{"field": "payment_id", "reason": f"status is {row.status}"}],
             )
-        before = payment_view(row)
-        await matching.match_by_hand(session, row, loan_id=loan.id, deployment=deployment)
+        else:
+            await matching.match_by_hand(session, row, loan_id=loan.id, deployment=deployment)
         await record_action(
             session,
             actor=auth.actor_name(actor),
