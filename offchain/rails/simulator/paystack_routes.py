@@ -7,7 +7,7 @@ import hmac
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from offchain.rails.simulator.paystack import PaystackSim
@@ -18,8 +18,6 @@ from offchain.rails.simulator.paystack_common import (
 
 
 def paystack_router(sim: PaystackSim) -> APIRouter:
-    router = APIRouter(tags=["paystack"])
-
     def authorize(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
@@ -29,6 +27,9 @@ def paystack_router(sim: PaystackSim) -> APIRouter:
             key.strip().encode(), sim.config.paystack_secret_key.encode()
         ):
             raise PaystackApiError(401, "Invalid key", code="unauthorized")
+
+    # every route takes Paystack's secret key, checked before anything of the request is read
+    router = APIRouter(tags=["paystack"], dependencies=[Depends(authorize)])
 
     async def body_of(request: Request) -> dict[str, Any]:
         try:
@@ -44,58 +45,48 @@ def paystack_router(sim: PaystackSim) -> APIRouter:
 
     @router.post("/transferrecipient")
     async def create_recipient(request: Request) -> JSONResponse:
-        authorize(request)
         message, data = sim.create_recipient(await body_of(request))
         return ok(message, data, 201)
 
     @router.post("/transfer")
     async def initiate_transfer(request: Request) -> JSONResponse:
-        authorize(request)
         message, data = sim.initiate_transfer(await body_of(request))
         return ok(message, data)
 
     @router.post("/transfer/finalize_transfer")
     async def finalize_transfer(request: Request) -> JSONResponse:
-        authorize(request)
         message, data = sim.finalize_transfer(await body_of(request))
         return ok(message, data)
 
     @router.get("/transfer/verify/{reference}")
-    async def verify_transfer(reference: str, request: Request) -> JSONResponse:
-        authorize(request)
+    async def verify_transfer(reference: str) -> JSONResponse:
         return ok("Transfer retrieved", sim.verify_transfer(reference))
 
     @router.get("/transfer/{id_or_code}")
-    async def fetch_transfer(id_or_code: str, request: Request) -> JSONResponse:
-        authorize(request)
+    async def fetch_transfer(id_or_code: str) -> JSONResponse:
         return ok("Transfer retrieved", sim.fetch_transfer(id_or_code))
 
     @router.get("/transaction/verify/{reference}")
-    async def verify_transaction(reference: str, request: Request) -> JSONResponse:
-        authorize(request)
+    async def verify_transaction(reference: str) -> JSONResponse:
         return ok("Verification successful", sim.verify_transaction(reference))
 
     @router.post("/customer")
     async def create_customer(request: Request) -> JSONResponse:
-        authorize(request)
         message, data = sim.create_customer(await body_of(request))
         return ok(message, data)
 
     @router.post("/dedicated_account")
     async def create_dedicated_account(request: Request) -> JSONResponse:
-        authorize(request)
         message, data = sim.create_dedicated_account(await body_of(request))
         return ok(message, data)
 
     @router.post("/dedicated_account/assign")
     async def assign_dedicated_account(request: Request) -> JSONResponse:
-        authorize(request)
         message, _ = sim.assign_dedicated_account(await body_of(request))
         return JSONResponse({"status": True, "message": message})
 
     @router.get("/balance")
-    async def balance(request: Request) -> JSONResponse:
-        authorize(request)
+    async def balance() -> JSONResponse:
         data = [{"currency": c, "balance": b} for c, b in sim.balances.items()]
         return ok("Balances retrieved", data)
 

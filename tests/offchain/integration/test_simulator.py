@@ -419,3 +419,35 @@ async def test_state_file_keeps_transfers_and_signing_keys_across_restarts(tmp_p
 
     assert kept.transfer_code == made.transfer_code == again.transfer_code
     assert kept.status.value == "pending"
+
+
+# -- the simulated Paystack's key check ---------------------------------------------------------
+
+PAYSTACK_ROUTES = [
+    ("POST", "/transferrecipient"),
+    ("POST", "/transfer"),
+    ("POST", "/transfer/finalize_transfer"),
+    ("GET", "/transfer/verify/any-ref"),
+    ("GET", "/transfer/TRF_any"),
+    ("GET", "/transaction/verify/any-ref"),
+    ("POST", "/customer"),
+    ("POST", "/dedicated_account"),
+    ("POST", "/dedicated_account/assign"),
+    ("GET", "/balance"),
+]
+
+
+async def test_every_paystack_route_refuses_a_missing_or_wrong_key_before_reading_the_body(sim: str) -> None:
+    async with httpx.AsyncClient(base_url=sim, timeout=5) as http:
+        for method, path in PAYSTACK_ROUTES:
+            # a body that is not even JSON: the key is checked first, so the answer is still 401
+            missing = await http.request(method, path, content=b"{not json")
+            assert missing.status_code == 401, (path, missing.text)
+            assert missing.json()["message"] == "Authorization key not specified"
+            wrong = await http.request(
+                method, path, content=b"{not json", headers={"Authorization": "Bearer sk_test_wrong"}
+            )
+            assert wrong.status_code == 401, (path, wrong.text)
+            assert wrong.json()["message"] == "Invalid key"
+        right = await http.get("/balance", headers={"Authorization": f"Bearer {PAYSTACK_SECRET}"})
+        assert right.status_code == 200 and right.json()["status"] is True
