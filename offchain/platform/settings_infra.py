@@ -85,6 +85,12 @@ class ChainSettings(_Group):
         default_factory=list, validation_alias=_flat("signer_keys", "SIGNER_KEYS")
     )
     rpc_timeout_s: float = 10.0
+    # The node the consoles' browsers read the chain through (docs/CONSOLES.md). It is handed to
+    # anyone who opens /console, so it must be a URL fit for the public: a hosted RPC URL
+    # carries its API key. Unset: development hands out CHAIN_RPC_URL, production nothing.
+    console_rpc_url: OptionalStr = Field(
+        default=None, validation_alias=_flat("console_rpc_url", "CAAS_CONSOLE_RPC_URL")
+    )
 
     @field_validator("deployment_file", mode="before")
     @classmethod

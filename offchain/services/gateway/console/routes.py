@@ -1,15 +1,17 @@
 """/console: the three pages, their static bundle, the chain config, and the signer's agreement."""
 
 # No `from __future__ import annotations`: FastAPI must see the dependency annotations.
+import functools
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offchain.chain.client import chain_of
 from offchain.persistence.credit import Origination
@@ -19,6 +21,7 @@ from offchain.platform.access import public
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.partner_errors import COMMON_ERRORS, LOAN_NOT_FOUND
+from offchain.platform.settings import Environment, Settings
 from offchain.services.gateway.usecases import not_found
 
 HERE = Path(__file__).parent
@@ -32,11 +35,14 @@ _config = public("public chain configuration: the RPC URL and contract addresses
 ReadLoans = Annotated[Principal, Depends(auth.require(auth.LOAN_READ, route_class="read"))]
 
 
-def browser_rpc_url(request: Request) -> str:
-    """The RPC URL the browser reads the chain through (CAAS_CONSOLE_RPC_URL, else the chain's)."""
-    import os
-
-    return os.environ.get("CAAS_CONSOLE_RPC_URL") or request.app.state.settings.chain.rpc_url or ""
+def browser_rpc_url(settings: Settings) -> str:
+    """The RPC URL the browser reads the chain through: CAAS_CONSOLE_RPC_URL; without it the
+    chain's own URL in development only (a production node URL may carry an API key)."""
+    if settings.chain.console_rpc_url:
+        return settings.chain.console_rpc_url
+    if settings.env is Environment.PRODUCTION:
+        return ""
+    return settings.chain.rpc_url or ""
 
 
 def csp(rpc_url: str) -> str:
@@ -49,19 +55,42 @@ def csp(rpc_url: str) -> str:
     )
 
 
-class ConsoleHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        if request.url.path == "/console" or request.url.path.startswith("/console/"):
-            response.headers["Content-Security-Policy"] = csp(browser_rpc_url(request))
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+class ConsoleHeaders:
+    """The consoles' security headers, on /console responses only. A plain ASGI middleware: every
+    other gateway request passes straight through (BaseHTTPMiddleware would wrap each one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != "/console" and not path.startswith("/console/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            "Content-Security-Policy": csp(browser_rpc_url(scope["app"].state.settings)),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                for name, value in headers.items():
+                    response_headers[name] = value
+                response_headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@functools.cache
+def _page_html(name: str) -> str:
+    return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
 def _render(name: str) -> HTMLResponse:
-    return HTMLResponse((TEMPLATES / name).read_text(encoding="utf-8"))
+    return HTMLResponse(_page_html(name))
 
 
 @router.get("", include_in_schema=False, dependencies=[Depends(_page)])
@@ -88,7 +117,7 @@ async def operator_page() -> HTMLResponse:
 @router.get("/api/config", dependencies=[Depends(_config)], summary="The chain the consoles read")
 async def config(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
-    out: dict[str, Any] = {"rpc_url": browser_rpc_url(request)}
+    out: dict[str, Any] = {"rpc_url": browser_rpc_url(settings)}
     if settings.chain.deployment_file:
         deployment = chain_of(request.app.state.resources).deployment  # loaded once per app
         out.update(
