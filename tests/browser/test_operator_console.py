@@ -12,52 +12,14 @@ from conftest import Console
 from eventually import eventually
 from system_support import Stack
 
-from offchain.chain.contracts import sign_approval
-from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
-
 pytestmark = pytest.mark.stack
 
 
 def loan_paid_to_a_shared_account(stack: Stack, external_id: str) -> str:
     """Another borrower's loan paying out to the account the demo borrower's loans use: approved
     on chain, its payout held for review (rule shared_payout_account)."""
-    created = stack.post(
-        "/v1/applications",
-        {
-            "external_id": external_id,
-            "borrower": {"sme_user_id": "bright-bakery-ltd"},
-            "amount": {"value": 200_000_00, "currency": "NGN"},
-            "tenor_months": 3,
-            "purpose": "inventory",
-        },
-        expect=201,
-    )
-    application = eventually(
-        lambda: (
-            (a := stack.get(f"/v1/applications/{created['id']}"))["status"]
-            not in ("submitted", "underwriting")
-            and a
-        ),
-        what="the decision",
-    )
-    assert application["status"] == "offered", application
-    accepted = stack.post(
-        f"/v1/offers/{application['offers'][0]['id']}/accept",
-        {
-            "payout": {
-                "method": "bank_transfer",
-                "account_number": valid_nuban(),
-                "bank_code": PAYOUT_BANK_CODE,
-            }
-        },
-        expect=201,
-    )
-    loan_id = str(accepted["loan_id"])
-    stack.loan_in(loan_id, "PENDING")
-    request = stack.get(f"/v1/loans/{loan_id}/approval-request")
-    for key in stack.signer_keys[: request["required"]]:
-        signer, signature = sign_approval(request["typed_data"], key)
-        stack.post(f"/v1/loans/{loan_id}/approvals", {"signer": signer, "signature": "0x" + signature.hex()})
+    loan_id = stack.pending_loan(external_id, borrower="bright-bakery-ltd", amount=200_000_00)
+    stack.sign_off(loan_id)
     eventually(  # 404 until the disbursement service has made the payout
         lambda: (
             (r := stack.api.get(f"/v1/payouts/{loan_id}", headers=stack.operator)).status_code == 200

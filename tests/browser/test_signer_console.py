@@ -21,41 +21,7 @@ pytestmark = pytest.mark.stack
 
 def pending_loan(stack: Stack, external_id: str) -> str:
     """A loan accepted and PENDING on chain, with no approvals yet."""
-    from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
-
-    created = stack.post(
-        "/v1/applications",
-        {
-            "external_id": external_id,
-            "borrower": {"sme_user_id": "acme-trading-ltd"},
-            "amount": {"value": 250_000_00, "currency": "NGN"},
-            "tenor_months": 3,
-            "purpose": "inventory",
-        },
-        expect=201,
-    )
-    application = eventually(
-        lambda: (
-            (a := stack.get(f"/v1/applications/{created['id']}"))["status"]
-            not in ("submitted", "underwriting")
-            and a
-        ),
-        what="the decision",
-    )
-    assert application["status"] == "offered", application
-    accepted = stack.post(
-        f"/v1/offers/{application['offers'][0]['id']}/accept",
-        {
-            "payout": {
-                "method": "bank_transfer",
-                "account_number": valid_nuban(),
-                "bank_code": PAYOUT_BANK_CODE,
-            }
-        },
-        expect=201,
-    )
-    stack.loan_in(accepted["loan_id"], "PENDING")
-    return str(accepted["loan_id"])
+    return stack.pending_loan(external_id, amount=250_000_00)
 
 
 async def tamper_agreement(stack: Stack, loan_id: str) -> None:

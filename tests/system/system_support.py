@@ -94,13 +94,21 @@ class Stack:
     def events(self, loan_id: str, name: str) -> list[dict[str, Any]]:
         return [tx for tx in self.loan(loan_id)["transactions"] if tx["event"] == name]
 
-    def approved_loan(self, external_id: str, *, amount: int = 300_000_00, tenor_months: int = 3) -> str:
-        """Application -> offer -> acceptance -> two signer signatures -> APPROVED on chain."""
+    def pending_loan(
+        self,
+        external_id: str,
+        *,
+        borrower: str = "acme-trading-ltd",
+        amount: int = 300_000_00,
+        tenor_months: int = 3,
+        account_number: str | None = None,
+    ) -> str:
+        """Application -> offer -> acceptance: the loan PENDING on chain, no approvals yet."""
         created = self.post(
             "/v1/applications",
             {
                 "external_id": external_id,
-                "borrower": {"sme_user_id": "acme-trading-ltd"},
+                "borrower": {"sme_user_id": borrower},
                 "amount": {"value": amount, "currency": "NGN"},
                 "tenor_months": tenor_months,
                 "purpose": "inventory",
@@ -120,21 +128,30 @@ class Stack:
             {
                 "payout": {
                     "method": "bank_transfer",
-                    "account_number": valid_nuban(),
+                    "account_number": account_number or valid_nuban(),
                     "bank_code": PAYOUT_BANK_CODE,
                 }
             },
             expect=201,
             headers={"Idempotency-Key": f"{external_id}-accept"},
         )
-        loan_id = accepted["loan_id"]
+        loan_id = str(accepted["loan_id"])
         self.loan_in(loan_id, "PENDING")
+        return loan_id
+
+    def sign_off(self, loan_id: str) -> None:
+        """As many committee signers as required sign the loan's approval request."""
         request = self.get(f"/v1/loans/{loan_id}/approval-request")
         for key in self.signer_keys[: request["required"]]:
             signer, signature = sign_approval(request["typed_data"], key)
             self.post(
                 f"/v1/loans/{loan_id}/approvals", {"signer": signer, "signature": "0x" + signature.hex()}
             )
+
+    def approved_loan(self, external_id: str, *, amount: int = 300_000_00, tenor_months: int = 3) -> str:
+        """Application -> offer -> acceptance -> two signer signatures -> APPROVED on chain."""
+        loan_id = self.pending_loan(external_id, amount=amount, tenor_months=tenor_months)
+        self.sign_off(loan_id)
         self.loan_in(loan_id, "APPROVED")
         return loan_id
 

@@ -26,7 +26,7 @@ from eventually import eventually
 from system_support import Stack
 
 from offchain.chain.contracts import sign_approval
-from offchain.demo import PAYOUT_BANK_CODE, valid_nuban
+from offchain.demo import valid_nuban
 from offchain.platform import auth
 from offchain.platform.service_auth import issue_service_token
 from offchain.rails.paystack.webhooks import sign as paystack_sign
@@ -327,38 +327,12 @@ def test_gateway_health__partners_summary_operators_detail(stack: Stack) -> None
 
 
 def _pending_loan(stack: Stack, external_id: str) -> str:
-    created = stack.post(
-        "/v1/applications",
-        {
-            "external_id": external_id,
-            "borrower": {"sme_user_id": f"acme-{external_id}"},
-            "amount": {"value": 200_000_00, "currency": "NGN"},
-            "tenor_months": 3,
-            "purpose": "inventory",
-        },
-        expect=201,
+    return stack.pending_loan(
+        external_id,
+        borrower=f"acme-{external_id}",
+        amount=200_000_00,
+        account_number=valid_nuban(serial=str(uuid.uuid4().int)[:9]),
     )
-    application = eventually(
-        lambda: (
-            (body := stack.get(f"/v1/applications/{created['id']}"))["status"]
-            not in ("submitted", "underwriting")
-            and body
-        ),
-        what="the decision",
-    )
-    accepted = stack.post(
-        f"/v1/offers/{application['offers'][0]['id']}/accept",
-        {
-            "payout": {
-                "method": "bank_transfer",
-                "account_number": valid_nuban(serial=str(uuid.uuid4().int)[:9]),
-                "bank_code": PAYOUT_BANK_CODE,
-            }
-        },
-        expect=201,
-    )
-    stack.loan_in(accepted["loan_id"], "PENDING")
-    return str(accepted["loan_id"])
 
 
 def test_approvals_and_early_money__nothing_wedges_nothing_strands(stack: Stack) -> None:

@@ -33,7 +33,9 @@ def test_console_answers_carry_the_csp_and_api_answers_do_not(settings: Settings
 
 def test_the_browser_gets_the_console_url_or_in_production_no_node_url(settings: Settings) -> None:
     def with_chain(env: str, **chain: str) -> Settings:
-        return settings.model_copy(update={"env": Environment(env), "chain": settings.chain.model_copy(update=chain)})
+        return settings.model_copy(
+            update={"env": Environment(env), "chain": settings.chain.model_copy(update=chain)}
+        )
 
     assert browser_rpc_url(with_chain("development", rpc_url=NODE)) == NODE
     # a production node URL may carry its API key: never handed out unless named for browsers
