@@ -267,3 +267,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def not_found(kind: str, resource_id: Any, *, detail: str | None = None) -> Problem:
+    """The one 404: `kind` (payment, loan, ...) not found, or not this caller's to see."""
+    return Problem(
+        404,
+        NOT_FOUND,
+        title=f"{kind} not found",
+        detail=detail or f"no {kind} {resource_id} for this partner",
+    )

@@ -23,7 +23,7 @@ from offchain.persistence.collections import (
 )
 from offchain.persistence.models import Loan
 from offchain.platform.logging import get_logger
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import NOT_FOUND, Problem, not_found
 from offchain.services.collections.cob import cob_view
 from offchain.services.collections.context import IN_REPAYMENT
 
@@ -128,7 +128,7 @@ def _proposal_view(proposal: WriteOffProposal, chain_state: int | None) -> dict[
 async def find_loan(session: AsyncSession, loan_id: uuid.UUID) -> Loan:
     loan = await session.get(Loan, loan_id)
     if loan is None:
-        raise Problem(404, NOT_FOUND, title="loan not found", detail=f"no loan {loan_id} for this partner")
+        raise not_found("loan", loan_id)
     return loan
 
 

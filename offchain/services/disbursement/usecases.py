@@ -19,7 +19,7 @@ from offchain.persistence.money import MonitoringFlag, Payout
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.db import Database
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import Problem, not_found
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.client import PaystackClient, PaystackError, PaystackRejected
 from offchain.services import monitoring
@@ -57,7 +57,7 @@ async def payout_locked(db: Database, loan_id: uuid.UUID) -> AsyncIterator[tuple
     async with db.worker_session() as session:
         payout = await lock_payout(session, loan_id)
         if payout is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+            raise not_found("payout", loan_id, detail=f"no payout for loan {loan_id}")
         yield session, payout
 
 
@@ -66,7 +66,7 @@ async def get_payout(db: Database, actor: auth.Actor, loan_id: uuid.UUID) -> dic
     async with scope as session:
         payout = await session.get(Payout, loan_id)
         if payout is None:
-            raise Problem(404, NOT_FOUND, title="Payout not found", detail=f"no payout for loan {loan_id}")
+            raise not_found("payout", loan_id, detail=f"no payout for loan {loan_id}")
         return payout_view(payout)
 
 

@@ -28,6 +28,7 @@ from offchain.platform.partner_errors import (
     LOAN_NOT_FOUND,
     PROBLEM,
 )
+from offchain.platform.problems import not_found
 from offchain.services.gateway import schemas, usecases
 from offchain.services.gateway.audit import audit_report
 
@@ -158,7 +159,7 @@ async def audit_loan(
     async with db.partner_session(principal.partner_id) as session:
         loan = await session.get(Loan, loan_id)
         if loan is None:
-            raise usecases.not_found("loan", loan_id)
+            raise not_found("loan", loan_id)
     with chain_unavailable_as_503():
         return await audit_report(settings, loan, chain_of(request.app.state.resources))
 

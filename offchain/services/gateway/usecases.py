@@ -27,16 +27,10 @@ from offchain.persistence.models import ChainEvent, Loan, Partner
 from offchain.platform.auth import Principal
 from offchain.platform.db import Database
 from offchain.platform.pagination import MAX_LIMIT, decode_cursor, encode_cursor
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import Problem, not_found
 from offchain.services.gateway import schemas
 
 DUPLICATE = "urn:caas:problem:duplicate-external-id"
-
-
-def not_found(kind: str, resource_id: Any) -> Problem:
-    return Problem(
-        404, NOT_FOUND, title=f"{kind} not found", detail=f"no {kind} {resource_id} for this partner"
-    )
 
 
 # Partners known to exist, per database engine: the upsert is a round trip on every submission

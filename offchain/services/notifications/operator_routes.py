@@ -15,6 +15,7 @@ from offchain.persistence.notifications import WebhookEvent
 from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.deps import DatabaseDep, SettingsDep
+from offchain.platform.problems import not_found
 from offchain.services.notifications import usecases as notifications
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"])
@@ -49,7 +50,7 @@ async def replay_any_event(
     async with db.worker_session() as session:
         partner_id = await session.scalar(select(WebhookEvent.partner_id).where(WebhookEvent.id == event_id))
     if partner_id is None:
-        raise notifications.not_found("event", event_id)
+        raise not_found("event", event_id)
     # the replay itself runs in the event's partner scope, exactly as the partner's own would
     async with db.partner_session(partner_id) as session:
         replayed = await notifications.replay_event(

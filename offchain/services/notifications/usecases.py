@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -17,17 +16,11 @@ from offchain.domain.notifications.envelope import ALL_TYPES
 from offchain.persistence.notifications import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from offchain.platform.outbound import OutboundPolicy, UrlRefused
 from offchain.platform.pagination import decode_cursor, encode_cursor
-from offchain.platform.problems import NOT_FOUND, VALIDATION_ERROR, Problem
+from offchain.platform.problems import VALIDATION_ERROR, Problem, not_found
 from offchain.services.notifications import schemas
 from offchain.services.notifications.secrets import SecretBox
 
 NO_ENDPOINT = "urn:caas:problem:no-subscribed-endpoint"
-
-
-def not_found(kind: str, resource_id: Any) -> Problem:
-    return Problem(
-        404, NOT_FOUND, title=f"{kind} not found", detail=f"no {kind} {resource_id} for this partner"
-    )
 
 
 def endpoint_view(endpoint: WebhookEndpoint) -> schemas.EndpointOut:

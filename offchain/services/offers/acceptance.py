@@ -21,12 +21,12 @@ from offchain.eventbus.outbox import publish
 from offchain.persistence.credit import Application, Offer, Origination
 from offchain.persistence.models import Loan
 from offchain.platform.auth import Principal
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import Problem, not_found
 from offchain.services.offers import schemas
 
 
 def _no_offer(offer_id: uuid.UUID) -> Problem:
-    return Problem(404, NOT_FOUND, title="offer not found", detail=f"no offer {offer_id} for this partner")
+    return not_found("offer", offer_id)
 
 
 OFFER_NOT_OPEN = "urn:caas:problem:offer-not-open"

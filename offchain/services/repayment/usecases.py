@@ -24,7 +24,7 @@ from offchain.platform import auth
 from offchain.platform.audit_log import record_action
 from offchain.platform.auth import Principal
 from offchain.platform.db import Database
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import NOT_FOUND, Problem, not_found
 from offchain.platform.settings import Settings
 from offchain.rails.paystack.client import PaystackClient, PaystackError
 from offchain.rails.sme.http import SmeRefused, SmeUnavailable
@@ -115,7 +115,7 @@ async def get_payment(db: Database, actor: auth.Actor, payment_id: uuid.UUID) ->
     async with db.worker_session() as session:
         row = (await session.execute(query)).scalar_one_or_none()
     if row is None:
-        raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        raise not_found("payment", payment_id, detail=f"no payment {payment_id}")
     return payment_view(row)
 
 
@@ -138,7 +138,7 @@ async def match_payment(
         target = await locks.lock_loan(session, loan.id)  # before the row: intake's order
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
-            raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+            raise not_found("payment", payment_id, detail=f"no payment {payment_id}")
         before = payment_view(row)
         if row.status == "review" and target is not None:
             if row.partner_id is not None and row.partner_id != loan.partner_id:
@@ -196,7 +196,7 @@ async def reverse_payment(
     async with db.partner_session(principal.partner_id) as session:
         visible = await session.get(Payment, payment_id)
     if visible is None:
-        raise Problem(404, NOT_FOUND, title="Payment not found", detail=f"no payment {payment_id}")
+        raise not_found("payment", payment_id, detail=f"no payment {payment_id}")
     async with db.worker_session() as session:
         row = (
             await session.execute(select(Payment).where(Payment.id == payment_id).with_for_update())

@@ -39,7 +39,7 @@ from offchain.domain.loan_book import LoanState
 from offchain.persistence.credit import ApprovalRound, ApprovalSignature, Origination
 from offchain.persistence.models import Loan, TxIntent
 from offchain.platform.logging import get_logger
-from offchain.platform.problems import NOT_FOUND, Problem
+from offchain.platform.problems import Problem, not_found
 from offchain.services.gateway.committee import schemas
 from offchain.services.gateway.committee.approval_chain import (
     Snapshot,
@@ -78,7 +78,7 @@ async def _loan_and_origination(session: AsyncSession, loan_id: uuid.UUID) -> tu
     loan = await session.get(Loan, loan_id)
     origination = await session.get(Origination, loan_id)
     if loan is None or origination is None:
-        raise Problem(404, NOT_FOUND, title="loan not found", detail=f"no loan {loan_id} for this partner")
+        raise not_found("loan", loan_id)
     return loan, origination
 
 

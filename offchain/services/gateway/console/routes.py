@@ -21,8 +21,8 @@ from offchain.platform.access import public
 from offchain.platform.auth import Principal
 from offchain.platform.deps import DatabaseDep
 from offchain.platform.partner_errors import COMMON_ERRORS, LOAN_NOT_FOUND
+from offchain.platform.problems import not_found
 from offchain.platform.settings import Environment, Settings
-from offchain.services.gateway.usecases import not_found
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
